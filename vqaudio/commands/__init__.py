@@ -1,0 +1,1 @@
+"""Subcommands of the ``vqaudio`` CLI: one module each, exposing ``register(subparsers)``."""

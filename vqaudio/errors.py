@@ -1,0 +1,28 @@
+"""Errors that users can cause. The CLI prints ``str(err)`` (one line) and exits non-zero."""
+
+from __future__ import annotations
+
+
+class VQAudioError(Exception):
+    """Base class of every user-facing vqaudio error; its message is a single line."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        self.path = path
+        text = f"{path}: {message}" if path else message
+        super().__init__(" ".join(str(text).split()))  # one line, always
+
+
+class AudioError(VQAudioError):
+    """An audio or series file cannot be read or is unusable (empty, corrupt, NaN, wrong rate)."""
+
+
+class TokenFileError(VQAudioError):
+    """A ``.vqa`` token file is truncated, corrupted, foreign, or does not match the model."""
+
+
+class CheckpointError(VQAudioError):
+    """A checkpoint is missing, tampered with, or inconsistent with its config."""
+
+
+class ConfigError(VQAudioError):
+    """A configuration or command-line value is invalid."""

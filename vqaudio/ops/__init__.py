@@ -1,0 +1,129 @@
+"""The nearest-codebook op ``torch.ops.vqaudio.nearest_code`` and the STE wrapper ``quantize``.
+
+The op comes from the compiled extension ``vqaudio._C`` (C++ CPU kernel, CUDA kernel when built
+with CUDA). When the extension is missing, or ``VQAUDIO_KERNEL=reference`` is set, the same op is
+defined here with the pure-PyTorch reference (``reference.py``) as its kernel, with a warning
+naming the reason. Either way the fake (meta) and autograd kernels below are registered from
+Python, as in pytorch/extension-cpp, so the op works under ``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from . import reference
+
+__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "has_cuda_kernel"]
+
+
+def _load() -> tuple[str, str]:
+    """Return (kernel name, reason): the compiled extension, or the reference fallback."""
+    choice = os.environ.get("VQAUDIO_KERNEL", "auto").strip().lower()
+    if choice not in ("auto", "compiled", "reference"):
+        raise ValueError(f"VQAUDIO_KERNEL must be auto, compiled or reference, not {choice!r}")
+    if choice == "reference":
+        reason = "VQAUDIO_KERNEL=reference"
+    else:
+        try:
+            from vqaudio import _C  # noqa: F401  (registers the op with the dispatcher)
+
+            return "compiled", "vqaudio._C loaded"
+        except ImportError as err:
+            if choice == "compiled":
+                raise
+            reason = f"the compiled extension vqaudio._C could not be loaded ({err})"
+            warnings.warn(f"vqaudio: {reason}; using the slow pure-PyTorch reference kernel", stacklevel=2)
+    lib = torch.library.Library("vqaudio", "DEF")  # noqa: F841 (kept alive below)
+    lib.define("nearest_code(Tensor x, Tensor codebook) -> (Tensor, Tensor)")
+    lib.impl("nearest_code", reference.nearest_code, "CompositeExplicitAutograd")
+    _LIBRARIES.append(lib)
+    return "reference", reason
+
+
+_LIBRARIES: list[torch.library.Library] = []
+KERNEL, KERNEL_REASON = _load()
+
+
+@torch.library.register_fake("vqaudio::nearest_code")
+def _nearest_code_fake(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    torch._check(x.dim() == 2 and codebook.dim() == 2, lambda: "nearest_code: x and codebook must be 2-D")
+    torch._check(x.shape[1] == codebook.shape[1], lambda: "nearest_code: x and codebook differ in D")
+    out_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    n = x.shape[0]
+    return x.new_empty(n, dtype=torch.int64), x.new_empty(n, dtype=out_dtype)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, codebook = inputs
+    indices, _ = output
+    ctx.save_for_backward(x, codebook, indices)
+
+
+def _backward(ctx, grad_indices, grad_dist2):
+    """d dist2[n] / d x[n] = 2 (x[n] - e_k), d dist2[n] / d e_k = -2 (x[n] - e_k), k = indices[n]."""
+    x, codebook, indices = ctx.saved_tensors
+    grad_x = grad_codebook = None
+    if grad_dist2 is None:
+        return None, None
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    diff = (x.to(acc) - codebook.to(acc)[indices]) * (2.0 * grad_dist2.to(acc)).unsqueeze(1)
+    if ctx.needs_input_grad[0]:
+        grad_x = diff.to(x.dtype)
+    if ctx.needs_input_grad[1]:
+        grad_codebook = torch.zeros(codebook.shape, dtype=acc, device=codebook.device)
+        grad_codebook = grad_codebook.index_add(0, indices, diff, alpha=-1.0).to(codebook.dtype)
+    return grad_x, grad_codebook
+
+
+torch.library.register_autograd("vqaudio::nearest_code", _backward, setup_context=_setup_context)
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``indices: int64[N]``, ``dist2: float32[N]`` (float64 for float64) of the nearest codebook rows.
+
+    ``x``: ``[N, D]``; ``codebook``: ``[K, D]``, same dtype and device. Ties go to the lowest index.
+    ``dist2`` is differentiable: its gradient reaches ``x`` and the selected codebook rows.
+    """
+    return torch.ops.vqaudio.nearest_code(x, codebook)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: ``codebook[indices]``. Backward: the gradient goes to ``x`` unchanged (the STE)."""
+
+    @staticmethod
+    def forward(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return codebook[indices].to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad_quantized):
+        return grad_quantized, None, None
+
+
+def quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace each row of ``x`` by its nearest codebook row, with the straight-through estimator.
+
+    Args:
+        x: ``[N, D]`` latents (float32/float64/float16/bfloat16).
+        codebook: ``[K, D]`` with the same dtype and device.
+
+    Returns:
+        ``quantized``: ``[N, D]`` equal to ``codebook[indices]``; its gradient flows to ``x`` as the
+        identity, and ``codebook`` gets no gradient through it (codebook and commitment losses are
+        computed by the quantiser layer). ``indices``: int64 ``[N]``. ``dist2``: ``[N]`` squared
+        distances (differentiable, see :func:`nearest_code`).
+    """
+    indices, dist2 = torch.ops.vqaudio.nearest_code(x, codebook)
+    quantized = _StraightThrough.apply(x, codebook.detach(), indices)
+    return quantized, indices, dist2
+
+
+def has_cuda_kernel() -> bool:
+    """Whether the dispatcher holds a CUDA kernel for ``vqaudio::nearest_code``."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("vqaudio::nearest_code", "CUDA")
