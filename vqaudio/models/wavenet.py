@@ -1,0 +1,249 @@
+"""WaveNet-style autoregressive prior over residual-VQ token frames, with cached (fast-wavenet) generation.
+
+Factorisation of a frame ``z_t = (z_t^0, ..., z_t^{n_q-1})`` (codebook level order)::
+
+    p(z_t^q | z_{<t}, z_t^{<q}) = head_q( ctx_t + sum_{j<q} E'_j[z_t^j] )
+    ctx_t = WaveNet( [start, e_0, ..., e_{t-1}] )_t,   e_s = sum_q E_q[z_s^q]
+
+The dilated causal conv stack runs once per *frame* over the summed embeddings of all stages of the past
+frames (shifted right by a learned start vector), and a small per-stage MLP head predicts the stages of the
+current frame one after the other from the frame context plus the embeddings of the stages already chosen.
+
+Generation keeps, for each layer, a ring buffer of its last ``dilation * (kernel_size - 1)`` inputs, so a step
+costs O(layers) whatever the receptive field (fast-wavenet; r9y9/wavenet_vocoder ``incremental_forward``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["WaveNetConfig", "WaveNetPrior", "GenState"]
+
+
+@dataclass
+class WaveNetConfig:
+    """Hyper-parameters of :class:`WaveNetPrior` (JSON-serialisable; stored next to the weights)."""
+
+    codebook_size: int = 1024  # K: tokens per stage
+    n_q: int = 1  # residual VQ stages per frame
+    residual_channels: int = 64
+    gate_channels: int = 128  # conv output channels; split in tanh / sigmoid halves
+    skip_channels: int = 128
+    head_channels: int = 256
+    kernel_size: int = 2
+    layers: int = 20
+    cycle: int = 10  # dilations 1, 2, ..., 2**(cycle-1), repeated layers // cycle times
+    n_labels: int = 0  # > 0: global conditioning on a label id in [0, n_labels)
+
+    def __post_init__(self) -> None:
+        for name in ("codebook_size", "n_q", "residual_channels", "skip_channels", "head_channels", "layers", "cycle"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"WaveNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.gate_channels < 2 or self.gate_channels % 2:
+            raise ValueError(f"WaveNetConfig.gate_channels must be even and >= 2, got {self.gate_channels}")
+        if self.kernel_size < 2:
+            raise ValueError(f"WaveNetConfig.kernel_size must be >= 2, got {self.kernel_size}")
+        if self.n_labels < 0:
+            raise ValueError(f"WaveNetConfig.n_labels must be >= 0, got {self.n_labels}")
+
+    @property
+    def dilations(self) -> list[int]:
+        return [2 ** (i % self.cycle) for i in range(self.layers)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> WaveNetConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class GenState:
+    """Cache of an incremental generation: one ring buffer ``[B, R, d*(k-1)]`` per layer and the step count."""
+
+    buffers: list[Tensor]
+    t: int  # frames fed so far (the start vector counts as one)
+    label_bias: list[Tensor | None] = field(default_factory=list)  # per layer [B, gate] or None
+
+
+class _GatedLayer(nn.Module):
+    """Causal dilated conv -> tanh·sigmoid gate -> residual and skip 1x1 convs."""
+
+    def __init__(self, cfg: WaveNetConfig, dilation: int) -> None:
+        super().__init__()
+        r, g, s = cfg.residual_channels, cfg.gate_channels, cfg.skip_channels
+        self.dilation, self.k = dilation, cfg.kernel_size
+        self.conv = nn.Conv1d(r, g, cfg.kernel_size, dilation=dilation)
+        self.out = nn.Conv1d(g // 2, r + s, 1)  # residual and skip 1x1 convs, fused
+        self.label = nn.Embedding(cfg.n_labels, g) if cfg.n_labels else None
+        self.r = r
+
+    @property
+    def span(self) -> int:
+        """Past inputs the conv reads besides the current one: ``dilation * (kernel_size - 1)``."""
+        return self.dilation * (self.k - 1)
+
+    def _gate_out(self, a: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """a: [B, G, F] or [B, G]; x: residual input of the same layout -> (x_next, skip)."""
+        ta, sb = a.chunk(2, dim=1)
+        h = torch.tanh(ta) * torch.sigmoid(sb)
+        o = self.out(h) if h.dim() == 3 else F.linear(h, self.out.weight[:, :, 0], self.out.bias)
+        res, skip = o[:, : self.r], o[:, self.r :]
+        return (x + res) * math.sqrt(0.5), skip
+
+    def forward(self, x: Tensor, label: Tensor | None) -> tuple[Tensor, Tensor]:
+        """x: [B, R, F] -> (x_next [B, R, F], skip [B, S, F]); causal (left zero padding)."""
+        a = self.conv(F.pad(x, (self.span, 0)))
+        if self.label is not None:
+            a = a + self.label(label)[:, :, None]
+        return self._gate_out(a, x)
+
+    def step(self, x: Tensor, buf: Tensor, t: int, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One frame. x: [B, R] (input at time t); buf: [B, R, span] ring buffer, updated in place."""
+        d, k, n = self.dilation, self.k, self.span
+        # conv weight tap i multiplies x_{t - (k-1-i)*d}
+        taps = [buf[:, :, (t - (k - 1 - i) * d) % n] for i in range(k - 1)] + [x]
+        a = F.linear(torch.cat(taps, dim=1), self._wflat(), self.conv.bias)
+        if bias is not None:
+            a = a + bias
+        buf[:, :, t % n] = x
+        return self._gate_out(a, x)
+
+    def _wflat(self) -> Tensor:
+        """Conv weight [G, R, k] as a matrix [G, k*R] matching ``cat(taps)`` (tap-major)."""
+        w = self.conv.weight
+        return w.permute(0, 2, 1).reshape(w.shape[0], -1)
+
+
+class WaveNetPrior(nn.Module):
+    """Autoregressive prior over token frames ``codes int64[B, n_q, F]`` (see module docstring)."""
+
+    def __init__(self, cfg: WaveNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        K, Q, R, S, H = cfg.codebook_size, cfg.n_q, cfg.residual_channels, cfg.skip_channels, cfg.head_channels
+        self.embed = nn.Embedding(Q * K, R)  # stage q token k -> row q*K + k; summed over stages
+        self.start = nn.Parameter(torch.randn(R) * 0.1)
+        self.layers = nn.ModuleList(_GatedLayer(cfg, d) for d in cfg.dilations)
+        self.post = nn.Sequential(nn.ReLU(), nn.Linear(S, S), nn.ReLU(), nn.Linear(S, H))
+        self.stage_embed = nn.Embedding(Q * K, H)  # current-frame earlier stages, for the head
+        self.stage_bias = nn.Parameter(torch.zeros(Q, H))
+        self.head_w1 = nn.Parameter(torch.randn(Q, H, H) / math.sqrt(H))
+        self.head_b1 = nn.Parameter(torch.zeros(Q, H))
+        self.head_w2 = nn.Parameter(torch.randn(Q, H, K) / math.sqrt(H) * 0.1)
+        self.head_b2 = nn.Parameter(torch.zeros(Q, K))
+        self.register_buffer("offsets", torch.arange(Q) * K, persistent=False)
+
+    # ---- shapes, checks -------------------------------------------------------------------------------------
+    @property
+    def receptive_field(self) -> int:
+        """Past frames the prediction of a frame can see: ``(kernel_size - 1) * sum(dilations) + 1``."""
+        return (self.cfg.kernel_size - 1) * sum(self.cfg.dilations) + 1
+
+    def _check(self, codes: Tensor, label: Tensor | None) -> None:
+        if codes.dim() != 3 or codes.shape[1] != self.cfg.n_q:
+            raise ValueError(f"codes must be [B, {self.cfg.n_q}, F], got {tuple(codes.shape)}")
+        if (self.cfg.n_labels > 0) != (label is not None):
+            raise ValueError("label is required iff the prior has n_labels > 0")
+
+    def _frame_embed(self, codes: Tensor) -> Tensor:
+        """codes [B, Q, F] -> summed stage embeddings [B, F, R]."""
+        return self.embed(codes + self.offsets[None, :, None]).sum(1)
+
+    # ---- teacher-forced forward ----------------------------------------------------------------------------
+    def context(self, codes: Tensor, label: Tensor | None = None) -> Tensor:
+        """Frame contexts: codes int64[B, Q, F] -> ctx[B, F, H]; ctx_t depends on frames < t only."""
+        self._check(codes, label)
+        B = codes.shape[0]
+        x = torch.cat([self.start.expand(B, 1, -1), self._frame_embed(codes[:, :, :-1])], dim=1)  # [B, F, R]
+        x = x.transpose(1, 2)
+        skips = 0.0
+        for layer in self.layers:
+            x, s = layer(x, label)
+            skips = skips + s
+        skips = skips * math.sqrt(1.0 / len(self.layers))
+        return self.post(skips.transpose(1, 2))
+
+    def head(self, ctx: Tensor, codes: Tensor) -> Tensor:
+        """Per-stage logits with teacher forcing: ctx[B, F, H], codes[B, Q, F] -> logits[B, Q, F, K]."""
+        e = self.stage_embed(codes + self.offsets[None, :, None])  # [B, Q, F, H]
+        prev = F.pad(torch.cumsum(e[:, :-1], dim=1), (0, 0, 0, 0, 1, 0))  # sum over stages j < q
+        h = torch.relu(ctx[:, None] + prev + self.stage_bias[None, :, None])
+        h = torch.relu(torch.einsum("bqfh,qhg->bqfg", h, self.head_w1) + self.head_b1[None, :, None])
+        return torch.einsum("bqfh,qhk->bqfk", h, self.head_w2) + self.head_b2[None, :, None]
+
+    def forward(self, codes: Tensor, label: Tensor | None = None) -> Tensor:
+        """codes int64[B, Q, F] (label int64[B]) -> logits float[B, Q, F, K] of every token given its past."""
+        return self.head(self.context(codes, label), codes)
+
+    def nll(self, codes: Tensor, label: Tensor | None = None) -> Tensor:
+        """Mean negative log-likelihood (nats per token) of codes[B, Q, F] under teacher forcing."""
+        logits = self(codes, label)
+        return F.cross_entropy(logits.reshape(-1, self.cfg.codebook_size), codes.reshape(-1))
+
+    # ---- cached generation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_state(
+        self, batch: int, label: Tensor | None = None, prime: Tensor | None = None
+    ) -> tuple[GenState, Tensor]:
+        """Start a generation of ``batch`` sequences, optionally after prime codes int64[B, Q, P].
+
+        Returns the cache and the context ctx[B, H] of the next frame (frame P).
+        """
+        p = self.embed.weight
+        if prime is not None:
+            self._check(prime, label)
+            if prime.shape[0] != batch:
+                raise ValueError(f"prime batch {prime.shape[0]} != {batch}")
+        elif (self.cfg.n_labels > 0) != (label is not None):
+            raise ValueError("label is required iff the prior has n_labels > 0")
+        bias = [layer.label(label) if layer.label is not None else None for layer in self.layers]
+        state = GenState([p.new_zeros(batch, self.cfg.residual_channels, ly.span) for ly in self.layers], 0, bias)
+        if prime is None or prime.shape[2] == 0:
+            return state, self.step(state, self.start.expand(batch, -1))
+        # Fill every layer's ring buffer from one teacher-forced pass over [start, e_0 .. e_{P-2}], then
+        # step the last prime frame through the cache to get the context of frame P.
+        P = prime.shape[2]
+        x = torch.cat([self.start.expand(batch, 1, -1), self._frame_embed(prime[:, :, :-1])], dim=1).transpose(1, 2)
+        for layer, buf in zip(self.layers, state.buffers, strict=True):
+            n = layer.span
+            times = torch.arange(P - n, P, device=x.device)  # inputs at times P-n .. P-1 (negative: zero pad)
+            past = F.pad(x, (max(0, n - P), 0))[:, :, -n:]
+            buf[:, :, times % n] = past
+            x, _ = layer(x, label)
+        state.t = P
+        return state, self.step(state, self._frame_embed(prime[:, :, -1:])[:, 0])
+
+    @torch.no_grad()
+    def step(self, state: GenState, x: Tensor) -> Tensor:
+        """Feed one frame input x[B, R] (an embedded frame or the start vector) -> next context ctx[B, H]."""
+        skips = 0.0
+        for layer, buf, bias in zip(self.layers, state.buffers, state.label_bias, strict=True):
+            x, s = layer.step(x, buf, state.t, bias)
+            skips = skips + s
+        state.t += 1
+        return self.post(skips * math.sqrt(1.0 / len(self.layers)))
+
+    @torch.no_grad()
+    def stage_logits(self, ctx: Tensor, prev: Tensor, q: int) -> Tensor:
+        """Logits[B, K] of stage q given ctx[B, H] and the current frame's earlier stages prev int64[B, q]."""
+        h = ctx + self.stage_bias[q]
+        if q > 0:
+            h = h + self.stage_embed(prev[:, :q] + self.offsets[:q]).sum(1)
+        h = torch.relu(torch.relu(h) @ self.head_w1[q] + self.head_b1[q])
+        return h @ self.head_w2[q] + self.head_b2[q]
+
+    @torch.no_grad()
+    def embed_frame(self, frame: Tensor) -> Tensor:
+        """frame int64[B, Q] -> summed stage embeddings [B, R] (the next input of :meth:`step`)."""
+        return self.embed(frame + self.offsets).sum(1)
+
+    def config_dict(self) -> dict:
+        return self.cfg.to_dict()
