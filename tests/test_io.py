@@ -1,0 +1,135 @@
+"""vqaudio.io: audio/series round trips, resampling, atomic writes, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from vqaudio.errors import AudioError
+from vqaudio.io import is_audio_path, is_series_path, load_audio, load_series, save_audio, save_series
+
+
+def _one_line(err: pytest.ExceptionInfo, path) -> None:
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg
+
+
+def test_speech_loads(speech_file):
+    wav, sr = load_audio(speech_file)
+    assert sr == 8000 and wav.dtype == torch.float32 and wav.shape[0] == 1 and wav.shape[1] >= 8000
+    assert 0 < wav.abs().max() <= 1
+    up, sr2 = load_audio(speech_file, 16000)
+    assert sr2 == 8000 and abs(up.shape[1] - 2 * wav.shape[1]) <= 1
+
+
+def test_resample_preserves_a_tone(tmp_path):
+    t = torch.arange(16000) / 16000
+    tone = (0.5 * torch.sin(2 * torch.pi * 440 * t)).unsqueeze(0)
+    save_audio(tmp_path / "tone.wav", tone, 16000, subtype="FLOAT")
+    wav, sr = load_audio(tmp_path / "tone.wav", 8000)
+    assert sr == 16000 and wav.shape == (1, 8000)
+    ref = (0.5 * torch.sin(2 * torch.pi * 440 * torch.arange(8000) / 8000)).unsqueeze(0)
+    assert (wav - ref)[:, 200:-200].abs().max() < 0.01
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+def test_audio_round_trip_stereo(tmp_path, suffix):
+    t = torch.arange(4001) / 8000
+    x = torch.stack([0.4 * torch.sin(2 * torch.pi * 300 * t), 0.3 * torch.sin(2 * torch.pi * 700 * t + 1)])
+    path = tmp_path / f"x{suffix}"
+    save_audio(path, x, 8000)
+    y, sr = load_audio(path)
+    assert sr == 8000 and y.shape == x.shape
+    if suffix == ".ogg":  # lossy Vorbis: a clear SNR on each channel
+        snr = 10 * torch.log10(x.square().sum(1) / (y - x).square().sum(1))
+        assert (snr > 15).all(), snr
+    else:  # 16-bit PCM
+        assert (y - x).abs().max() < 1 / 2**14
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left behind
+
+
+def test_failed_write_leaves_old_file(tmp_path):
+    path = tmp_path / "a.wav"
+    save_audio(path, torch.zeros(1, 10), 8000)
+    before = path.read_bytes()
+    with pytest.raises(AudioError):
+        save_audio(path, torch.full((1, 10), float("nan")), 8000)
+    with pytest.raises(AudioError):
+        save_audio(path, torch.zeros(1, 10), 0)
+    assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_bad_audio_files(tmp_path):
+    cases = {}
+    cases["missing.wav"] = None
+    (tmp_path / "empty.wav").write_bytes(b"")
+    cases["empty.wav"] = "empty"
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 4)
+    cases["corrupt.wav"] = "cannot read"
+    sf.write(tmp_path / "nosamples.wav", np.zeros((0, 1), np.float32), 8000)
+    cases["nosamples.wav"] = "0 samples"
+    sf.write(tmp_path / "nan.wav", np.array([[0.0], [np.nan], [0.1]], np.float32), 8000, subtype="FLOAT")
+    cases["nan.wav"] = "NaN"
+    (tmp_path / "x.txt").write_text("hello")
+    cases["x.txt"] = "unsupported"
+    for name, what in cases.items():
+        path = tmp_path / name
+        with pytest.raises(AudioError) as err:
+            load_audio(path)
+        _one_line(err, path)
+        assert (what or "no such file") in str(err.value)
+
+
+def test_truncated_wav(tmp_path, speech_file):
+    data = speech_file.read_bytes()
+    path = tmp_path / "trunc.wav"
+    path.write_bytes(data[:30])
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    _one_line(err, path)
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".csv"])
+def test_series_round_trip(tmp_path, suffix):
+    x = torch.randn(3, 57)
+    save_series(tmp_path / f"s{suffix}", x)
+    y = load_series(tmp_path / f"s{suffix}")
+    assert y.dtype == torch.float32 and torch.equal(y, x)
+
+
+def test_series_layout_rows_are_time(tmp_path):
+    (tmp_path / "a.csv").write_text("temp,humidity\n1,10\n2,20\n3,30\n")
+    assert load_series(tmp_path / "a.csv").tolist() == [[1, 2, 3], [10, 20, 30]]
+    np.save(tmp_path / "b.npy", np.arange(5.0))
+    assert load_series(tmp_path / "b.npy").shape == (1, 5)
+    np.save(tmp_path / "c.npy", np.zeros((7, 2)))
+    assert load_series(tmp_path / "c.npy").shape == (2, 7)
+
+
+def test_bad_series_files(tmp_path):
+    np.save(tmp_path / "nan.npy", np.array([1.0, np.nan]))
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
+    np.save(tmp_path / "nochan.npy", np.zeros((5, 0)))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "trunc.npy").write_bytes((lambda b: b[: len(b) // 2])(_npy_bytes(tmp_path)))
+    (tmp_path / "ragged.csv").write_text("1,2\n3\n")
+    (tmp_path / "words.csv").write_text("a,b\n1,x\n")
+    (tmp_path / "header_only.csv").write_text("a,b\n")
+    (tmp_path / "missing_value.csv").write_text("1,2\n,4\n")
+    for name in ["nan.npy", "cube.npy", "nochan.npy", "obj.npy", "trunc.npy", "ragged.csv", "words.csv",
+                 "header_only.csv", "missing_value.csv", "absent.csv", "x.wav"]:
+        with pytest.raises(AudioError) as err:
+            load_series(tmp_path / name)
+        _one_line(err, tmp_path / name)
+
+
+def _npy_bytes(tmp_path):
+    np.save(tmp_path / "full.npy", np.zeros(1000))
+    return (tmp_path / "full.npy").read_bytes()
+
+
+def test_path_kinds():
+    assert is_audio_path("a/b.WAV") and is_audio_path("x.flac") and not is_audio_path("x.npy")
+    assert is_series_path("x.npy") and is_series_path("y.CSV") and not is_series_path("z.wav")

@@ -1,0 +1,231 @@
+"""Reading and writing audio and time series as ``[C, T]`` float32 tensors.
+
+Audio goes through soundfile (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, AU, CAF, W64, RF64, ...) and
+is resampled with :func:`torchaudio.functional.resample`. Series are ``.npy`` or ``.csv`` files in
+the same layout: **rows are time steps, columns are channels** (a ``T x C`` table; a 1-D ``.npy``
+is one channel). A ``.csv`` may start with one non-numeric header row, which is skipped.
+
+Every write goes to a temporary file in the destination folder and is renamed into place
+(:func:`atomic_path`), so readers never see a half-written file. Unusable input raises
+:class:`vqaudio.errors.AudioError` with one line naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from vqaudio.errors import AudioError
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "SERIES_SUFFIXES",
+    "atomic_path",
+    "is_audio_path",
+    "is_series_path",
+    "load_audio",
+    "load_series",
+    "resample",
+    "save_audio",
+    "save_series",
+]
+
+# suffix -> soundfile container format
+_AUDIO_FORMATS = {
+    ".wav": "WAV", ".wave": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG",
+    ".mp3": "MP3", ".aif": "AIFF", ".aiff": "AIFF", ".aifc": "AIFF", ".au": "AU", ".snd": "AU",
+    ".caf": "CAF", ".w64": "W64", ".rf64": "RF64",
+}  # fmt: skip
+_DEFAULT_SUBTYPE = {".opus": "OPUS"}
+AUDIO_SUFFIXES = frozenset(s for s, fmt in _AUDIO_FORMATS.items() if fmt in sf.available_formats())
+SERIES_SUFFIXES = frozenset({".npy", ".csv"})
+
+
+def is_audio_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` has a suffix soundfile can read (case-insensitive)."""
+    return Path(path).suffix.lower() in AUDIO_SUFFIXES
+
+
+def is_series_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a ``.npy`` or ``.csv`` series file (case-insensitive)."""
+    return Path(path).suffix.lower() in SERIES_SUFFIXES
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``, else delete it.
+
+    The temporary name keeps the suffix of ``path`` (some writers pick the format from it) and
+    gets the permissions a plain ``open(path, "w")`` would have.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _check_readable(path: Path, suffixes: frozenset[str], kind: str) -> None:
+    if path.suffix.lower() not in suffixes:
+        raise AudioError(f"unsupported {kind} file suffix {path.suffix!r} (expected one of {', '.join(sorted(suffixes))})", str(path))
+    if not path.exists():
+        raise AudioError("no such file", str(path))
+    if not path.is_file():
+        raise AudioError("not a regular file", str(path))
+    if path.stat().st_size == 0:
+        raise AudioError("file is empty (0 bytes)", str(path))
+
+
+def _check_values(x: torch.Tensor, path: Path) -> torch.Tensor:
+    if x.shape[0] == 0:
+        raise AudioError("has zero channels", str(path))
+    if x.shape[1] == 0:
+        raise AudioError("is empty (0 samples)", str(path))
+    if not bool(torch.isfinite(x).all()):
+        raise AudioError("contains NaN or Inf samples", str(path))
+    return x
+
+
+def resample(wav: torch.Tensor, orig_sr: int, sample_rate: int) -> torch.Tensor:
+    """Resample ``wav[..., T]`` from ``orig_sr`` to ``sample_rate`` Hz (windowed sinc, torchaudio)."""
+    if orig_sr == sample_rate:
+        return wav
+    return AF.resample(wav, orig_sr, sample_rate)
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[torch.Tensor, int]:
+    """Read an audio file.
+
+    Returns ``(wav, orig_sr)``: ``wav`` is float32 ``[C, T]`` in [-1, 1] for integer formats,
+    resampled to ``sample_rate`` when given (``T`` then counts samples at the new rate), and
+    ``orig_sr`` is the file's own sample rate.
+    """
+    path = Path(path)
+    _check_readable(path, AUDIO_SUFFIXES, "audio")
+    if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate <= 0):
+        raise AudioError(f"target sample rate must be a positive integer, got {sample_rate!r}", str(path))
+    try:
+        data, orig_sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
+    wav = _check_values(torch.from_numpy(np.ascontiguousarray(data.T)), path)
+    if sample_rate is not None:
+        wav = resample(wav, int(orig_sr), sample_rate).contiguous()
+    return wav, int(orig_sr)
+
+
+def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str | None = None) -> None:
+    """Write ``wav`` (``[C, T]``, or ``[T]`` for mono; float, nominally in [-1, 1]) atomically.
+
+    The format comes from the suffix of ``path``; ``subtype`` is soundfile's (default: the
+    format's default, e.g. 16-bit PCM for WAV/FLAC, so values outside [-1, 1] clip).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in AUDIO_SUFFIXES:
+        raise AudioError(f"unsupported audio file suffix {path.suffix!r} (expected one of {', '.join(sorted(AUDIO_SUFFIXES))})", str(path))
+    wav = torch.as_tensor(wav).detach().to("cpu", torch.float32)
+    if wav.dim() == 1:
+        wav = wav.unsqueeze(0)
+    if wav.dim() != 2:
+        raise AudioError(f"audio to write must be [C, T], got shape {list(wav.shape)}", str(path))
+    _check_values(wav, path)
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", str(path))
+    if not path.parent.is_dir():
+        raise AudioError("output folder does not exist", str(path))
+    subtype = subtype or _DEFAULT_SUBTYPE.get(suffix)
+    try:
+        with atomic_path(path) as tmp:
+            sf.write(str(tmp), wav.T.numpy(), sample_rate, format=_AUDIO_FORMATS[suffix], subtype=subtype)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        raise AudioError(f"cannot write audio: {err}", str(path)) from None
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if rows:
+        try:
+            [float(c) for c in rows[0]]
+        except ValueError:
+            rows = rows[1:]  # header row
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    width = len(rows[0])
+    for i, r in enumerate(rows):
+        if len(r) != width:
+            raise AudioError(f"row {i + 1} has {len(r)} columns, expected {width}", str(path))
+    try:
+        return np.array([[float(c) if c.strip() else float("nan") for c in r] for r in rows], dtype=np.float32)
+    except ValueError as err:
+        raise AudioError(f"non-numeric value in CSV ({err})", str(path)) from None
+
+
+def load_series(path: str | os.PathLike) -> torch.Tensor:
+    """Read a ``.npy`` or ``.csv`` time series as float32 ``[C, T]``.
+
+    Both formats hold a ``T x C`` table (rows = time, columns = channels); a 1-D ``.npy`` array
+    is a single channel.
+    """
+    path = Path(path)
+    _check_readable(path, SERIES_SUFFIXES, "series")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise AudioError(f"cannot read .npy (corrupt, truncated or pickled): {err}", str(path)) from None
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
+            raise AudioError(f"series must be real numbers, got dtype {arr.dtype}", str(path))
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise AudioError(f"series .npy must be 1-D [T] or 2-D [T, C], got shape {list(arr.shape)}", str(path))
+    else:
+        try:
+            arr = _read_csv(path)
+        except UnicodeDecodeError:
+            raise AudioError("cannot read CSV (not text)", str(path)) from None
+    x = torch.from_numpy(np.ascontiguousarray(arr.T, dtype=np.float32))
+    return _check_values(x, path)
+
+
+def save_series(path: str | os.PathLike, x: torch.Tensor) -> None:
+    """Write ``x`` (``[C, T]``, or ``[T]``) as ``.npy`` or ``.csv`` (a ``T x C`` table), atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SERIES_SUFFIXES:
+        raise AudioError(f"unsupported series file suffix {path.suffix!r} (expected .csv or .npy)", str(path))
+    x = torch.as_tensor(x).detach().to("cpu", torch.float32)
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    if x.dim() != 2:
+        raise AudioError(f"series to write must be [C, T], got shape {list(x.shape)}", str(path))
+    _check_values(x, path)
+    if not path.parent.is_dir():
+        raise AudioError("output folder does not exist", str(path))
+    table = x.T.contiguous().numpy()
+    with atomic_path(path) as tmp:
+        if suffix == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, table, allow_pickle=False)
+        else:
+            header = ",".join(f"ch{i}" for i in range(table.shape[1]))
+            np.savetxt(tmp, table, fmt="%.9g", delimiter=",", header=header, comments="")
