@@ -88,7 +88,7 @@ def _prepare(model: WaveNetPrior, n: int, prime: Tensor | None, label: Tensor | 
     return prime, label
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model: WaveNetPrior,
     n: int,
@@ -119,7 +119,7 @@ def generate(
     return out if prime is None else torch.cat([prime, out], dim=2)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_naive(
     model: WaveNetPrior,
     n: int,

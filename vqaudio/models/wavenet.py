@@ -66,11 +66,12 @@ class WaveNetConfig:
 
 @dataclass
 class GenState:
-    """Cache of an incremental generation: one ring buffer ``[B, R, d*(k-1)]`` per layer and the step count."""
+    """Cache of an incremental generation: one ring buffer ``[d*(k-1), B, R]`` per layer and the step count."""
 
     buffers: list[Tensor]
     t: int  # frames fed so far (the start vector counts as one)
-    label_bias: list[Tensor | None] = field(default_factory=list)  # per layer [B, gate] or None
+    weights: list[tuple[Tensor, ...]] = field(default_factory=list)  # per layer, see _GatedLayer.step_weights
+    bias: list[Tensor] = field(default_factory=list)  # per layer conv bias (+ label embedding): [G] or [B, G]
 
 
 class _GatedLayer(nn.Module):
@@ -90,36 +91,34 @@ class _GatedLayer(nn.Module):
         """Past inputs the conv reads besides the current one: ``dilation * (kernel_size - 1)``."""
         return self.dilation * (self.k - 1)
 
-    def _gate_out(self, a: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        """a: [B, G, F] or [B, G]; x: residual input of the same layout -> (x_next, skip)."""
-        ta, sb = a.chunk(2, dim=1)
-        h = torch.tanh(ta) * torch.sigmoid(sb)
-        o = self.out(h) if h.dim() == 3 else F.linear(h, self.out.weight[:, :, 0], self.out.bias)
-        res, skip = o[:, : self.r], o[:, self.r :]
-        return (x + res) * math.sqrt(0.5), skip
-
     def forward(self, x: Tensor, label: Tensor | None) -> tuple[Tensor, Tensor]:
         """x: [B, R, F] -> (x_next [B, R, F], skip [B, S, F]); causal (left zero padding)."""
         a = self.conv(F.pad(x, (self.span, 0)))
         if self.label is not None:
             a = a + self.label(label)[:, :, None]
-        return self._gate_out(a, x)
+        ta, sb = a.chunk(2, dim=1)
+        o = self.out(torch.tanh(ta) * torch.sigmoid(sb))
+        return (x + o[:, : self.r]) * math.sqrt(0.5), o[:, self.r :]
 
-    def step(self, x: Tensor, buf: Tensor, t: int, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One frame. x: [B, R] (input at time t); buf: [B, R, span] ring buffer, updated in place."""
+    def step(self, x: Tensor, buf: Tensor, t: int, w: tuple[Tensor, ...], bias: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One frame. x: [B, R] (input at time t); buf: [span, B, R] ring buffer, updated in place.
+
+        w: :meth:`step_weights`; bias: conv bias plus label embedding, [G] or [B, G].
+        """
         d, k, n = self.dilation, self.k, self.span
         # conv weight tap i multiplies x_{t - (k-1-i)*d}
-        taps = [buf[:, :, (t - (k - 1 - i) * d) % n] for i in range(k - 1)] + [x]
-        a = F.linear(torch.cat(taps, dim=1), self._wflat(), self.conv.bias)
-        if bias is not None:
-            a = a + bias
-        buf[:, :, t % n] = x
-        return self._gate_out(a, x)
+        taps = [buf[(t - (k - 1 - i) * d) % n] for i in range(k - 1)] + [x]
+        a = torch.addmm(bias, torch.cat(taps, dim=1), w[0])
+        buf[t % n].copy_(x)
+        ta, sb = a.chunk(2, dim=1)
+        o = torch.addmm(w[2], torch.tanh(ta) * torch.sigmoid(sb), w[1])
+        return (x + o[:, : self.r]) * math.sqrt(0.5), o[:, self.r :]
 
-    def _wflat(self) -> Tensor:
-        """Conv weight [G, R, k] as a matrix [G, k*R] matching ``cat(taps)`` (tap-major)."""
+    def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(conv weight [k*R, G] matching ``cat(taps)`` (tap-major), 1x1 out weight [G/2, R+S], out bias)."""
         w = self.conv.weight
-        return w.permute(0, 2, 1).reshape(w.shape[0], -1)
+        wc = w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()
+        return wc, self.out.weight[:, :, 0].t().contiguous(), self.out.bias
 
 
 class WaveNetPrior(nn.Module):
@@ -189,7 +188,7 @@ class WaveNetPrior(nn.Module):
         return F.cross_entropy(logits.reshape(-1, self.cfg.codebook_size), codes.reshape(-1))
 
     # ---- cached generation -------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def init_state(
         self, batch: int, label: Tensor | None = None, prime: Tensor | None = None
     ) -> tuple[GenState, Tensor]:
@@ -204,8 +203,9 @@ class WaveNetPrior(nn.Module):
                 raise ValueError(f"prime batch {prime.shape[0]} != {batch}")
         elif (self.cfg.n_labels > 0) != (label is not None):
             raise ValueError("label is required iff the prior has n_labels > 0")
-        bias = [layer.label(label) if layer.label is not None else None for layer in self.layers]
-        state = GenState([p.new_zeros(batch, self.cfg.residual_channels, ly.span) for ly in self.layers], 0, bias)
+        bias = [ly.conv.bias + ly.label(label) if ly.label is not None else ly.conv.bias for ly in self.layers]
+        state = GenState([p.new_zeros(ly.span, batch, self.cfg.residual_channels) for ly in self.layers], 0,
+                         [ly.step_weights() for ly in self.layers], bias)
         if prime is None or prime.shape[2] == 0:
             return state, self.step(state, self.start.expand(batch, -1))
         # Fill every layer's ring buffer from one teacher-forced pass over [start, e_0 .. e_{P-2}], then
@@ -216,22 +216,22 @@ class WaveNetPrior(nn.Module):
             n = layer.span
             times = torch.arange(P - n, P, device=x.device)  # inputs at times P-n .. P-1 (negative: zero pad)
             past = F.pad(x, (max(0, n - P), 0))[:, :, -n:]
-            buf[:, :, times % n] = past
+            buf[times % n] = past.permute(2, 0, 1)
             x, _ = layer(x, label)
         state.t = P
         return state, self.step(state, self._frame_embed(prime[:, :, -1:])[:, 0])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def step(self, state: GenState, x: Tensor) -> Tensor:
         """Feed one frame input x[B, R] (an embedded frame or the start vector) -> next context ctx[B, H]."""
         skips = 0.0
-        for layer, buf, bias in zip(self.layers, state.buffers, state.label_bias, strict=True):
-            x, s = layer.step(x, buf, state.t, bias)
+        for layer, buf, w, bias in zip(self.layers, state.buffers, state.weights, state.bias, strict=True):
+            x, s = layer.step(x, buf, state.t, w, bias)
             skips = skips + s
         state.t += 1
         return self.post(skips * math.sqrt(1.0 / len(self.layers)))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def stage_logits(self, ctx: Tensor, prev: Tensor, q: int) -> Tensor:
         """Logits[B, K] of stage q given ctx[B, H] and the current frame's earlier stages prev int64[B, q]."""
         h = ctx + self.stage_bias[q]
@@ -240,7 +240,7 @@ class WaveNetPrior(nn.Module):
         h = torch.relu(torch.relu(h) @ self.head_w1[q] + self.head_b1[q])
         return h @ self.head_w2[q] + self.head_b2[q]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def embed_frame(self, frame: Tensor) -> Tensor:
         """frame int64[B, Q] -> summed stage embeddings [B, R] (the next input of :meth:`step`)."""
         return self.embed(frame + self.offsets).sum(1)

@@ -1,0 +1,72 @@
+"""Benchmark the WaveNet prior's generation: ring-buffer cache vs full recompute, and speed vs real time.
+
+    .venv/bin/python benchmarks/bench_prior.py [--tokens 2000] [--n-q 4] [--threads 2]
+
+Both paths draw the *same* tokens from the same seed (checked): the full-recompute path runs the whole
+teacher-forced forward over the prefix for every frame, the cached path one O(layers) step per frame. Tokens
+are ``frames * n_q``; real time is the codec frame rate (``--sample-rate / --hop`` frames/s) times n_q.
+Nothing is extrapolated: both paths generate the full ``--tokens``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior  # noqa: E402
+from vqaudio.sampling import generate, generate_naive, make_generator  # noqa: E402
+
+
+def _time(fn) -> tuple[float, torch.Tensor]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=2000)
+    ap.add_argument("--n-q", type=int, default=4)
+    ap.add_argument("--codebook-size", type=int, default=1024)
+    ap.add_argument("--layers", type=int, default=20)
+    ap.add_argument("--cycle", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=1, help="sequences generated at once")
+    ap.add_argument("--sample-rate", type=int, default=8000)
+    ap.add_argument("--hop", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-naive", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = WaveNetConfig(codebook_size=args.codebook_size, n_q=args.n_q, layers=args.layers, cycle=args.cycle)
+    model = WaveNetPrior(cfg).eval()
+    frames = args.tokens // args.n_q
+    tokens = frames * args.n_q
+    fps = args.sample_rate / args.hop
+    print(f"prior: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, layers={cfg.layers}, "
+          f"receptive field {model.receptive_field} frames, K={cfg.codebook_size}, n_q={cfg.n_q}; "
+          f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}")
+    print(f"generating {tokens} tokens per sequence = {frames} frames = {frames / fps:.2f} s of audio "
+          f"at {args.sample_rate} Hz / hop {args.hop} ({fps:.0f} frames/s, {fps * args.n_q:.0f} tokens/s real time)")
+    generate(model, args.batch, 8, generator=make_generator(0))  # warm-up
+    t_fast, fast = _time(lambda: generate(model, args.batch, frames, generator=make_generator(0)))
+    tps = args.batch * tokens / t_fast
+    print(f"cached:          {t_fast:8.2f} s  {tps:10.0f} tokens/s  {t_fast / frames * 1e3:7.3f} ms/frame  "
+          f"real-time factor {args.batch * frames / fps / t_fast:6.1f}x (audio seconds per wall second)")
+    if not args.skip_naive:
+        t_slow, slow = _time(lambda: generate_naive(model, args.batch, frames, generator=make_generator(0)))
+        same = torch.equal(fast, slow)
+        print(f"full recompute:  {t_slow:8.2f} s  {args.batch * tokens / t_slow:10.0f} tokens/s  "
+              f"{t_slow / frames * 1e3:7.3f} ms/frame  real-time factor {args.batch * frames / fps / t_slow:6.2f}x")
+        print(f"speed-up cached vs full recompute: {t_slow / t_fast:.1f}x (target >= 20x); identical tokens: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
