@@ -1,0 +1,194 @@
+// vqaudio::nearest_code, CUDA kernel: the same contract as the CPU kernel (csrc/nearest_code.cpp).
+//
+// One fused kernel: each thread block owns BM rows of x and sweeps the codebook in tiles of BN codes.
+// Tiles of x and of the codebook (BK dimensions at a time) are staged in shared memory; each thread
+// accumulates a TM x TN register tile of ||e||^2 - 2 x.e (accumulators start at ||e||^2, as on the
+// CPU) and keeps a running (value, index) minimum for its TM rows. The 16 threads that share rows
+// reduce their minima with warp shuffles, lowest index on ties. No N x K buffer exists: extra memory
+// is the K code norms and a 2-int error flag. Every code's value is computed by the same sequence of
+// operations, so duplicated codebook rows tie exactly and resolve to the lowest k, as on the CPU.
+#include <ATen/Dispatch.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <climits>
+#include <cmath>
+#include <type_traits>
+
+#include "../nearest_code.h"
+
+namespace vqaudio {
+namespace {
+
+constexpr int BM = 64;   // rows per block
+constexpr int BN = 64;   // codes per tile
+constexpr int BK = 16;   // dimensions staged per step
+constexpr int TM = 4;    // rows per thread
+constexpr int TN = 4;    // codes per thread
+constexpr int THREADS_N = BN / TN;  // 16 threads share a row group
+constexpr int THREADS = (BM / TM) * THREADS_N;  // 256
+static_assert(THREADS_N <= 32 && 32 % THREADS_N == 0, "row groups must not straddle warps");
+
+enum Flag { kCodebookNotFinite = 0, kXNotFinite = 1 };
+
+// norms[k] = ||e_k||^2 in acc_t; flags a non-finite codebook value.
+template <typename scalar_t, typename acc_t>
+__global__ void code_norms_kernel(const scalar_t* __restrict__ e, int64_t K, int64_t D, acc_t* __restrict__ norms,
+                                  int* __restrict__ flags) {
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= K) return;
+  acc_t norm = 0;
+  bool finite = true;
+  for (int64_t d = 0; d < D; ++d) {
+    const acc_t v = static_cast<acc_t>(e[k * D + d]);
+    finite = finite && isfinite(v);
+    norm += v * v;
+  }
+  norms[k] = norm;
+  if (!finite) flags[kCodebookNotFinite] = 1;
+}
+
+template <typename acc_t>
+__device__ __forceinline__ bool better(acc_t v, int i, acc_t best_v, int best_i) {
+  return v < best_v || (v == best_v && i < best_i);
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(THREADS)
+    nearest_code_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ e,
+                        const acc_t* __restrict__ enorm, int64_t N, int64_t K, int64_t D,
+                        int64_t* __restrict__ out_idx, acc_t* __restrict__ out_dist, int* __restrict__ flags) {
+  __shared__ acc_t xs[BK][BM + 1];  // +1: the staging stores below are bank-conflict free
+  __shared__ acc_t es[BK][BN + 1];
+  const int tid = threadIdx.x;
+  const int tx = tid % THREADS_N;  // code group: codes tx, tx + 16, ... of a tile
+  const int ty = tid / THREADS_N;  // row group: rows ty, ty + 16, ... of the block
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * BM;
+
+  acc_t best[TM];
+  int best_i[TM];
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    best[i] = INFINITY;
+    best_i[i] = INT_MAX;
+  }
+
+  for (int64_t k0 = 0; k0 < K; k0 += BN) {
+    acc_t acc[TM][TN];
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int64_t c = k0 + tx + j * THREADS_N;
+      const acc_t start = c < K ? enorm[c] : acc_t(0);
+#pragma unroll
+      for (int i = 0; i < TM; ++i) acc[i][j] = start;
+    }
+    for (int64_t d0 = 0; d0 < D; d0 += BK) {
+      for (int t = tid; t < BM * BK; t += THREADS) {
+        const int r = t / BK, dd = t % BK;
+        const int64_t gr = row0 + r, gd = d0 + dd;
+        xs[dd][r] = (gr < N && gd < D) ? static_cast<acc_t>(x[gr * D + gd]) : acc_t(0);
+      }
+      for (int t = tid; t < BN * BK; t += THREADS) {
+        const int c = t / BK, dd = t % BK;
+        const int64_t gc = k0 + c, gd = d0 + dd;
+        es[dd][c] = (gc < K && gd < D) ? acc_t(-2) * static_cast<acc_t>(e[gc * D + gd]) : acc_t(0);
+      }
+      __syncthreads();
+#pragma unroll
+      for (int dd = 0; dd < BK; ++dd) {
+        acc_t a[TM], b[TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i) a[i] = xs[dd][ty + i * (BM / TM)];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) b[j] = es[dd][tx + j * THREADS_N];
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+      }
+      __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < TN; ++j) {
+      const int64_t c = k0 + tx + j * THREADS_N;
+      if (c >= K) continue;
+#pragma unroll
+      for (int i = 0; i < TM; ++i)
+        if (better(acc[i][j], static_cast<int>(c), best[i], best_i[i])) {
+          best[i] = acc[i][j];
+          best_i[i] = static_cast<int>(c);
+        }
+    }
+  }
+
+  // The 16 threads of a row group are 16 consecutive lanes of one warp: reduce within them.
+#pragma unroll
+  for (int i = 0; i < TM; ++i) {
+    acc_t v = best[i];
+    int bi = best_i[i];
+#pragma unroll
+    for (int offset = THREADS_N / 2; offset > 0; offset >>= 1) {
+      const acc_t ov = __shfl_xor_sync(0xffffffffu, v, offset);
+      const int oi = __shfl_xor_sync(0xffffffffu, bi, offset);
+      if (better(ov, oi, v, bi)) {
+        v = ov;
+        bi = oi;
+      }
+    }
+    const int64_t row = row0 + ty + i * (BM / TM);
+    if (tx == 0 && row < N) {
+      acc_t xnorm = 0;
+      bool finite = true;
+      for (int64_t d = 0; d < D; ++d) {
+        const acc_t xv = static_cast<acc_t>(x[row * D + d]);
+        finite = finite && isfinite(xv);
+        xnorm += xv * xv;
+      }
+      if (!finite) flags[kXNotFinite] = 1;
+      out_idx[row] = bi == INT_MAX ? 0 : bi;  // INT_MAX only if every value was NaN (overflow)
+      const acc_t dist = v + xnorm;
+      out_dist[row] = dist > acc_t(0) ? dist : acc_t(0);
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, const at::Tensor& codebook_in) {
+  check_inputs(x_in, codebook_in);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous();
+  const at::Tensor codebook = codebook_in.contiguous();
+  const int64_t N = x.size(0), D = x.size(1), K = codebook.size(0);
+  at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
+  at::Tensor dist2 = at::empty({N}, x.options().dtype(dist_dtype(x.scalar_type())));
+  at::Tensor norms = at::empty({K}, dist2.options());
+  at::Tensor flags = at::zeros({2}, x.options().dtype(at::kInt));
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cuda", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    code_norms_kernel<scalar_t, acc_t><<<(K + 255) / 256, 256, 0, stream>>>(
+        codebook.data_ptr<scalar_t>(), K, D, norms.data_ptr<acc_t>(), flags.data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (N > 0) {
+      const int64_t blocks = (N + BM - 1) / BM;
+      TORCH_CHECK(blocks <= INT_MAX, "nearest_code: too many rows for one launch (N = ", N, ")");
+      nearest_code_kernel<scalar_t, acc_t><<<static_cast<unsigned>(blocks), THREADS, 0, stream>>>(
+          x.data_ptr<scalar_t>(), codebook.data_ptr<scalar_t>(), norms.data_ptr<acc_t>(), N, K, D,
+          indices.data_ptr<int64_t>(), dist2.data_ptr<acc_t>(), flags.data_ptr<int>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  const at::Tensor host_flags = flags.cpu();  // synchronises: the errors must be raised now
+  TORCH_CHECK_VALUE(host_flags[kCodebookNotFinite].item<int>() == 0, "nearest_code: codebook contains NaN or Inf");
+  TORCH_CHECK_VALUE(host_flags[kXNotFinite].item<int>() == 0, "nearest_code: x contains NaN or Inf");
+  return {indices, dist2};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(vqaudio, CUDA, m) {
+  m.impl("nearest_code", &nearest_code_cuda);
+}
+
+}  // namespace vqaudio

@@ -1,0 +1,207 @@
+// vqaudio::nearest_code: schema, input checks and the CPU kernel.
+//
+// indices[n] = argmin_k ||x[n] - codebook[k]||^2 (ties to the lowest k), dist2[n] = that minimum.
+// The N x K distance matrix is never formed: rows are processed in blocks of MR, each block sweeps
+// the packed codebook with a register-blocked micro-kernel (csrc/cpu/microkernel.h) that keeps a
+// running (value, index) minimum of ||e||^2 - 2 x.e; ||x||^2 is added to the winner only (as FAISS's
+// k = 1 path does). Extra memory: the packed codebook (K x D) plus one MR x D tile per thread.
+#include <ATen/Parallel.h>
+#include <Python.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/kernels.h"
+#include "nearest_code.h"
+
+// Importing vqaudio._C registers the ops below (the pattern of pytorch/extension-cpp).
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+namespace vqaudio {
+
+void check_inputs(const at::Tensor& x, const at::Tensor& codebook) {
+  TORCH_CHECK_VALUE(x.dim() == 2, "nearest_code: x must be 2-D [N, D], got shape ", x.sizes());
+  TORCH_CHECK_VALUE(codebook.dim() == 2, "nearest_code: codebook must be 2-D [K, D], got shape ", codebook.sizes());
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"x", x}, {"codebook", codebook}}) {
+    TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "nearest_code: ", name, " has dtype ", t.scalar_type(),
+                     "; expected float32, float64, float16 or bfloat16");
+  }
+  TORCH_CHECK_TYPE(x.scalar_type() == codebook.scalar_type(), "nearest_code: x is ", x.scalar_type(),
+                   " but codebook is ", codebook.scalar_type(), "; they must match");
+  TORCH_CHECK_VALUE(x.device() == codebook.device(), "nearest_code: x is on ", x.device(), " but codebook is on ",
+                    codebook.device());
+  TORCH_CHECK_VALUE(codebook.size(0) > 0, "nearest_code: codebook is empty (K = 0); it needs at least one code");
+  TORCH_CHECK_VALUE(x.size(1) == codebook.size(1), "nearest_code: x has D = ", x.size(1), " but codebook has D = ",
+                    codebook.size(1));
+  TORCH_CHECK_VALUE(codebook.size(0) < (int64_t(1) << 31), "nearest_code: codebook has more than 2^31 codes");
+}
+
+at::ScalarType dist_dtype(at::ScalarType input) {
+  return input == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+namespace {
+
+template <typename acc_t>
+cpu::Kernel<acc_t> select_kernel() {
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return cpu::select_f64();
+  } else {
+    return cpu::select_f32();
+  }
+}
+
+// Copies `rows` rows of a strided [N, D] tensor into a dense [MR, D] tile, converting to acc_t and
+// zero-filling the rest, and writes each row's squared norm (8 partial sums, so the loop vectorises).
+// Returns false if a value is NaN or Inf: a non-finite norm triggers the exact per-element check
+// (finite values can still overflow the norm).
+template <typename scalar_t, typename acc_t>
+bool pack_rows(const scalar_t* src, int64_t s0, int64_t s1, int64_t row0, int64_t rows, int64_t D, int64_t MR,
+               acc_t* tile, acc_t* norms) {
+  constexpr int L = 8;
+  bool finite = true;
+  for (int64_t r = 0; r < rows; ++r) {
+    const scalar_t* row = src + (row0 + r) * s0;
+    acc_t* out = tile + r * D;
+    if (s1 == 1) {
+      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d]);
+    } else {
+      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d * s1]);
+    }
+    acc_t part[L] = {};
+    int64_t d = 0;
+    for (; d + L <= D; d += L)
+      for (int j = 0; j < L; ++j) part[j] += out[d + j] * out[d + j];
+    for (; d < D; ++d) part[0] += out[d] * out[d];
+    acc_t norm = 0;
+    for (int j = 0; j < L; ++j) norm += part[j];
+    norms[r] = norm;
+    if (!std::isfinite(norm))
+      for (int64_t k = 0; k < D; ++k) finite &= static_cast<bool>(std::isfinite(out[k]));
+  }
+  std::memset(tile + rows * D, 0, sizeof(acc_t) * (MR - rows) * D);
+  return finite;
+}
+
+template <typename scalar_t, typename acc_t>
+void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, at::Tensor& dist2) {
+  const auto kernel = select_kernel<acc_t>();
+  const int64_t N = x.size(0), D = x.size(1), K = codebook.size(0);
+  const int64_t MR = kernel.MR, NR = kernel.NR;
+  const int64_t npanels = (K + NR - 1) / NR;
+
+  // Pack the codebook into panels of NR codes ([panel][d][j]) with their squared norms.
+  at::Tensor panels = at::zeros({npanels * D * NR}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  at::Tensor norms = at::full({npanels * NR}, std::numeric_limits<acc_t>::infinity(), panels.options());
+  acc_t* P = panels.data_ptr<acc_t>();
+  acc_t* Q = norms.data_ptr<acc_t>();
+  const scalar_t* E = codebook.data_ptr<scalar_t>();
+  const int64_t e0 = codebook.stride(0), e1 = codebook.stride(1);
+  std::atomic<bool> codebook_finite{true};
+  at::parallel_for(0, K, 256, [&](int64_t k0, int64_t k1) {
+    bool finite = true;
+    for (int64_t k = k0; k < k1; ++k) {
+      acc_t* dst = P + (k / NR) * D * NR + (k % NR);
+      acc_t norm = 0;
+      for (int64_t d = 0; d < D; ++d) {
+        const acc_t v = static_cast<acc_t>(E[k * e0 + d * e1]);
+        finite &= std::isfinite(v);
+        dst[d * NR] = -2 * v;
+        norm += v * v;
+      }
+      Q[k] = norm;
+    }
+    if (!finite) codebook_finite = false;
+  });
+  TORCH_CHECK_VALUE(codebook_finite.load(), "nearest_code: codebook contains NaN or Inf");
+  if (N == 0) return;
+
+  const scalar_t* X = x.data_ptr<scalar_t>();
+  const int64_t s0 = x.stride(0), s1 = x.stride(1);
+  int64_t* out_idx = indices.data_ptr<int64_t>();
+  acc_t* out_dist = dist2.data_ptr<acc_t>();
+  const int64_t nblocks = (N + MR - 1) / MR;
+  std::atomic<bool> x_finite{true};
+  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<acc_t> tile(MR * D), xnorm(MR), best(MR);
+    std::vector<int64_t> arg(MR);
+    bool finite = true;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t row0 = b * MR, rows = std::min<int64_t>(MR, N - row0);
+      finite &= pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, tile.data(), xnorm.data());
+      kernel.fn(tile.data(), D, P, Q, npanels, best.data(), arg.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        out_idx[row0 + r] = arg[r];
+        out_dist[row0 + r] = std::max<acc_t>(best[r] + xnorm[r], 0);
+      }
+    }
+    if (!finite) x_finite = false;
+  });
+  TORCH_CHECK_VALUE(x_finite.load(), "nearest_code: x contains NaN or Inf");
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x, const at::Tensor& codebook) {
+  check_inputs(x, codebook);
+  TORCH_INTERNAL_ASSERT(x.device().is_cpu());
+  at::Tensor indices = at::empty({x.size(0)}, x.options().dtype(at::kLong));
+  at::Tensor dist2 = at::empty({x.size(0)}, x.options().dtype(dist_dtype(x.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    run<scalar_t, acc_t>(x, codebook, indices, dist2);
+  });
+  return {indices, dist2};
+}
+
+namespace cpu {
+
+namespace {
+template <typename T>
+Kernel<T> pick(Kernel<T> (*b)(), Kernel<T> (*a2)(), Kernel<T> (*a512)()) {
+  const char* forced = std::getenv("VQAUDIO_CPU_ISA");
+  const bool has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const bool has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (forced && *forced) {
+    const std::string want(forced);
+    if (want == "base") return b();
+    TORCH_CHECK_VALUE(want == "avx2" || want == "avx512", "VQAUDIO_CPU_ISA must be base, avx2 or avx512, not '",
+                      want, "'");
+    TORCH_CHECK_VALUE(want == "avx2" ? has2 : has512, "VQAUDIO_CPU_ISA=", want, " but this CPU does not support it");
+    return want == "avx2" ? a2() : a512();
+  }
+  return has512 ? a512() : has2 ? a2() : b();
+}
+}  // namespace
+
+Kernel<float> select_f32() { return pick<float>(&base::kernel_f32, &avx2::kernel_f32, &avx512::kernel_f32); }
+Kernel<double> select_f64() { return pick<double>(&base::kernel_f64, &avx2::kernel_f64, &avx512::kernel_f64); }
+const char* selected_isa() { return select_f32().isa; }
+
+}  // namespace cpu
+
+namespace {
+std::string cpu_isa() { return cpu::selected_isa(); }
+}  // namespace
+
+TORCH_LIBRARY(vqaudio, m) {
+  m.def("nearest_code(Tensor x, Tensor codebook) -> (Tensor, Tensor)");
+  m.def("cpu_isa() -> str", &cpu_isa);
+}
+
+TORCH_LIBRARY_IMPL(vqaudio, CPU, m) {
+  m.impl("nearest_code", &nearest_code_cpu);
+}
+
+}  // namespace vqaudio

@@ -1,0 +1,19 @@
+// Shared declarations of the vqaudio::nearest_code op (CPU and CUDA kernels).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <tuple>
+
+namespace vqaudio {
+
+// Shape, dtype and device checks of the op contract. NaN/Inf checks happen inside the kernels,
+// fused with the passes that read the data, so no N x D temporary is allocated for them.
+void check_inputs(const at::Tensor& x, const at::Tensor& codebook);
+
+// float64 stays float64; float32, float16 and bfloat16 are accumulated and reported in float32.
+at::ScalarType dist_dtype(at::ScalarType input);
+
+std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x, const at::Tensor& codebook);
+
+}  // namespace vqaudio
