@@ -84,7 +84,7 @@ class Codes:
     @property
     def model_length(self) -> int:
         """Samples per channel at the model's rate: ``ceil(length * sample_rate / orig_sample_rate)``."""
-        return _model_length(self.length, self.sample_rate, self.orig_sample_rate)
+        return resampled_length(self.length, self.sample_rate, self.orig_sample_rate)
 
     @property
     def bits(self) -> int:
@@ -115,7 +115,8 @@ def code_bits(codebook_size: int) -> int:
     return max(1, (int(codebook_size) - 1).bit_length())
 
 
-def _model_length(length: int, sr: int | None, orig_sr: int | None) -> int:
+def resampled_length(length: int, sr: int | None, orig_sr: int | None) -> int:
+    """Samples after resampling ``length`` samples from ``orig_sr`` to ``sr``: ``ceil(length * sr / orig_sr)``."""
     if sr is None or orig_sr is None or sr == orig_sr:
         return length
     g = math.gcd(sr, orig_sr)  # exact integer ceil, as torchaudio's resample computes it

@@ -1,0 +1,453 @@
+"""The codec: audio or series in, ``.vqa`` codes out, and back. One code path for the CLI and the API.
+
+::
+
+    codec = load_codec("speech-8k")                    # or a checkpoint / experiment folder
+    codes = codec.encode(wav, sample_rate)             # wav: float32 [C, T]
+    save_codes("x.vqa", codes); codes = load_codes("x.vqa")
+    wav, sr = codec.decode(codes)                      # back at the original rate (or "model")
+
+**Channel policy.** Audio models are mono: the ``C`` channels of a file are coded as ``C``
+separate items (``codes[C, n_q, F]``) and restored as ``C`` channels on decode. Series models code
+their ``C`` channels together (``codes[1, n_q, F]``) and need exactly the model's channel count.
+
+**Chunking.** Input is resampled to the model's rate and encoded chunk by chunk, each chunk with
+enough context on both sides (the resampler's filter width, the encoder's receptive field) that the
+codes equal those of encoding the whole file at once, up to float rounding (a code can flip only
+where two codebook entries are within rounding of each other). Decoding streams the same way with
+the decoder's receptive field. Memory is bounded by the chunk size, not the file length: files
+are read and written block by block (:meth:`Codec.encode_file`, :meth:`Codec.decode_to_file`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.transforms as AT
+from torch import Tensor
+
+from vqaudio import registry, tokenfile
+from vqaudio.errors import AudioError, CheckpointError, ConfigError, TokenFileError
+from vqaudio.io import (
+    _AUDIO_FORMATS,
+    _DEFAULT_SUBTYPE,
+    atomic_path,
+    is_audio_path,
+    is_series_path,
+    load_series,
+    save_series,
+)
+from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
+from vqaudio.tokenfile import Codes, resampled_length
+
+__all__ = ["Codes", "Codec", "load_codec", "save_codes", "load_codes", "ChunkedRunner", "StreamResampler"]
+
+
+class ChunkedRunner:
+    """Apply ``fn`` to a stream along its last axis in overlapping chunks; the pieces concatenate to
+    ``fn(whole stream)``.
+
+    ``fn`` maps input ``[..., n]`` to output ``[..., m]`` where output unit ``k`` (``out_unit``
+    samples) is a function of input units (``unit`` samples) ``k - context .. k + context`` only,
+    with zero padding or other edge effects confined to units within ``context`` of the ends.
+    Chunks of ``chunk`` units are processed with ``context`` units of real signal on both sides
+    (except at the stream's ends, exactly as for the whole stream), and the context is discarded.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], unit: int, out_unit: int, context: int, chunk: int) -> None:
+        if min(unit, out_unit, chunk) < 1 or context < 0:
+            raise ValueError(f"ChunkedRunner: bad geometry unit={unit} out_unit={out_unit} context={context} chunk={chunk}")
+        self.fn, self.unit, self.out_unit, self.context, self.chunk = fn, unit, out_unit, context, chunk
+        self.buf: Tensor | None = None
+        self.start = 0  # absolute input sample of buf[..., 0]
+        self.done = 0  # units whose output has been emitted
+
+    @property
+    def received(self) -> int:
+        return self.start + (0 if self.buf is None else self.buf.shape[-1])
+
+    def push(self, x: Tensor) -> Iterator[Tensor]:
+        """Add input ``[..., n]``; yield the outputs that are now final."""
+        self.buf = x if self.buf is None else torch.cat([self.buf, x], dim=-1)
+        while self.received >= (self.done + self.chunk + self.context) * self.unit:
+            yield self._run((self.done + self.chunk + self.context) * self.unit, last=False)
+
+    def finish(self) -> Iterator[Tensor]:
+        """End of stream: yield the rest of the output."""
+        if self.buf is not None and self.received > self.done * self.unit:
+            yield self._run(self.received, last=True)
+
+    def _run(self, end: int, last: bool) -> Tensor:
+        s = max(0, self.done - self.context)
+        out = self.fn(self.buf[..., s * self.unit - self.start : end - self.start])
+        k = (self.done - s) * self.out_unit
+        piece = out[..., k:] if last else out[..., k : k + self.chunk * self.out_unit]
+        self.done = math.ceil(self.received / self.unit) if last else self.done + self.chunk
+        keep = min(max(0, self.done - self.context) * self.unit, self.received)
+        self.buf, self.start = self.buf[..., keep - self.start :], keep
+        return piece
+
+
+class StreamResampler:
+    """Streaming :func:`torchaudio.functional.resample` (windowed sinc): the concatenated output of
+    :meth:`push` and :meth:`finish` equals resampling the whole signal at once (``[..., T]`` to
+    ``[..., ceil(T * new / orig)]``), up to float rounding."""
+
+    def __init__(self, orig_sr: int, new_sr: int, chunk_seconds: float = 10.0) -> None:
+        self.identity = orig_sr == new_sr
+        if self.identity:
+            return
+        self.resample = AT.Resample(orig_sr, new_sr, dtype=torch.float32)  # the kernel io.resample uses
+        g = math.gcd(orig_sr, new_sr)
+        unit, out_unit = orig_sr // g, new_sr // g  # conv stride: `unit` input samples -> `out_unit` outputs
+        context = -(-self.resample.width // unit) + 1
+        chunk = max(1, round(chunk_seconds * orig_sr / unit))
+        self.runner = ChunkedRunner(self._apply, unit, out_unit, context, chunk)
+
+    def _apply(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self.resample(x)
+
+    def push(self, x: Tensor) -> Iterator[Tensor]:
+        """Add ``[..., n]`` samples; yield resampled pieces that are final."""
+        if self.identity:
+            yield x
+        else:
+            yield from self.runner.push(x)
+
+    def finish(self) -> Iterator[Tensor]:
+        if not self.identity:
+            yield from self.runner.finish()
+
+
+def stream_resample(blocks: Iterable[Tensor], orig_sr: int, new_sr: int) -> Iterator[Tensor]:
+    """Resample a stream of ``[..., n]`` blocks (see :class:`StreamResampler`)."""
+    rs = StreamResampler(orig_sr, new_sr)
+    for b in blocks:
+        yield from rs.push(b)
+    yield from rs.finish()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 of the model's weights serialised as safetensors (for models not loaded from a checkpoint)."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return hashlib.sha256(save(state)).hexdigest()
+
+
+def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[Tensor]]:
+    """Open an audio file for streaming: ``(sample_rate, channels, frames, blocks of float32 [C, n])``."""
+    if not path.is_file():
+        raise AudioError("no such file" if not path.exists() else "not a regular file", str(path))
+    if path.stat().st_size == 0:
+        raise AudioError("file is empty (0 bytes)", str(path))
+    try:
+        f = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
+    if f.frames == 0 or f.channels == 0:
+        f.close()
+        raise AudioError("is empty (0 samples)", str(path))
+
+    def blocks() -> Iterator[Tensor]:
+        n = 0
+        with f:
+            try:
+                for block in f.blocks(blocksize, dtype="float32", always_2d=True):
+                    x = torch.from_numpy(np.ascontiguousarray(block.T))
+                    if not bool(torch.isfinite(x).all()):
+                        raise AudioError("contains NaN or Inf samples", str(path))
+                    n += x.shape[-1]
+                    yield x
+            except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+                raise AudioError(f"cannot read audio (corrupt or truncated): {err}", str(path)) from None
+        if n == 0:
+            raise AudioError("is empty (0 samples)", str(path))
+
+    return int(f.samplerate), int(f.channels), int(f.frames), blocks()
+
+
+def _check_wav(x: Tensor, what: str) -> Tensor:
+    x = torch.as_tensor(x)
+    if x.dim() == 1:
+        x = x.unsqueeze(0)
+    if x.dim() != 2 or not x.is_floating_point():
+        raise AudioError(f"expected a float tensor [C, T], got {x.dtype} {list(x.shape)}", what)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise AudioError(f"is empty (shape {list(x.shape)})", what)
+    if not bool(torch.isfinite(x).all()):
+        raise AudioError("contains NaN or Inf samples", what)
+    return x.detach().to("cpu", torch.float32)
+
+
+class Codec:
+    """A trained :class:`~vqaudio.models.vqvae.VQVAE` wrapped for coding whole files (see the module docstring).
+
+    ``name`` and ``sha256`` identify the weights in token files (``sha256`` defaults to
+    :func:`weights_sha256`); ``chunk_seconds`` bounds the audio processed at once.
+    """
+
+    def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 20.0) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.config: VQVAEConfig = model.config
+        self.name, self.sha256 = name, sha256 or weights_sha256(model)
+        self.chunk_seconds = chunk_seconds
+        self.device = next(model.parameters()).device
+
+    # -- properties ----------------------------------------------------------------------------
+    kind = property(lambda self: self.config.kind)
+    sample_rate = property(lambda self: self.config.sample_rate if self.config.kind == "audio" else None)
+    channels = property(lambda self: self.config.channels)
+    hop = property(lambda self: self.model.hop)
+    n_q = property(lambda self: self.config.n_q)
+    codebook_size = property(lambda self: self.config.codebook_size)
+
+    def bitrate(self, n_q: int | None = None) -> float:
+        """Bits per second (per time step for series) per channel with ``n_q`` levels, at ``ceil(log2 K)`` bits per code."""
+        n_q = self._n_q(n_q)
+        return self.model.frame_rate * n_q * tokenfile.code_bits(self.codebook_size)
+
+    def __repr__(self) -> str:
+        return (f"Codec({self.name!r}, kind={self.kind}, sample_rate={self.sample_rate}, hop={self.hop}, "
+                f"n_q={self.n_q}, codebook_size={self.codebook_size})")
+
+    def _n_q(self, n_q: int | None) -> int:
+        if n_q is None:
+            return self.n_q
+        if isinstance(n_q, bool) or not isinstance(n_q, int) or not 1 <= n_q <= self.n_q:
+            raise ConfigError(f"n_q must be an integer in [1, {self.n_q}] for model {self.name!r}, got {n_q!r}")
+        return n_q
+
+    @property
+    def chunk_frames(self) -> int:
+        return max(1, round(self.chunk_seconds * (self.config.sample_rate or 8000) / self.hop))
+
+    @property
+    def encoder_overlap(self) -> int:
+        """Frames of context each side of an encoder chunk."""
+        left, right = self.model.encoder_context
+        return max(-(-left // self.hop), -(-right // self.hop))
+
+    @property
+    def decoder_overlap(self) -> int:
+        """Frames of context each side of a decoder chunk."""
+        return max(self.model.decoder_context)
+
+    # -- encoding ------------------------------------------------------------------------------
+    def _encoder(self, n_q: int, stats: SeriesStats | None) -> ChunkedRunner:
+        def fn(x: Tensor) -> Tensor:  # [items, C, n] -> [items, n_q, ceil(n / hop)]
+            return self.model.encode(x.to(self.device), n_q, stats=stats).cpu()
+
+        return ChunkedRunner(fn, self.hop, 1, self.encoder_overlap, self.chunk_frames)
+
+    def _codes(self, codes: Tensor, length: int, channels: int, orig_sr: int | None, n_q: int,
+               stats: SeriesStats | None, source: str | None) -> Codes:
+        st = None if stats is None else {k: getattr(stats, k).reshape(-1).tolist() for k in ("mean", "std")}
+        return Codes(codes, kind=self.kind, model=self.name, model_sha256=self.sha256, sample_rate=self.sample_rate,
+                     orig_sample_rate=orig_sr if self.kind == "audio" else None, length=length, channels=channels,
+                     hop=self.hop, codebook_size=self.codebook_size,
+                     chunking={"chunk_frames": self.chunk_frames, "overlap_frames": self.encoder_overlap}, stats=st,
+                     source=source)
+
+    def encode_stream(self, blocks: Iterable[Tensor], sample_rate: int | None, n_q: int | None = None,
+                      source: str | None = None) -> Codes:
+        """Encode audio arriving as blocks ``[C, n]`` at ``sample_rate``; memory is bounded by the chunk size."""
+        if self.kind != "audio":
+            raise AudioError(f"model {self.name!r} codes series, not audio", source)
+        n_q = self._n_q(n_q)
+        if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
+            raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", source)
+        resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds)
+        encoder = self._encoder(n_q, None)
+        out: list[Tensor] = []
+        length, channels = 0, None
+        with torch.inference_mode():
+            for block in blocks:
+                channels = channels or block.shape[0]
+                if block.shape[0] != channels:
+                    raise AudioError(f"channel count changed from {channels} to {block.shape[0]}", source)
+                length += block.shape[-1]
+                for y in resampler.push(block):
+                    out += encoder.push(y.unsqueeze(1))  # mono model: channels become items [C, 1, n]
+            for y in resampler.finish():
+                out += encoder.push(y.unsqueeze(1))
+            out += encoder.finish()
+        if not length:
+            raise AudioError("is empty (0 samples)", source)
+        return self._codes(torch.cat(out, dim=-1), length, channels, sample_rate, n_q, None, source)
+
+    def encode(self, wav: Tensor, sample_rate: int | None = None, n_q: int | None = None) -> Codes:
+        """Codes of ``wav`` float ``[C, T]`` (or ``[T]``): ``Codes.codes`` int64 ``[items, n_q, ceil(T' / hop)]``.
+
+        Audio: ``sample_rate`` is ``wav``'s rate (resampled to the model's); each channel is one item.
+        Series: ``wav`` is ``[C, T]`` with the model's ``C`` (``sample_rate`` is ignored); one item.
+        """
+        wav = _check_wav(wav, "input")
+        if self.kind == "series":
+            return self._encode_series(wav, n_q, None)
+        step = max(1, round(self.chunk_seconds * sample_rate)) if isinstance(sample_rate, int) else wav.shape[-1]
+        return self.encode_stream((wav[:, i : i + step] for i in range(0, wav.shape[-1], step)), sample_rate, n_q)
+
+    def _encode_series(self, x: Tensor, n_q: int | None, source: str | None) -> Codes:
+        n_q = self._n_q(n_q)
+        if x.shape[0] != self.channels:
+            raise AudioError(f"series has {x.shape[0]} channel(s) but model {self.name!r} codes {self.channels}", source)
+        with torch.inference_mode():
+            x = x.unsqueeze(0)  # [1, C, T]: one item
+            _, stats = self.model.normalize(x)  # RevIN statistics of the whole series, shared by every chunk
+            stats = SeriesStats(stats.mean.cpu(), stats.std.cpu())
+            encoder = self._encoder(n_q, stats)
+            step = encoder.chunk * self.hop
+            out = [c for i in range(0, x.shape[-1], step) for c in encoder.push(x[..., i : i + step])]
+            out += encoder.finish()
+        return self._codes(torch.cat(out, dim=-1), x.shape[-1], self.channels, None, n_q, stats, source)
+
+    def encode_file(self, path: str | os.PathLike, n_q: int | None = None) -> Codes:
+        """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series."""
+        path = Path(path)
+        if self.kind == "series":
+            if not is_series_path(path):
+                raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", str(path))
+            return self._encode_series(load_series(path), n_q, str(path))
+        if not is_audio_path(path):
+            what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
+            raise AudioError(f"{what}, but model {self.name!r} codes audio", str(path))
+        sr, _, _, blocks = _audio_blocks(path, 1 << 16)
+        return self.encode_stream(blocks, sr, n_q, source=str(path))
+
+    # -- decoding ------------------------------------------------------------------------------
+    def check(self, codes: Codes) -> None:
+        """Raise :class:`TokenFileError` (naming ``codes.source``) unless ``codes`` were made by this model."""
+        def fail(msg: str):
+            raise TokenFileError(msg, codes.source)
+
+        if codes.model_sha256 != self.sha256:
+            fail(f"encoded with model {codes.model!r} (weights sha256 {codes.model_sha256[:12]}…), not with "
+                 f"{self.name!r} ({self.sha256[:12]}…); pass the right --model")
+        c = self.config
+        mine = (self.kind, self.sample_rate, self.hop, self.codebook_size)
+        if (codes.kind, codes.sample_rate, codes.hop, codes.codebook_size) != mine:
+            fail(f"token file ({codes.kind}, {codes.sample_rate} Hz, hop {codes.hop}, K={codes.codebook_size}) does not "
+                 f"match model {self.name!r} ({self.kind}, {self.sample_rate} Hz, hop {self.hop}, K={self.codebook_size})")
+        if codes.n_q > c.n_q:
+            fail(f"has {codes.n_q} quantiser levels but model {self.name!r} has {c.n_q}")
+        if self.kind == "series" and (codes.channels != c.channels or codes.stats is None):
+            fail(f"series token file ({codes.channels} channels) does not match model {self.name!r} ({c.channels})")
+
+    def _output_rate(self, codes: Codes, sample_rate: str | int) -> int | None:
+        if self.kind == "series":
+            return None
+        if sample_rate == "original":
+            return codes.orig_sample_rate
+        if sample_rate == "model":
+            return self.sample_rate
+        if isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0:
+            return sample_rate
+        raise ConfigError(f"sample_rate must be 'original', 'model' or a positive integer, got {sample_rate!r}")
+
+    def decode_stream(self, codes: Codes, sample_rate: str | int = "original") -> tuple[int | None, int, Iterator[Tensor]]:
+        """``(rate, length, blocks)``: the decoded signal as float32 blocks ``[C, n]`` totalling ``length``.
+
+        ``sample_rate``: ``"original"`` (the input file's), ``"model"``, or a rate in Hz (audio only).
+        """
+        self.check(codes)
+        rate = self._output_rate(codes, sample_rate)
+        stats = None
+        if codes.stats is not None:
+            stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(1, -1, 1) for k in ("mean", "std")))
+        model_length = codes.model_length
+        length = model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
+        if rate == codes.orig_sample_rate:
+            length = codes.length
+
+        def fn(c: Tensor) -> Tensor:  # [items, n_q, f] -> [items, C, f * hop]
+            return self.model.decode(c.to(self.device), stats=stats).cpu()
+
+        def blocks() -> Iterator[Tensor]:
+            decoder = ChunkedRunner(fn, 1, self.hop, self.decoder_overlap, self.chunk_frames)
+            resampler = StreamResampler(self.sample_rate, rate, self.chunk_seconds) if rate else None
+            todo_model, todo = model_length, length
+            with torch.inference_mode():
+                step = self.chunk_frames
+                pieces = (y for i in range(0, codes.frames, step) for y in decoder.push(codes.codes[..., i : i + step]))
+                for y in _chain(pieces, decoder.finish):
+                    y = y[..., :todo_model]  # the last chunk is padded to whole frames
+                    todo_model -= y.shape[-1]
+                    y = y[:, 0] if self.kind == "audio" else y[0]  # [C, n]
+                    for z in (resampler.push(y) if resampler else (y,)):
+                        if todo > 0:
+                            yield z[..., :todo]
+                            todo -= min(todo, z.shape[-1])
+                for z in resampler.finish() if resampler else ():
+                    if todo > 0:
+                        yield z[..., :todo]
+                        todo -= min(todo, z.shape[-1])
+
+        return rate, length, blocks()
+
+    def decode(self, codes: Codes, sample_rate: str | int = "original") -> tuple[Tensor, int | None]:
+        """``(wav float32 [C, T], rate)``: decoded audio at the original rate (default) or the model's
+        (``"model"``), with the original channels; series: ``([C, T], None)`` at the original scale."""
+        rate, _, blocks = self.decode_stream(codes, sample_rate)
+        return torch.cat(list(blocks), dim=-1), rate
+
+    def decode_to_file(self, codes: Codes, path: str | os.PathLike, sample_rate: str | int = "original") -> None:
+        """Decode into an audio file (streamed, atomic; integer formats clip to [-1, 1]) or, for
+        series, a ``.npy``/``.csv`` file."""
+        path = Path(path)
+        if self.kind == "series":
+            if not is_series_path(path):
+                raise AudioError("series decode needs a .npy or .csv output", str(path))
+            save_series(path, self.decode(codes)[0])
+            return
+        if not is_audio_path(path):
+            raise AudioError(f"unsupported audio output suffix {path.suffix!r}", str(path))
+        if not path.parent.is_dir():
+            raise AudioError("output folder does not exist", str(path))
+        rate, _, blocks = self.decode_stream(codes, sample_rate)
+        suffix = path.suffix.lower()
+        fmt = _AUDIO_FORMATS[suffix]
+        subtype = _DEFAULT_SUBTYPE.get(suffix) or sf.default_subtype(fmt)
+        clip = not (subtype.startswith("FLOAT") or subtype.startswith("DOUBLE"))
+        try:
+            with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", rate, codes.channels, subtype, format=fmt) as f:
+                for block in blocks:
+                    f.write((block.clamp(-1, 1) if clip else block).T.numpy())
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+            raise AudioError(f"cannot write audio: {err}", str(path)) from None
+
+
+def _chain(first: Iterable[Tensor], then: Callable[[], Iterable[Tensor]]) -> Iterator[Tensor]:
+    yield from first
+    yield from then()
+
+
+def save_codes(path: str | os.PathLike, codes: Codes) -> None:
+    """Write ``codes`` to a ``.vqa`` token file, atomically (see docs/format.md)."""
+    tokenfile.write(path, codes)
+
+
+def load_codes(path: str | os.PathLike) -> Codes:
+    """Read and validate a ``.vqa`` token file; :class:`TokenFileError` naming the file on any problem."""
+    return tokenfile.read(path)
+
+
+def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+               chunk_seconds: float = 20.0) -> Codec:
+    """Load a codec by registered name (``None``: the default model) or checkpoint/experiment folder."""
+    from vqaudio.checkpoint import load_model
+
+    name, folder = registry.resolve(name_or_path)
+    model = load_model(folder)
+    if not isinstance(model, VQVAE):
+        raise CheckpointError(f"is a {type(model).__name__} checkpoint, not a VQ-VAE codec model", str(folder))
+    return Codec(model.to(device), name=name, sha256=model.checkpoint_sha256, chunk_seconds=chunk_seconds)
