@@ -211,10 +211,15 @@ class Codec:
     n_q = property(lambda self: self.config.n_q)
     codebook_size = property(lambda self: self.config.codebook_size)
 
+    @property
+    def bits_per_code(self) -> int:
+        """``ceil(log2 K)``: bits per code in token files."""
+        return tokenfile.code_bits(self.codebook_size)
+
     def bitrate(self, n_q: int | None = None) -> float:
         """Bits per second (per time step for series) per channel with ``n_q`` levels, at ``ceil(log2 K)`` bits per code."""
         n_q = self._n_q(n_q)
-        return self.model.frame_rate * n_q * tokenfile.code_bits(self.codebook_size)
+        return self.model.frame_rate * n_q * self.bits_per_code
 
     def __repr__(self) -> str:
         return (f"Codec({self.name!r}, kind={self.kind}, sample_rate={self.sample_rate}, hop={self.hop}, "

@@ -1,0 +1,104 @@
+"""``vqaudio decode``: ``.vqa`` token files (or folders of them) back to audio or series files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqaudio.commands.encode import (
+    Job,
+    _Preloaded,
+    add_common,
+    check_jobs,
+    collect,
+    in_shard,
+    parse_shard,
+    run_jobs,
+    sample_rate_arg,
+)
+from vqaudio.errors import TokenFileError
+
+HELP = "decode .vqa token files back to audio (or series)"
+
+
+@dataclass
+class _Codecs:
+    """Codecs by model spec, loaded on first use: ``--model``, else the name recorded in each file."""
+
+    model: str | None
+    cache: dict = field(default_factory=dict)
+
+    def __call__(self):  # setup(): a fresh cache per worker
+        return _Codecs(self.model)
+
+    def for_codes(self, codes):
+        from vqaudio import registry
+        from vqaudio.codec import load_codec
+
+        spec = self.model
+        if spec is None:
+            if codes.model not in registry.MODELS:
+                raise TokenFileError(f"was encoded with model {codes.model!r}, which is not a registered name; "
+                                     "pass its folder with --model PATH", codes.source)
+            spec = codes.model
+        if spec not in self.cache:
+            self.cache[spec] = load_codec(spec)
+        return self.cache[spec]
+
+
+@dataclass(frozen=True)
+class _Decode:
+    sample_rate: str | int
+
+    def __call__(self, codecs: _Codecs, job: Job) -> None:
+        from vqaudio.codec import load_codes
+
+        codes = load_codes(job.src)
+        codecs.for_codes(codes).decode_to_file(codes, job.dst, self.sample_rate)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("decode", help=HELP, description=HELP + ".")
+    p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file or folder (recursive)")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (one input) or folder (mirrors input folders); default: IN with .wav (.npy for series)")
+    p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
+                   help="rate of the decoded audio: the input file's (default), the model's, or a number in Hz")
+    add_common(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
+    codecs = _Codecs(args.model)
+
+    def is_vqa(p: Path) -> bool:
+        return p.suffix.lower() == ".vqa"
+
+    jobs = collect(args.inputs, args.output, is_vqa, ".wav", file_out=lambda p: bool(p.suffix))
+    jobs = [j for j in jobs if in_shard(j.rel, shard)]
+    if not jobs:
+        print("vqaudio decode: nothing to decode", file=sys.stderr)
+        return 0
+    if _kind(codecs, jobs) == "series":  # series models write .npy by default
+        keep = {j.src for j in jobs}
+        jobs = [j for j in collect(args.inputs, args.output, is_vqa, ".npy", file_out=lambda p: bool(p.suffix)) if j.src in keep]
+    setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(args.model)
+    return run_jobs(jobs, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
+
+
+def _kind(codecs: _Codecs, jobs: list[Job]) -> str:
+    """The kind of model: from ``--model``, else from the first readable token file (``"audio"`` if none)."""
+    from vqaudio.codec import load_codec, load_codes
+
+    if codecs.model is not None:
+        codecs.cache[codecs.model] = load_codec(codecs.model)  # fail fast on a bad --model
+        return codecs.cache[codecs.model].kind
+    for j in jobs:
+        try:
+            return load_codes(j.src).kind
+        except TokenFileError:
+            continue
+    return "audio"

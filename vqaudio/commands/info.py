@@ -1,0 +1,80 @@
+"""``vqaudio info``: the header of a ``.vqa`` token file, or a model's config and bitrate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "show a .vqa token file's header, or a model's config and bitrate"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("info", help=HELP, description=HELP + "; without an argument, list the model names.")
+    p.add_argument("target", nargs="?", metavar="FILE|MODEL", help=".vqa file, model folder or registered model name")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def token_file_info(path: Path) -> dict:
+    """The validated header of a token file plus its size, duration and bitrates."""
+    from vqaudio.codec import load_codes
+
+    codes = load_codes(path)
+    info = {"file": str(path), "bytes": path.stat().st_size, **codes.header()}
+    if codes.kind == "audio":
+        seconds = codes.length / codes.orig_sample_rate
+        info["seconds"] = round(seconds, 6)
+        info["payload_bitrate"] = codes.sample_rate / codes.hop * codes.n_q * codes.bits * codes.items
+        info["file_bitrate"] = round(8 * info["bytes"] / seconds, 3)
+    return info
+
+
+def model_info(spec: str | None) -> dict:
+    """Name, folder, identity, geometry, bitrate per number of levels and the config of a model."""
+    from vqaudio.codec import load_codec
+    from vqaudio.registry import resolve
+
+    name, folder = resolve(spec)
+    codec = load_codec(spec)
+    m = codec.model
+    return {
+        "model": name, "folder": str(folder), "sha256": codec.sha256, "kind": codec.kind,
+        "sample_rate": codec.config.sample_rate, "channels": codec.channels, "hop": codec.hop,
+        "frame_rate": m.frame_rate, "n_q": codec.n_q, "codebook_size": codec.codebook_size,
+        "bits_per_code": codec.bits_per_code,
+        "bitrate": {str(n): codec.bitrate(n) for n in range(1, codec.n_q + 1)},
+        "encoder_receptive_field": m.encoder_receptive_field, "decoder_receptive_field": m.decoder_receptive_field,
+        "parameters": sum(p.numel() for p in m.parameters()), "config": codec.config.to_dict(),
+    }
+
+
+def _models() -> dict:
+    from vqaudio.registry import DEFAULT_MODEL, MODELS, PRETRAINED_DIR, shipped
+
+    have = set(shipped())
+    return {"default": DEFAULT_MODEL, "folder": str(PRETRAINED_DIR),
+            "models": {n: {"description": d, "shipped": n in have} for n, d in MODELS.items()}}
+
+
+def _print(info: dict, indent: str = "") -> None:
+    for k, v in info.items():
+        if isinstance(v, dict) and v and k != "model":
+            print(f"{indent}{k}:")
+            _print(v, indent + "  ")
+        else:
+            print(f"{indent}{k}: {json.dumps(v) if isinstance(v, (dict, list)) or v is None else v}")
+
+
+def run(args: argparse.Namespace) -> int:
+    target = args.target
+    if target is None:
+        info = _models()
+    else:
+        path = Path(target)
+        info = token_file_info(path) if path.is_file() or path.suffix.lower() == ".vqa" else model_info(target)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        _print(info)
+    return 0
