@@ -1,0 +1,164 @@
+"""Checkpoints: round trip, training state, atomic replacement, tampering and truncation detected."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vqaudio.checkpoint import MANIFEST, load_checkpoint, load_model, read_manifest, save_checkpoint, save_model
+from vqaudio.errors import CheckpointError
+from vqaudio.models import VQVAE, VQVAEConfig
+
+
+def _model(**kw) -> VQVAE:
+    return VQVAE(VQVAEConfig(hidden=8, max_hidden=16, dim=8, n_q=2, codebook_size=16, strides=[2, 4], **kw))
+
+
+def _files(path):
+    return sorted(p.name for p in path.iterdir())
+
+
+def test_round_trip(tmp_path):
+    model = _model()
+    model.train()(torch.randn(4, 1, 256))  # k-means init + EMA step: buffers differ from a fresh model
+    save_model(tmp_path / "m", model)
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, VQVAE) and not loaded.training and loaded.config == model.config
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(a, b)
+    x = torch.randn(1, 1, 300)
+    model.eval()
+    assert torch.equal(model.encode(x), loaded.encode(x))
+    m = read_manifest(tmp_path / "m")
+    assert loaded.checkpoint_sha256 == m["sha256"] == m["weights"]["sha256"] and m["state"] is None
+    assert m["config"]["strides"] == [2, 4] and m["model_type"] == "vqvae"
+    assert _files(tmp_path / "m") == sorted([MANIFEST, m["weights"]["file"]])
+
+
+def test_series_model_and_wavenet_prior(tmp_path):
+    series = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=3, hidden=4, max_hidden=8, dim=4, n_q=1, codebook_size=8, strides=[2]))
+    save_model(tmp_path / "s", series)
+    assert load_model(tmp_path / "s").config == series.config
+    wavenet = pytest.importorskip("vqaudio.models.wavenet")
+    prior = wavenet.WaveNetPrior(wavenet.WaveNetConfig(codebook_size=8, n_q=2, residual_channels=4, gate_channels=4,
+                                                       skip_channels=4, head_channels=4, layers=2, cycle=2))
+    save_model(tmp_path / "p", prior)
+    back = load_model(tmp_path / "p")
+    assert type(back).__name__ == "WaveNetPrior" and back.config_dict() == prior.config_dict()
+
+
+def test_training_state_and_overwrite(tmp_path):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters())
+    state = {"optim.0.exp_avg": torch.randn(3), "rng.torch": torch.get_rng_state()}
+    meta = {"step": 7, "rng": {"python": [3, [1, 2], None]}}
+    save_checkpoint(tmp_path / "c", model, state=state, meta=meta)
+    first = _files(tmp_path / "c")
+    ck = load_checkpoint(tmp_path / "c")
+    assert ck.meta == meta and torch.equal(ck.state["rng.torch"], state["rng.torch"])
+    assert load_checkpoint(tmp_path / "c", with_state=False).meta is None
+    # saving again replaces the files: only the new manifest's files remain, no temporaries
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    save_checkpoint(tmp_path / "c", model, state={"x": torch.zeros(1)}, meta={"step": 8})
+    m = read_manifest(tmp_path / "c")
+    assert _files(tmp_path / "c") == sorted([MANIFEST, m["weights"]["file"], m["state"]["file"]]) != first
+    assert load_checkpoint(tmp_path / "c").meta == {"step": 8}
+    del opt
+
+
+def test_old_checkpoint_survives_a_failed_save(tmp_path, monkeypatch):
+    model = _model()
+    save_model(tmp_path / "c", model)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()}
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    import vqaudio.checkpoint as ck
+
+    monkeypatch.setattr(ck.json, "dumps", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        save_model(tmp_path / "c", model)
+    monkeypatch.undo()
+    load_model(tmp_path / "c")  # still the old, complete checkpoint
+    assert read_manifest(tmp_path / "c")["weights"]["file"] in before
+
+
+def _weights(path):
+    return path / read_manifest(path)["weights"]["file"]
+
+
+def test_tampered_weights_detected(tmp_path):
+    save_model(tmp_path / "c", _model())
+    w = _weights(tmp_path / "c")
+    data = bytearray(w.read_bytes())
+    data[-5] ^= 0x01  # flip one bit inside a tensor
+    w.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256") as err:
+        load_model(tmp_path / "c")
+    assert w.name in str(err.value) and "\n" not in str(err.value)
+
+
+def test_truncated_weights_detected(tmp_path):
+    save_model(tmp_path / "c", _model())
+    w = _weights(tmp_path / "c")
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated") as err:
+        load_model(tmp_path / "c")
+    assert w.name in str(err.value)
+
+
+def test_consistent_forgery_with_wrong_tensors_detected(tmp_path):
+    """Re-hashed weights that do not fit the config (missing/extra/mis-shaped) are still rejected."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    save_model(tmp_path / "c", _model())
+    path = tmp_path / "c"
+    good = load_checkpoint(path).weights
+    key = next(k for k in good if good[k].dim() == 3)
+    for change, what in [
+        (lambda w: w.pop(key), "missing"),
+        (lambda w: w.__setitem__("bogus", torch.zeros(1)), "unexpected"),
+        (lambda w: w.__setitem__(key, torch.zeros(1, 1, 1)), "model needs"),
+    ]:
+        w = dict(good)
+        change(w)
+        data = save(w)
+        m = json.loads((path / MANIFEST).read_text())
+        (path / m["weights"]["file"]).write_bytes(data)
+        m["weights"].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+        m["sha256"] = m["weights"]["sha256"]
+        (path / MANIFEST).write_text(json.dumps(m))
+        with pytest.raises(CheckpointError, match=what):
+            load_model(path)
+
+
+def test_bad_manifests(tmp_path):
+    save_model(tmp_path / "c", _model())
+    path = tmp_path / "c"
+    good = (path / MANIFEST).read_text()
+    m = json.loads(good)
+    cases = [
+        "{truncated",
+        json.dumps({**m, "format": "other"}),
+        json.dumps({**m, "version": 99}),
+        json.dumps({**m, "model_type": "gpt"}),
+        json.dumps({**m, "config": {**m["config"], "n_q": 0}}),
+        json.dumps({**m, "config": {**m["config"], "unknown_key": 1}}),
+        json.dumps({**m, "weights": {**m["weights"], "file": "../../etc/passwd"}}),
+        json.dumps({**m, "sha256": "0" * 64}),
+        json.dumps({**m, "weights": {**m["weights"], "file": "nope.safetensors"}}),
+    ]
+    for text in cases:
+        (path / MANIFEST).write_text(text)
+        with pytest.raises(CheckpointError) as err:
+            load_model(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    (path / MANIFEST).unlink()
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "absent")

@@ -1,0 +1,245 @@
+"""Checkpoints without pickle: safetensors tensors + a JSON manifest, written atomically.
+
+A checkpoint is a folder::
+
+    config.json                      the manifest (below), written last, by one atomic rename
+    model-<sha256[:16]>.safetensors  model weights (state_dict)
+    state-<sha256[:16]>.safetensors  optional training state tensors (optimizer moments, RNG states)
+
+``config.json``::
+
+    {"format": "vqaudio-checkpoint", "version": 1, "model_type": "vqvae" | "wavenet",
+     "config": {...model config...},
+     "weights": {"file": ..., "sha256": ..., "bytes": ...},
+     "state": null | {"file": ..., "sha256": ..., "bytes": ..., "meta": {...JSON scalars, RNG...}},
+     "sha256": <weights sha256, the model's identity>}
+
+Tensor files carry their content hash in their name and are never overwritten, so saving over an
+existing checkpoint first writes the new files, then swaps the manifest in with ``os.replace``,
+then deletes the files the old manifest named: a reader (or a crash at any moment) sees either the
+old or the new checkpoint, complete. Loading checks the manifest, the sha256 and size of every
+file it names, and that the tensors match the model exactly (no missing, extra or mis-shaped
+ones); every problem is a one-line :class:`vqaudio.errors.CheckpointError` naming the file.
+Files are only parsed with ``json`` and ``safetensors``, never ``torch.load``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from vqaudio.errors import CheckpointError, ConfigError
+from vqaudio.io import atomic_path
+
+__all__ = ["MANIFEST", "FORMAT", "MODEL_TYPES", "Checkpoint", "save_checkpoint", "load_checkpoint", "save_model",
+           "load_model", "read_manifest", "model_type_of", "build_model", "load_weights"]
+
+MANIFEST = "config.json"
+FORMAT, VERSION = "vqaudio-checkpoint", 1
+# model_type -> (module, model class, config class); config classes have to_dict / from_dict
+MODEL_TYPES: dict[str, tuple[str, str, str]] = {
+    "vqvae": ("vqaudio.models.vqvae", "VQVAE", "VQVAEConfig"),
+    "wavenet": ("vqaudio.models.wavenet", "WaveNetPrior", "WaveNetConfig"),
+}
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns: the manifest's parts and the verified tensors."""
+
+    path: Path
+    model_type: str
+    config: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    sha256: str
+    weights_file: str
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] | None = None  # training-state JSON, None if the checkpoint has none
+
+
+def _classes(model_type: str) -> tuple[type, type]:
+    module, model_cls, config_cls = MODEL_TYPES[model_type]
+    mod = importlib.import_module(module)
+    return getattr(mod, model_cls), getattr(mod, config_cls)
+
+
+def model_type_of(model: nn.Module) -> str:
+    """The registered ``model_type`` of ``model`` (unwraps DDP)."""
+    model = getattr(model, "module", model)
+    for name, (module, cls, _) in MODEL_TYPES.items():
+        if type(model).__name__ == cls and type(model).__module__ == module:
+            return name
+    raise TypeError(f"checkpoint: unknown model class {type(model).__qualname__}; register it in MODEL_TYPES")
+
+
+def _config_of(model: nn.Module) -> dict[str, Any]:
+    model = getattr(model, "module", model)
+    if hasattr(model, "config_dict"):
+        return model.config_dict()
+    return (getattr(model, "config", None) or model.cfg).to_dict()
+
+
+def _tensor_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    return st_save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+
+
+def _write_blob(folder: Path, stem: str, data: bytes) -> dict[str, Any]:
+    sha = hashlib.sha256(data).hexdigest()
+    name = f"{stem}-{sha[:16]}.safetensors"
+    if not (folder / name).is_file() or (folder / name).stat().st_size != len(data):
+        with atomic_path(folder / name) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    return {"file": name, "sha256": sha, "bytes": len(data)}
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    state: dict[str, torch.Tensor] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Save ``model`` (weights + config) and optionally training ``state`` tensors and ``meta`` JSON.
+
+    ``meta`` must be JSON-serialisable (numbers, strings, lists, dicts). Returns the folder.
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    old = _referenced(folder)
+    weights = _write_blob(folder, "model", _tensor_bytes(getattr(model, "module", model).state_dict()))
+    manifest: dict[str, Any] = {
+        "format": FORMAT, "version": VERSION, "model_type": model_type_of(model), "config": _config_of(model),
+        "weights": weights, "state": None, "sha256": weights["sha256"],
+    }
+    if state is not None or meta is not None:
+        blob = _write_blob(folder, "state", _tensor_bytes(state or {}))
+        manifest["state"] = {**blob, "meta": meta or {}}
+    text = json.dumps(manifest, indent=2, allow_nan=False)
+    with atomic_path(folder / MANIFEST) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    for name in old - _referenced(folder):
+        (folder / name).unlink(missing_ok=True)
+    return folder
+
+
+def _referenced(folder: Path) -> set[str]:
+    """Tensor files named by the current manifest (empty if none or unreadable)."""
+    try:
+        m = json.loads((folder / MANIFEST).read_text())
+        return {b["file"] for b in (m.get("weights"), m.get("state")) if isinstance(b, dict) and "file" in b}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated ``config.json`` of a checkpoint folder (tensor files not read)."""
+    folder = Path(path)
+    file = folder / MANIFEST
+    if not folder.is_dir():
+        raise CheckpointError("checkpoint folder does not exist", str(folder))
+    try:
+        m = json.loads(file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"not a checkpoint folder (no {MANIFEST})", str(folder)) from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"unreadable or invalid JSON ({err})", str(file)) from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise CheckpointError(f"not a vqaudio checkpoint manifest (format is not {FORMAT!r})", str(file))
+    if m.get("version") != VERSION:
+        raise CheckpointError(f"unsupported checkpoint version {m.get('version')!r} (this vqaudio reads {VERSION})", str(file))
+    if m.get("model_type") not in MODEL_TYPES:
+        raise CheckpointError(f"unknown model_type {m.get('model_type')!r} (known: {', '.join(MODEL_TYPES)})", str(file))
+    if not isinstance(m.get("config"), dict):
+        raise CheckpointError("missing or invalid 'config' object", str(file))
+    for key in ("weights", "state"):
+        blob = m.get(key)
+        if blob is None and key == "state":
+            continue
+        ok = isinstance(blob, dict) and isinstance(blob.get("file"), str) and isinstance(blob.get("sha256"), str)
+        ok = ok and isinstance(blob.get("bytes"), int) and Path(blob["file"]).name == blob["file"]
+        if not ok:
+            raise CheckpointError(f"missing or invalid '{key}' entry", str(file))
+    if m.get("sha256") != m["weights"]["sha256"]:
+        raise CheckpointError("manifest sha256 does not match its weights entry", str(file))
+    return m
+
+
+def _read_blob(folder: Path, blob: dict[str, Any]) -> dict[str, torch.Tensor]:
+    file = folder / blob["file"]
+    try:
+        data = file.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read tensor file ({err.strerror})", str(file)) from None
+    if len(data) != blob["bytes"]:
+        raise CheckpointError(f"truncated or altered: {len(data)} bytes, manifest says {blob['bytes']}", str(file))
+    if hashlib.sha256(data).hexdigest() != blob["sha256"]:
+        raise CheckpointError("sha256 mismatch: the file was modified or corrupted", str(file))
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"invalid safetensors data ({err})", str(file)) from None
+
+
+def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpoint:
+    """Read and verify a checkpoint folder (weights, and training state if ``with_state``)."""
+    folder = Path(path)
+    m = read_manifest(folder)
+    ckpt = Checkpoint(folder, m["model_type"], m["config"], _read_blob(folder, m["weights"]), m["sha256"], m["weights"]["file"])
+    if with_state and m["state"] is not None:
+        ckpt.state = _read_blob(folder, m["state"])
+        ckpt.meta = m["state"].get("meta") or {}
+    return ckpt
+
+
+def build_model(ckpt: Checkpoint) -> nn.Module:
+    """Instantiate the checkpoint's model from its config and load its verified weights."""
+    model_cls, config_cls = _classes(ckpt.model_type)
+    file = str(ckpt.path / MANIFEST)
+    try:
+        model = model_cls(config_cls.from_dict(ckpt.config))
+    except (ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(f"invalid model config ({err})", file) from None
+    load_weights(model, ckpt.weights, str(ckpt.path / ckpt.weights_file))
+    model.checkpoint_sha256 = ckpt.sha256
+    return model
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], where: str) -> None:
+    """``model.load_state_dict(weights)`` after checking names, shapes and dtypes exactly."""
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise CheckpointError(f"tensors do not match the model: missing {missing[:5]}, unexpected {extra[:5]}", where)
+    for k, t in expected.items():
+        if weights[k].shape != t.shape or weights[k].dtype != t.dtype:
+            raise CheckpointError(f"tensor {k!r} is {weights[k].dtype}{list(weights[k].shape)}, model needs {t.dtype}{list(t.shape)}", where)
+    model.load_state_dict(weights)
+
+
+def save_model(path: str | os.PathLike, model: nn.Module) -> Path:
+    """Save a model's weights and config (no training state) to the folder ``path``."""
+    return save_checkpoint(path, model)
+
+
+def load_model(path: str | os.PathLike) -> nn.Module:
+    """Load the model of a checkpoint folder (a ``VQVAE`` or ``WaveNetPrior``) in eval mode.
+
+    Its ``checkpoint_sha256`` attribute is the weights' sha256 (the model's identity).
+    """
+    return build_model(load_checkpoint(path, with_state=False)).eval()

@@ -1,0 +1,82 @@
+"""Reconstruction losses: waveform L1 + multi-resolution log-mel / STFT loss (audio), MSE (series).
+
+The spectral loss follows EnCodec / DAC (L1 between log-mel spectrograms at several window sizes)
+plus the spectral convergence term of Parallel WaveGAN's multi-resolution STFT loss. Windows and
+mel filterbanks (``torchaudio.functional.melscale_fbanks``) are non-persistent buffers, so they
+never end up in a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import Tensor, nn
+
+__all__ = ["default_fft_sizes", "default_n_mels", "SpectralLoss", "waveform_l1", "series_mse"]
+
+
+def default_fft_sizes(sample_rate: int) -> list[int]:
+    """Four windows from ~16 ms to ~128 ms, powers of two: ``[128, 256, 512, 1024]`` at 8 kHz."""
+    base = 2 ** max(4, round(math.log2(sample_rate * 0.016)))
+    return [base * 2**i for i in range(4)]
+
+
+def default_n_mels(fft_sizes: list[int]) -> list[int]:
+    """``n_fft / 8`` mel bands, at most 80 (16, 32, 64, 80 at 8 kHz): no empty mel filters."""
+    return [max(8, min(80, n // 8)) for n in fft_sizes]
+
+
+class SpectralLoss(nn.Module):
+    """Multi-resolution spectral distance of ``[B, C, T]`` signals (averaged over resolutions).
+
+    Per FFT size ``n`` (hann window ``n``, hop ``n / 4``, zero-padded centred frames): ``mel`` =
+    mean |log10 mel(x) - log10 mel(y)| on magnitude mel spectrograms clamped at 1e-5, and ``sc`` =
+    ||\\|Y\\| - \\|X\\|||_F / ||\\|Y\\|||_F (spectral convergence of linear magnitudes).
+    """
+
+    def __init__(self, sample_rate: int, fft_sizes: list[int] | None = None, n_mels: list[int] | None = None, sc_weight: float = 1.0) -> None:
+        super().__init__()
+        self.fft_sizes = list(fft_sizes or default_fft_sizes(sample_rate))
+        self.n_mels = list(n_mels or default_n_mels(self.fft_sizes))
+        if len(self.n_mels) != len(self.fft_sizes):
+            raise ValueError(f"SpectralLoss: {len(self.fft_sizes)} FFT sizes but {len(self.n_mels)} mel counts")
+        if len(set(self.fft_sizes)) != len(self.fft_sizes):
+            raise ValueError(f"SpectralLoss: FFT sizes must be distinct, got {self.fft_sizes}")
+        self.sc_weight = sc_weight
+        for n, m in zip(self.fft_sizes, self.n_mels, strict=True):
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+            fb = AF.melscale_fbanks(n // 2 + 1, 0.0, sample_rate / 2, m, sample_rate, norm="slaney", mel_scale="slaney")
+            self.register_buffer(f"mel_{n}", fb, persistent=False)  # [n // 2 + 1, m]
+
+    def _mag(self, x: Tensor, n: int) -> Tensor:
+        """Magnitude STFT ``[B*C, n // 2 + 1, frames]`` of ``x [B, C, T]``."""
+        spec = torch.stft(x.reshape(-1, x.shape[-1]).float(), n, n // 4, window=getattr(self, f"window_{n}"),
+                          center=True, pad_mode="constant", return_complex=True)
+        return torch.view_as_real(spec).square().sum(-1).clamp_min(1e-12).sqrt()
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``x`` = reconstruction, ``y`` = target, both ``[B, C, T]``. Returns ``(total, {"mel", "sc"})``."""
+        mel = sc = x.new_zeros((), dtype=torch.float32)
+        for n in self.fft_sizes:
+            mx, my = self._mag(x, n), self._mag(y, n)
+            fb = getattr(self, f"mel_{n}")
+            lx = torch.log10((mx.transpose(1, 2) @ fb).clamp_min(1e-5))
+            ly = torch.log10((my.transpose(1, 2) @ fb).clamp_min(1e-5))
+            mel = mel + (lx - ly).abs().mean()
+            sc = sc + torch.linalg.norm(my - mx) / torch.linalg.norm(my).clamp_min(1e-6)
+        k = len(self.fft_sizes)
+        mel, sc = mel / k, sc / k
+        return mel + self.sc_weight * sc, {"mel": mel, "sc": sc}
+
+
+def waveform_l1(x: Tensor, y: Tensor) -> Tensor:
+    """Mean absolute error of ``[B, C, T]`` waveforms."""
+    return F.l1_loss(x, y)
+
+
+def series_mse(x: Tensor, y: Tensor) -> Tensor:
+    """Mean squared error of ``[B, C, T]`` series (on RevIN-normalised data, see ``VQVAE``)."""
+    return F.mse_loss(x, y)

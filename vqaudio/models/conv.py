@@ -1,0 +1,225 @@
+"""1D convolutional encoder and decoder (SEANet-style, as in EnCodec / DAC, without the LSTM).
+
+Encoder ``[B, C, T] -> [B, D, T / hop]``: a conv in, then per stride ``s`` a block of residual units
+(dilations 1, 3, 9 by default) and a strided conv (kernel ``2s``) that doubles the channels; an
+activation and a conv out to ``D``. The decoder mirrors it with transposed convs. ``T`` must be
+a multiple of ``hop = prod(strides)`` (the VQ-VAE pads to it); the decoder returns ``F * hop``.
+
+Padding, and why chunks can reproduce whole-file codes exactly
+--------------------------------------------------------------
+Every layer is position-independent: a stride-1 conv pads ``d (k - 1)`` zeros split evenly
+around its input, a strided conv (kernel ``2s``) pads ``s // 2`` zeros left and ``s - s // 2``
+right, a transposed conv trims ``s // 2`` samples left and ``s - s // 2`` right of its output. Zeros are
+only added at the two ends of the tensor being processed, never reflected or replicated, and
+there is no normalisation over time and no recurrence. Hence encoder frame ``f`` is a fixed
+function of input samples ``[f * hop - left, f * hop + right]`` (``Encoder.context``) whatever the
+length of the input, as long as the input starts on the frame grid (a multiple of ``hop``).
+Encoding a chunk ``x[a:b]`` with ``a % hop == 0`` gives exactly the whole-file frames
+``f`` with ``f * hop - left >= a`` (or ``a == 0``) and ``f * hop + right < b`` (or ``b == T``);
+frames closer to a chunk cut see zero padding instead of signal and must be discarded.
+Likewise a decoder output sample in frame ``f`` (samples ``[f * hop, (f + 1) * hop)``) depends only
+on frames ``[f - left, f + right]`` (``Decoder.context``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import weight_norm
+
+__all__ = ["Snake", "Conv", "ConvTranspose", "ResidualUnit", "Encoder", "Decoder", "channel_plan"]
+
+
+class Snake(nn.Module):
+    """``x + sin²(alpha x) / alpha`` with a learned per-channel ``alpha`` (Ziyin et al. 2020, DAC)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + (self.alpha + 1e-9).reciprocal() * torch.sin(self.alpha * x).square()
+
+
+def activation(name: str, channels: int) -> nn.Module:
+    """``"elu"`` or ``"snake"``."""
+    if name == "elu":
+        return nn.ELU()
+    if name == "snake":
+        return Snake(channels)
+    raise ValueError(f"unknown activation {name!r} (expected 'elu' or 'snake')")
+
+
+# Range maps: ``input_range(a, b)`` is the inclusive range of input indices that output indices
+# ``[a, b]`` depend on. Composing them gives exact receptive fields.
+
+
+class Conv(nn.Module):
+    """Conv1d ``[B, Cin, T] -> [B, Cout, T / stride]`` with zero padding at the tensor ends only.
+
+    Stride 1: ``dilation * (kernel - 1)`` zeros split evenly (the extra one on the right).
+    Stride ``s``: ``kernel - s`` zeros, ``(kernel - s) // 2`` on the left; ``T`` must be a multiple of ``s``.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, norm: bool = True) -> None:
+        super().__init__()
+        conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation)
+        self.conv = weight_norm(conv) if norm else conv
+        self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        total = dilation * (kernel - 1) if stride == 1 else kernel - stride
+        self.pad = (total // 2, total - total // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, self.pad))
+
+    def input_range(self, a: int, b: int) -> tuple[int, int]:
+        return a * self.stride - self.pad[0], b * self.stride - self.pad[0] + self.dilation * (self.kernel - 1)
+
+
+class ConvTranspose(nn.Module):
+    """ConvTranspose1d with kernel ``2 s``, stride ``s``: ``[B, Cin, F] -> [B, Cout, F * s]``.
+
+    The full output (``(F + 1) s``) is trimmed by ``s // 2`` on the left and the rest on the right,
+    mirroring :class:`Conv`'s padding so frame ``i`` lands on samples around ``[i s, (i + 1) s)``.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, norm: bool = True) -> None:
+        super().__init__()
+        conv = nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride)
+        self.conv = weight_norm(conv) if norm else conv
+        self.stride, self.kernel = stride, 2 * stride
+        self.trim = (stride // 2, stride - stride // 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        return y[..., self.trim[0] : y.shape[-1] - self.trim[1]]
+
+    def input_range(self, a: int, b: int) -> tuple[int, int]:
+        # untrimmed position j gets input i iff i * s <= j <= i * s + kernel - 1
+        a, b = a + self.trim[0], b + self.trim[0]
+        return -((self.kernel - 1 - a) // self.stride), b // self.stride
+
+
+class ResidualUnit(nn.Module):
+    """``x + conv1x1(act(conv_k,d(act(x))))`` with a bottleneck of ``channels // compress``."""
+
+    def __init__(self, channels: int, dilation: int, kernel: int = 7, act: str = "elu", norm: bool = True, compress: int = 2) -> None:
+        super().__init__()
+        hidden = max(1, channels // compress)
+        self.block = nn.Sequential(
+            activation(act, channels),
+            Conv(channels, hidden, kernel, dilation=dilation, norm=norm),
+            activation(act, hidden),
+            Conv(hidden, channels, 1, norm=norm),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+    def input_range(self, a: int, b: int) -> tuple[int, int]:
+        return _compose(list(self.block), a, b)
+
+
+def _compose(layers: list[nn.Module], a: int, b: int) -> tuple[int, int]:
+    """Input range of output range ``[a, b]`` through ``layers`` applied in order."""
+    for layer in reversed(layers):
+        if hasattr(layer, "input_range"):
+            a, b = layer.input_range(a, b)
+    return a, b
+
+
+def channel_plan(hidden: int, n_blocks: int, max_hidden: int) -> list[int]:
+    """Channels before each strided block and after the last: ``hidden * 2^i`` capped at ``max_hidden``."""
+    return [min(hidden * 2**i, max_hidden) for i in range(n_blocks + 1)]
+
+
+class Encoder(nn.Module):
+    """``x [B, C, T] -> z [B, D, T / hop]`` with ``hop = prod(strides)``; ``T % hop == 0``."""
+
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        strides: list[int],
+        hidden: int = 32,
+        max_hidden: int = 512,
+        kernel: int = 7,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        act: str = "elu",
+        norm: bool = True,
+    ) -> None:
+        super().__init__()
+        chans = channel_plan(hidden, len(strides), max_hidden)
+        layers: list[nn.Module] = [Conv(channels, chans[0], kernel, norm=norm)]
+        for i, s in enumerate(strides):
+            layers += [ResidualUnit(chans[i], d, kernel, act, norm) for d in dilations]
+            layers += [activation(act, chans[i]), Conv(chans[i], chans[i + 1], 2 * s, stride=s, norm=norm)]
+        layers += [activation(act, chans[-1]), Conv(chans[-1], dim, 3, norm=norm)]
+        self.layers = nn.Sequential(*layers)
+        self.hop = math.prod(strides)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % self.hop:
+            raise ValueError(f"Encoder: input length {x.shape[-1]} is not a multiple of hop {self.hop}")
+        return self.layers(x)
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """``(left, right)``: frame ``f`` depends exactly on samples ``[f * hop - left, f * hop + right]``."""
+        f = 1 << 20  # far from any edge
+        a, b = _compose(list(self.layers), f, f)
+        return f * self.hop - a, b - f * self.hop
+
+    @property
+    def receptive_field(self) -> int:
+        """Number of input samples one frame depends on (``left + right + 1``)."""
+        left, right = self.context
+        return left + right + 1
+
+
+class Decoder(nn.Module):
+    """``z [B, D, F] -> x [B, C, F * hop]``, the mirror of :class:`Encoder`."""
+
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        strides: list[int],
+        hidden: int = 32,
+        max_hidden: int = 512,
+        kernel: int = 7,
+        dilations: tuple[int, ...] = (1, 3, 9),
+        act: str = "elu",
+        norm: bool = True,
+    ) -> None:
+        super().__init__()
+        chans = channel_plan(hidden, len(strides), max_hidden)[::-1]
+        layers: list[nn.Module] = [Conv(dim, chans[0], kernel, norm=norm)]
+        for i, s in enumerate(reversed(strides)):
+            layers += [activation(act, chans[i]), ConvTranspose(chans[i], chans[i + 1], s, norm=norm)]
+            layers += [ResidualUnit(chans[i + 1], d, kernel, act, norm) for d in dilations]
+        layers += [activation(act, chans[-1]), Conv(chans[-1], channels, kernel, norm=norm)]
+        self.layers = nn.Sequential(*layers)
+        self.hop = math.prod(strides)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.layers(z)
+
+    @property
+    def context(self) -> tuple[int, int]:
+        """``(left, right)`` in frames: samples of frame ``f`` depend exactly on frames ``[f - left, f + right]``."""
+        f = 1 << 20
+        lo, hi = f, f
+        for t in range(f * self.hop, (f + 1) * self.hop):
+            a, b = _compose(list(self.layers), t, t)
+            lo, hi = min(lo, a), max(hi, b)
+        return f - lo, hi - f
+
+    @property
+    def receptive_field(self) -> int:
+        """Number of frames one output sample can depend on, over all its positions in a frame."""
+        left, right = self.context
+        return left + right + 1
