@@ -39,6 +39,8 @@ class WaveNetConfig:
     layers: int = 20
     cycle: int = 10  # dilations 1, 2, ..., 2**(cycle-1), repeated layers // cycle times
     n_labels: int = 0  # > 0: global conditioning on a label id in [0, n_labels)
+    label_names: list[str] = field(default_factory=list)  # optional names of the label ids
+    codec: dict = field(default_factory=dict)  # metadata of the codec whose tokens it models (see vqaudio.prior)
 
     def __post_init__(self) -> None:
         for name in ("codebook_size", "n_q", "residual_channels", "skip_channels", "head_channels", "layers", "cycle"):
@@ -50,6 +52,8 @@ class WaveNetConfig:
             raise ValueError(f"WaveNetConfig.kernel_size must be >= 2, got {self.kernel_size}")
         if self.n_labels < 0:
             raise ValueError(f"WaveNetConfig.n_labels must be >= 0, got {self.n_labels}")
+        if self.label_names and len(self.label_names) != self.n_labels:
+            raise ValueError(f"WaveNetConfig has {len(self.label_names)} label names for n_labels={self.n_labels}")
 
     @property
     def dilations(self) -> list[int]:

@@ -1,0 +1,220 @@
+"""The prior as a library: Markov tokens, windows, the training task, token extraction cache, sampling, CLI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader
+
+from vqaudio import tokenfile
+from vqaudio.checkpoint import save_model
+from vqaudio.cli import main as cli
+from vqaudio.errors import ConfigError, TokenFileError, VQAudioError
+from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior
+from vqaudio.prior import (
+    PriorTask,
+    TokenCorpus,
+    TokenWindows,
+    codec_meta,
+    extract_tokens,
+    markov_tokens,
+    sample,
+    split_corpus,
+    unigram_bits,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny ops: one intra-op thread (two threads on a shared, busy 2-core machine stall on barriers)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def _small(K: int, n_q: int, n_labels: int = 0, **kw) -> WaveNetConfig:
+    return WaveNetConfig(codebook_size=K, n_q=n_q, residual_channels=32, gate_channels=64, skip_channels=32,
+                         head_channels=64, layers=6, cycle=3, n_labels=n_labels, **kw)
+
+
+def test_unigram_bits_and_windows() -> None:
+    seq = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3], [5, 5, 5, 5, 5, 5, 5, 5]])
+    assert unigram_bits([seq], 8) == pytest.approx((2.0 + 0.0) / 2)
+    corpus = TokenCorpus([seq, seq[:, :3]], [0, 1], ["a", "b"])
+    win = TokenWindows(corpus, 5, 3)
+    assert len(win) == 2 + 1  # starts 0, 3 of the 8-frame sequence; one padded window of the 3-frame one
+    last = win[2]
+    assert last["codes"].shape == (2, 5) and last["mask"].tolist() == [True, True, True, False, False]
+    assert int(last["label"]) == 1 and torch.equal(win[1]["codes"], seq[:, 3:8])
+
+
+def test_markov_tokens_structure() -> None:
+    codes, labels = markov_tokens(4, 300, 16, n_q=2, branching=2, seed=1, n_labels=2)
+    assert codes.shape == (4, 2, 300) and set(labels.tolist()) <= {0, 1}
+    again, _ = markov_tokens(4, 300, 16, n_q=2, branching=2, seed=1, n_labels=2)
+    assert torch.equal(codes, again)
+    for i in range(4):  # every token has at most `branching` successors within a label
+        succ: dict[int, set[int]] = {}
+        for a, b in zip(codes[i, 0, :-1].tolist(), codes[i, 0, 1:].tolist(), strict=True):
+            succ.setdefault(a, set()).add(b)
+        assert max(len(s) for s in succ.values()) <= 2
+
+
+def test_split_keeps_files_apart() -> None:
+    corpus = TokenCorpus([torch.zeros(1, 4, dtype=torch.long)] * 6, [0] * 6, ["a", "a", "b", "c", "d", "e"])
+    tr, va = split_corpus(corpus, 0.2)
+    assert set(tr.sources).isdisjoint(va.sources) and len(tr) + len(va) == 6 and len(va) >= 1
+    with pytest.raises(ConfigError):
+        split_corpus(TokenCorpus([torch.zeros(1, 4, dtype=torch.long)], [0], ["a"]))
+
+
+def test_task_training_beats_unigram_entropy() -> None:
+    """A short run on Markov tokens (n_q=2, labels) brings held-out NLL well under the unigram entropy."""
+    torch.manual_seed(0)
+    K, Q = 32, 2
+    codes, labels = markov_tokens(20, 160, K, Q, branching=3, seed=0, n_labels=2)
+    corpus = TokenCorpus(list(codes), labels.tolist(), [f"f{i}" for i in range(20)])
+    train, valid = split_corpus(corpus, 0.25)
+    uni = unigram_bits(train.seqs, K)
+    task = PriorTask(WaveNetPrior(_small(K, Q, 2)), uni)
+    valid_dl = DataLoader(TokenWindows(valid, 80), batch_size=16)
+    before = task.validate(valid_dl)["nll_bits"]
+    opt = torch.optim.Adam(task.model.parameters(), 3e-3)
+    for _ in range(5):
+        for batch in DataLoader(TokenWindows(train, 64, 32), batch_size=16, shuffle=True):
+            loss, metrics = task.training_step(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    after = task.validate(valid_dl)
+    assert before > uni - 0.2  # an untrained prior is no better than the unigram
+    assert after["unigram_bits"] == uni and after["tokens"] == valid.tokens
+    assert after["nll_bits"] < uni - 1.0, (after, uni)
+    assert math.isclose(metrics["nll_bits"], float(loss.detach()) / math.log(2), rel_tol=1e-6)
+
+
+# ---- with a (tiny, untrained) codec --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory) -> Path:
+    from vqaudio.models.vqvae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(hidden=8, max_hidden=16, dim=8, n_q=2, codebook_size=16, strides=[2, 4])).eval()
+    return save_model(tmp_path_factory.mktemp("codec") / "tiny", model)
+
+
+@pytest.fixture
+def audio_dir(tmp_path: Path) -> Path:
+    """Six short 8 kHz files in two label folders: chirps with noise."""
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        d = tmp_path / "data" / ("low" if i % 2 else "high")
+        d.mkdir(parents=True, exist_ok=True)
+        t = np.arange(4000 + 400 * i) / 8000
+        f0 = 200 + 150 * i + (i % 2) * 1000
+        wav = 0.5 * np.sin(2 * np.pi * f0 * t * (1 + t)) + 0.05 * rng.standard_normal(t.size)
+        sf.write(d / f"x{i}.wav", wav.astype(np.float32), 8000)
+    return tmp_path / "data"
+
+
+def test_extract_tokens_cached(codec_dir: Path, audio_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    from vqaudio.codec import load_codec
+
+    codec = load_codec(codec_dir)
+    corpus = extract_tokens(codec, audio_dir, tmp_path / "cache", labels=True)
+    assert len(corpus) == 6 and corpus.label_names == ["high", "low"]
+    assert corpus.labels == [0, 0, 0, 1, 1, 1]  # sorted: high/x0 x2 x4, low/x1 x3 x5
+    assert corpus.seqs[0].shape == (2, math.ceil(4000 / codec.hop)) and corpus.codec["sha256"] == codec.sha256
+    entries = sorted((tmp_path / "cache").rglob("*.vqa"))
+    assert len(entries) == 6 and all(codec.sha256[:16] in str(p) for p in entries)
+    # second run: everything from the cache, no encoding
+    monkeypatch.setattr(type(codec), "encode_file", lambda *a, **k: pytest.fail("re-encoded a cached file"))
+    again = extract_tokens(codec, audio_dir, tmp_path / "cache", labels=True)
+    assert all(torch.equal(a, b) for a, b in zip(corpus.seqs, again.seqs, strict=True))
+    # a corrupted cache entry is re-encoded, not trusted
+    entries[0].write_bytes(entries[0].read_bytes()[:-3])
+    monkeypatch.undo()
+    third = extract_tokens(codec, audio_dir, tmp_path / "cache", labels=True)
+    assert all(torch.equal(a, b) for a, b in zip(corpus.seqs, third.seqs, strict=True))
+    tokenfile.read(entries[0])  # repaired
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no audio"):
+        extract_tokens(codec, tmp_path / "empty")
+    with pytest.raises(ConfigError, match="no such file"):
+        extract_tokens(codec, tmp_path / "missing")
+
+
+@pytest.fixture
+def prior_dir(codec_dir: Path, tmp_path: Path) -> Path:
+    from vqaudio.codec import load_codec
+
+    codec = load_codec(codec_dir)
+    torch.manual_seed(0)
+    model = WaveNetPrior(_small(16, 2, 2, label_names=["high", "low"], codec=codec_meta(codec)))
+    return save_model(tmp_path / "prior", model)
+
+
+def test_sample_writes_tokens_and_audio(prior_dir: Path, codec_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    paths = sample(prior_dir, str(codec_dir), n=2, seconds=0.1, top_p=0.9, seed=3, label="low", out_dir=out)
+    assert [p.name for p in paths] == ["sample_000.vqa", "sample_000.wav", "sample_001.vqa", "sample_001.wav"]
+    codes = tokenfile.read(paths[0])
+    frames = math.ceil(0.1 * 8000 / 8)
+    assert codes.codes.shape == (1, 2, frames) and codes.hop == 8
+    wav, sr = sf.read(paths[1])
+    assert sr == 8000 and wav.shape == (frames * 8,)
+    again = sample(prior_dir, str(codec_dir), n=2, seconds=0.1, top_p=0.9, seed=3, label=1, out_dir=tmp_path / "o2")
+    assert torch.equal(tokenfile.read(again[0]).codes, codes.codes)  # seeded; label by name or id
+    # primed: the output starts with the prime's tokens
+    primed = sample(prior_dir, None, n=1, frames=5, seed=0, prime=paths[0], label=0, out_dir=tmp_path / "o3")
+    assert [p.suffix for p in primed] == [".vqa"]  # no codec: tokens only
+    pc = tokenfile.read(primed[0]).codes
+    assert pc.shape == (1, 2, frames + 5) and torch.equal(pc[:, :, :frames], codes.codes)
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_sample_user_errors(prior_dir: Path, codec_dir: Path, tmp_path: Path) -> None:
+    kw = {"n": 1, "frames": 4, "out_dir": tmp_path / "o"}
+    with pytest.raises(ConfigError, match="label"):
+        sample(prior_dir, **kw)
+    with pytest.raises(ConfigError, match="out of range"):
+        sample(prior_dir, label=2, **kw)
+    with pytest.raises(ConfigError, match="unknown label"):
+        sample(prior_dir, label="mid", **kw)
+    with pytest.raises(VQAudioError, match="no such prior"):
+        sample(tmp_path / "nope", label=0, **kw)
+    with pytest.raises(ConfigError, match="prime file does not exist"):
+        sample(prior_dir, label=0, prime=tmp_path / "missing.vqa", **kw)
+    # a prime encoded by another codec is refused, naming the file
+    from vqaudio.codec import load_codec
+    from vqaudio.models.vqvae import VQVAE, VQVAEConfig
+
+    other = load_codec(save_model(tmp_path / "other", VQVAE(VQVAEConfig(hidden=8, max_hidden=16, dim=8, n_q=2,
+                                                                        codebook_size=16, strides=[2, 4]))))
+    foreign = tmp_path / "foreign.vqa"
+    tokenfile.write(foreign, other.encode(torch.randn(1, 800) * 0.1, 8000))
+    with pytest.raises(TokenFileError, match="foreign.vqa"):
+        sample(prior_dir, label=0, prime=foreign, **kw)
+    with pytest.raises(ConfigError, match="not the prior's codec"):
+        sample(prior_dir, other, label=0, **kw)
+
+
+def test_sample_cli(prior_dir: Path, codec_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli"
+    rc = cli(["sample", "--prior", str(prior_dir), "--codec", str(codec_dir), "-n", "2", "--seconds", "0.05",
+              "--top-k", "5", "--temperature", "0.8", "--seed", "1", "--label", "high", "-o", str(out)])
+    assert rc == 0 and sorted(p.name for p in out.iterdir()) == [
+        "sample_000.vqa", "sample_000.wav", "sample_001.vqa", "sample_001.wav"]
+    capsys.readouterr()
+    assert cli(["sample", "--prior", str(prior_dir), "-n", "1", "--frames", "3", "--top-p", "1.5", "-o", str(out)]) == 2
+    assert "--top-p" in capsys.readouterr().err
+    assert cli(["sample", "--prior", str(prior_dir), "-n", "1", "--frames", "3", "--label", "7", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "label 7 out of range" in err and len(err.strip().splitlines()) == 1
