@@ -1,0 +1,117 @@
+"""``vqaudio train``: train a VQ-VAE on a folder, manifest or aeon data set (also under torchrun).
+
+Checkpoints go to EXP/last (resumable) and EXP/best; metrics to EXP/log.jsonl; figures to EXP/plots.
+Several processes: ``torchrun --nproc_per_node=N -m vqaudio train ...`` (--batch-size is global).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from vqaudio.errors import ConfigError
+
+HELP = "train a VQ-VAE tokenizer on audio or time series"
+
+# flag -> VQVAEConfig field (given flags override --config)
+MODEL_FLAGS = {"sample_rate": "sample_rate", "strides": "strides", "n_q": "n_q", "codebook_size": "codebook_size",
+               "hidden": "hidden", "max_hidden": "max_hidden", "dim": "dim", "activation": "activation",
+               "quantizer_dropout": "quantizer_dropout"}
+TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
+               "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
+               "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "seed": "seed",
+               "num_workers": "num_workers", "device": "device"}
+
+
+def strides_arg(text: str) -> list[int]:
+    try:
+        strides = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--strides must be comma-separated integers like 2,4,4, got {text!r}") from None
+    return strides
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help=HELP, description=HELP + ". " + " ".join(__doc__.splitlines()[2:]))
+    p.add_argument("--data", required=True, metavar="DIR|MANIFEST|aeon:NAME",
+                   help="folder (recursive) or manifest (one path per line) of audio or .npy/.csv series, or aeon:NAME")
+    p.add_argument("--exp", required=True, metavar="DIR", help="experiment folder (checkpoints, log.jsonl, plots)")
+    p.add_argument("--config", metavar="JSON", help='model config JSON (VQVAEConfig fields), or {"model": {...}, "train": {...}}')
+    p.add_argument("--resume", action="store_true", help="continue the run in --exp exactly where it stopped")
+    p.add_argument("--segment", type=int, metavar="S", help="training crop length in samples (default: 4096 audio, longest series)")
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of files held out for validation (default 0.1)")
+    g = p.add_argument_group("model (override --config)")
+    g.add_argument("--sample-rate", type=int, metavar="SR", help="model sample rate in Hz (audio; default 8000)")
+    g.add_argument("--strides", type=strides_arg, metavar="2,4,4", help="encoder strides; hop = their product")
+    g.add_argument("--n-q", type=int, metavar="N", help="residual quantiser stages")
+    g.add_argument("--codebook-size", type=int, metavar="K", help="codes per stage")
+    g.add_argument("--hidden", type=int, help="channels of the first conv layer")
+    g.add_argument("--max-hidden", type=int, help="channel cap of the deepest layers")
+    g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
+    g.add_argument("--activation", choices=["elu", "snake"])
+    g.add_argument("--quantizer-dropout", type=float, metavar="P")
+    t = p.add_argument_group("training (override --config)")
+    t.add_argument("--steps", type=int, metavar="N")
+    t.add_argument("--batch-size", type=int, metavar="B", help="global batch size")
+    t.add_argument("--lr", type=float)
+    t.add_argument("--warmup-steps", type=int)
+    t.add_argument("--schedule", choices=["constant", "cosine"])
+    t.add_argument("--grad-clip", type=float)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--valid-every", type=int)
+    t.add_argument("--valid-batches", type=int)
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--num-workers", type=int)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-plots", action="store_true", help="no validation figures")
+    p.set_defaults(func=run)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        d = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"cannot read config ({err.strerror})", path) from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"invalid JSON ({err})", path) from None
+    if not isinstance(d, dict):
+        raise ConfigError("config must be a JSON object", path)
+    return d
+
+
+def run(args: argparse.Namespace) -> int:
+    from vqaudio.models import VQVAEConfig
+    from vqaudio.train import TrainConfig, train_vqvae
+
+    model_d: dict = {}
+    train_d: dict = {}
+    if args.config:
+        d = _read_json(args.config)
+        if set(d) <= {"model", "train"}:
+            model_d, train_d = dict(d.get("model", {})), dict(d.get("train", {}))
+        else:
+            model_d = d
+    saved = Path(args.exp) / "train.json"
+    if args.resume and saved.is_file() and not args.config:
+        train_d = dict(_read_json(str(saved)).get("train", {}))  # the run's own settings; flags still override
+    model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
+    train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
+    if args.no_progress:
+        train_d["progress"] = False
+    try:
+        model_config = VQVAEConfig.from_dict(model_d)
+        train_config = TrainConfig.from_dict(train_d)
+    except ConfigError as err:
+        raise ConfigError(str(err), args.config) from None
+    result = train_vqvae(args.data, args.exp, model_config, train_config, segment=args.segment, resume=args.resume,
+                         valid_fraction=args.valid_fraction, plots=not args.no_plots)
+    if os.environ.get("RANK", "0") == "0":
+        valid = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result["valid"].items()))
+        print(f"vqaudio train: {result['step']} steps in {args.exp} ({result['steps_per_s']:.2f} steps/s); "
+              f"best {result['best']} at step {result['best_step']}; last validation: {valid or 'none'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,532 @@
+"""One training loop, :func:`fit`, for every model (the VQ-VAE here, the WaveNet prior in ``prior.py``).
+
+The task protocol
+-----------------
+``fit`` trains a *task*: any object with
+
+- ``model: nn.Module`` — the module to optimise (all parameters with ``requires_grad``) and to
+  checkpoint (a type registered in :data:`vqaudio.checkpoint.MODEL_TYPES`).
+- ``training_step(batch, model=None) -> (loss, metrics)`` — the scalar loss to minimise and a
+  dict of floats to log. ``batch`` is what the ``DataLoader`` collated from the train set, already
+  moved to the device. Compute the loss by calling ``model`` (when given: under torchrun it is
+  the DDP wrapper, and only calls through it synchronise gradients), else ``self.model``.
+- ``validate(batches, exp_dir=None, step=0) -> metrics`` — metrics (floats) over an iterable of
+  validation batches; put the model in eval mode and back. ``exp_dir`` and ``step`` are passed
+  only if the method accepts them (to write figures, e.g. ``exp_dir/plots/step-0000100-*.png``).
+  Runs on rank 0 only, with the plain model: it must not call collective operations.
+- ``config_dict() -> dict`` — JSON-serialisable description of the task, stored in ``train.json``.
+
+A prior task needs nothing else: ``fit(PriorTask(prior), train_windows, valid_windows, cfg, exp)``
+with ``TrainConfig(best_metric="nll_bits")``.
+
+What ``fit`` does
+-----------------
+AdamW, linear warm-up then constant or cosine learning rate, gradient clipping; a tqdm bar; train
+and validation metrics as JSON lines in ``exp_dir/log.jsonl``; checkpoints ``exp_dir/last`` (model +
+optimizer + RNG + step: see :mod:`vqaudio.checkpoint`) every ``checkpoint_every`` steps and
+``exp_dir/best`` (model only) whenever the validation metric ``best_metric`` improves (lower is
+better). ``resume=True`` continues from ``exp_dir/last`` exactly: the data order and crops are a
+pure function of ``(seed, step)`` (:class:`GlobalBatches` and ``dataset.sample(index, epoch)``),
+and weights, optimizer moments, RNG states and the best metric are restored, so an interrupted
+and resumed run ends with the same weights as an uninterrupted one. ``log.jsonl`` is cut back to the
+checkpoint's step on resume.
+
+Several processes: under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` etc. set) ``fit`` initialises
+the process group (NCCL on GPU, gloo on CPU), wraps the model in DDP and gives rank ``r`` the
+``r``-th contiguous slice of each global batch (``batch_size`` is the global batch size), so a run
+on N ranks computes the same steps as a 1-rank run (up to float summation order); the quantiser
+all-reduces its codebook statistics, so codebooks stay identical on all ranks. Only rank 0 writes
+files. ``fit`` tears down the process group it created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import itertools
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from vqaudio.checkpoint import MANIFEST, load_checkpoint, load_weights, save_checkpoint
+from vqaudio.errors import ConfigError
+from vqaudio.io import atomic_path
+
+__all__ = ["TrainConfig", "Task", "fit", "GlobalBatches", "VQVAETask", "train_vqvae", "init_distributed", "lr_at"]
+
+
+class Task(Protocol):
+    """See the module docstring."""
+
+    model: nn.Module
+
+    def training_step(self, batch: Any, model: nn.Module | None = None) -> tuple[Tensor, dict[str, float]]: ...
+
+    def validate(self, batches: Any, exp_dir: Path | None = None, step: int = 0) -> dict[str, float]: ...
+
+    def config_dict(self) -> dict: ...
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping settings of :func:`fit` (JSON-serialisable)."""
+
+    steps: int = 20000
+    batch_size: int = 16  # global: split evenly over the ranks
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # "constant" or "cosine" (down to min_lr_ratio * lr at the last step)
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0  # max global grad norm; 0 disables
+    log_every: int = 10
+    valid_every: int = 500
+    valid_batches: int = 8  # 0: the whole validation set
+    checkpoint_every: int = 500
+    best_metric: str = "loss"  # validation metric to minimise for exp_dir/best
+    seed: int = 0
+    num_workers: int = 0
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = list(self.betas) if isinstance(self.betas, tuple) else self.betas
+        for name in ("steps", "batch_size", "log_every", "valid_every", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {v!r}")
+        for name in ("warmup_steps", "valid_batches", "num_workers", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.betas, list) and len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+            raise ConfigError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("TrainConfig: weight_decay and grad_clip must be >= 0, min_lr_ratio in [0, 1]")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"TrainConfig: unknown keys {unknown}")
+        return cls(**d)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of step ``step`` (0-based): linear warm-up, then constant or cosine decay."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---- data order --------------------------------------------------------------------------------------------
+class GlobalBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of keys ``(index, epoch)`` for steps ``[start, stop)``, this rank's slice of each global batch.
+
+    Global batch ``s`` is positions ``[s B, (s + 1) B)`` of an endless stream made of one random
+    permutation of the ``n`` items per epoch (seeded by ``(seed, epoch)``); rank ``r`` of ``W``
+    gets the ``r``-th contiguous ``B / W`` of it. A pure function of the step: resuming is exact.
+    """
+
+    def __init__(self, n: int, batch_size: int, start: int, stop: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        if n < 1:
+            raise ConfigError("the training set is empty")
+        if batch_size % world:
+            raise ConfigError(f"batch size {batch_size} is not divisible by the {world} processes")
+        self.n, self.batch, self.local = n, batch_size, batch_size // world
+        self.start, self.stop, self.seed, self.rank = start, stop, seed, rank
+        self._perms: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            if len(self._perms) > 2:
+                self._perms.pop(min(self._perms))
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
+        return self._perms[epoch]
+
+    def key(self, position: int) -> tuple[int, int]:
+        epoch, offset = divmod(position, self.n)
+        return self._perm(epoch)[offset], epoch
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            first = step * self.batch + self.rank * self.local
+            yield [self.key(p) for p in range(first, first + self.local)]
+
+
+class _Keyed(Dataset):
+    """``(index, epoch)`` keys to items: ``dataset.sample(index, epoch)`` if it has one, else ``dataset[index]``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.sample = getattr(dataset, "sample", None)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch = key
+        return self.sample(index, epoch) if self.sample is not None else self.dataset[index]
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+# ---- distributed -------------------------------------------------------------------------------------------
+@dataclass
+class _Dist:
+    rank: int
+    world: int
+    device: torch.device
+    created: bool
+
+
+def init_distributed(device: str = "auto") -> _Dist:
+    """Join the torchrun process group if ``WORLD_SIZE > 1`` (NCCL on CUDA, gloo on CPU); pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available")
+    dev = torch.device("cuda", local % torch.cuda.device_count()) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(dev)
+    created = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+        created = True
+    if dist.is_initialized():
+        return _Dist(dist.get_rank(), dist.get_world_size(), dev, created)
+    return _Dist(0, 1, dev, False)
+
+
+def _barrier(d: _Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def _mean_over_ranks(values: dict[str, float], d: _Dist) -> dict[str, float]:
+    if d.world == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return {k: float(v) / d.world for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+# ---- training state ----------------------------------------------------------------------------------------
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, (tuple, list)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer + RNG state as (tensors, JSON): no pickle."""
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, Tensor):
+                tensors[f"optim.{pid}.{name}"] = v
+            else:
+                scalars.setdefault(str(pid), {})[name] = v
+    meta = {
+        "param_groups": _jsonable(sd["param_groups"]),
+        "optim_scalars": scalars,
+        "rng": {"python": _jsonable(random.getstate()), "numpy": _jsonable(np.random.get_state())},
+    }
+    return tensors, meta
+
+
+def _restore_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, d in meta["optim_scalars"].items():
+        state.setdefault(int(pid), {}).update(d)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+    py = meta["rng"]["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = meta["rng"]["numpy"]
+    np.random.set_state((npy[0], np.array(npy[1], dtype=np.uint32), *npy[2:]))
+
+
+class _Log:
+    """``exp_dir/log.jsonl`` writer (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool, keep_until: int | None) -> None:
+        self.path, self.enabled = path, enabled
+        if enabled and keep_until is not None and path.exists():  # resume: drop records after the checkpoint
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= keep_until]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(ln + "\n" for ln in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _call_validate(task: Task, batches: Any, exp_dir: Path, step: int) -> dict[str, float]:
+    params = inspect.signature(task.validate).parameters
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in (("exp_dir", exp_dir), ("step", step)) if k in params or var_kw}
+    return {k: float(v) for k, v in task.validate(batches, **kwargs).items()}
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+def fit(task: Task, train_set: Dataset, valid_set: Dataset | None, config: TrainConfig, exp_dir: str | os.PathLike,
+        resume: bool = False) -> dict[str, Any]:
+    """Train ``task`` for ``config.steps`` steps in ``exp_dir``; see the module docstring.
+
+    Returns ``{"step", "best_step", "best", "valid", "train", "steps_per_s"}`` (same on every rank).
+    """
+    d = init_distributed(config.device)
+    try:
+        return _fit(task, train_set, valid_set, config, Path(exp_dir), resume, d)
+    finally:
+        if d.created:
+            dist.destroy_process_group()
+
+
+def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainConfig, exp: Path, resume: bool,
+         d: _Dist) -> dict[str, Any]:
+    rank0 = d.rank == 0
+    last, best_dir = exp / "last", exp / "best"
+    if rank0:
+        exp.mkdir(parents=True, exist_ok=True)
+    model = task.model.to(d.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    start, best, best_step = 0, math.inf, None
+    if (last / MANIFEST).exists():
+        if not resume:
+            raise ConfigError(f"{exp} already holds a training run ({last}); pass --resume to continue it or choose a new --exp")
+        ckpt = load_checkpoint(last)
+        load_weights(model, ckpt.weights, str(last))
+        if ckpt.meta is None or "step" not in ckpt.meta:
+            raise ConfigError(f"{last} has no training state to resume from")
+        _restore_state(opt, ckpt.state, ckpt.meta)
+        start, best_step = int(ckpt.meta["step"]), ckpt.meta.get("best_step")
+        best = math.inf if ckpt.meta.get("best") is None else float(ckpt.meta["best"])
+    else:
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)
+        if resume and rank0:
+            print(f"vqaudio train: nothing to resume in {exp}; starting a new run", file=sys.stderr)
+    log = _Log(exp / "log.jsonl", rank0, start if resume else None)
+    if rank0 and not resume:
+        (exp / "log.jsonl").unlink(missing_ok=True)
+    if rank0:
+        info = {"train": cfg.to_dict(), "task": task.config_dict(), "world_size": d.world}
+        with atomic_path(exp / "train.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2))
+
+    wrapped: nn.Module = model
+    if d.world > 1:
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False)
+    sampler = GlobalBatches(len(train_set), cfg.batch_size, start, cfg.steps, cfg.seed, d.rank, d.world)
+    loader = DataLoader(_Keyed(train_set), batch_sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=d.device.type == "cuda")
+    valid_loader = None
+    if valid_set is not None and len(valid_set) > 0:
+        valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (rank0 and cfg.progress), desc="train", dynamic_ncols=True)
+    acc: dict[str, float] = {}
+    n_acc, t_log, steps_per_s = 0, time.perf_counter(), 0.0
+    train_metrics: dict[str, float] = {}
+    valid_metrics: dict[str, float] = {}
+    step = start
+    for step, batch in enumerate(loader, start=start):
+        batch = _to_device(batch, d.device)
+        lr = lr_at(cfg, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        loss, metrics = task.training_step(batch, model=wrapped)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            metrics = {**metrics, "grad_norm": float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))}
+        opt.step()
+        done = step + 1
+        for k, v in {"loss": float(loss.detach()), **metrics}.items():
+            acc[k] = acc.get(k, 0.0) + float(v)
+        n_acc += 1
+
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            now = time.perf_counter()
+            steps_per_s = n_acc / max(now - t_log, 1e-9)
+            train_metrics = _mean_over_ranks({k: v / n_acc for k, v in acc.items()}, d)
+            log.write({"step": done, "split": "train", "lr": lr, "steps_per_s": steps_per_s, **train_metrics})
+            bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
+            acc, n_acc, t_log = {}, 0, now
+
+        if valid_loader is not None and (done % cfg.valid_every == 0 or done == cfg.steps):
+            if rank0:
+                batches = (_to_device(b, d.device) for b in itertools.islice(valid_loader, cfg.valid_batches or None))
+                valid_metrics = _call_validate(task, batches, exp, done)
+                if cfg.best_metric not in valid_metrics:
+                    raise ValueError(f"validation metric {cfg.best_metric!r} not among {sorted(valid_metrics)}")
+                log.write({"step": done, "split": "valid", **valid_metrics})
+                if valid_metrics[cfg.best_metric] < best:
+                    best, best_step = valid_metrics[cfg.best_metric], done
+                    save_checkpoint(best_dir, model, meta={"step": done, "metrics": valid_metrics})
+            _barrier(d)
+
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if rank0:
+                tensors, meta = _state(opt)
+                meta.update(step=done, best=None if best == math.inf else best, best_step=best_step)
+                save_checkpoint(last, model, state=tensors, meta=meta)
+            _barrier(d)
+        bar.update(1)
+    bar.close()
+    if valid_loader is None and rank0 and cfg.steps > start:  # no validation data: best = last
+        save_checkpoint(best_dir, model, meta={"step": cfg.steps, "metrics": {}})
+    _barrier(d)
+    return {"step": max(start, cfg.steps), "best_step": best_step,
+            "best": None if best == math.inf else best, "valid": valid_metrics, "train": train_metrics,
+            "steps_per_s": steps_per_s}
+
+
+# ---- the VQ-VAE task ---------------------------------------------------------------------------------------
+class VQVAETask:
+    """Trains a :class:`vqaudio.models.VQVAE` on ``[B, C, T]`` batches; validation writes figures."""
+
+    def __init__(self, model: nn.Module, plots: bool = True, n_plot: int = 3) -> None:
+        self.model, self.plots, self.n_plot = model, plots, n_plot
+
+    def training_step(self, batch: Tensor, model: nn.Module | None = None) -> tuple[Tensor, dict[str, float]]:
+        out = (model or self.model)(batch)
+        metrics = {k: float(v.detach()) for k, v in out.losses.items()}
+        metrics["perplexity"] = float(out.stats["perplexity"].mean())
+        metrics["usage"] = float(out.stats["usage"].mean())
+        return out.loss, metrics
+
+    @torch.no_grad()
+    def validate(self, batches: Any, exp_dir: Path | None = None, step: int = 0) -> dict[str, float]:
+        """Mean losses, and per-stage codebook ``usage`` / ``perplexity`` over all validation codes."""
+        model = self.model
+        was = model.training
+        model.eval()
+        c = model.config
+        counts = torch.zeros(c.n_q, c.codebook_size, dtype=torch.float64)
+        sums: dict[str, float] = {}
+        n, first = 0, None
+        for x in batches:
+            out = model(x)
+            b = x.shape[0]
+            for k, v in {"loss": out.loss, **out.losses}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * b
+            for q in range(out.codes.shape[1]):
+                counts[q] += torch.bincount(out.codes[:, q].flatten().cpu(), minlength=c.codebook_size).double()
+            n += b
+            if first is None:
+                first = (x[: self.n_plot].cpu(), out.recon[: self.n_plot].cpu())
+        model.train(was)
+        if n == 0:
+            return {}
+        metrics = {k: v / n for k, v in sums.items()}
+        p = counts / counts.sum(1, keepdim=True).clamp_min(1)
+        metrics["usage"] = float((counts > 0).double().mean())
+        metrics["perplexity"] = float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum(1)).mean())
+        if self.plots and exp_dir is not None and first is not None:
+            from vqaudio import plots
+
+            out_dir = Path(exp_dir) / "plots"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            x, y = first
+            if c.kind == "audio":
+                plots.plot_spectrograms(out_dir / f"step-{step:07d}-spectrogram.png", list(x[:, 0]), list(y[:, 0]), c.sample_rate)
+            else:
+                plots.plot_series(out_dir / f"step-{step:07d}-series.png", list(x), list(y))
+            plots.plot_codebook_usage(out_dir / f"step-{step:07d}-codebook.png", counts)
+        return metrics
+
+    def config_dict(self) -> dict:
+        return {"task": "vqvae", "model": self.model.config.to_dict()}
+
+
+def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config: TrainConfig, segment: int | None = None,
+                resume: bool = False, valid_fraction: float = 0.1, plots: bool = True) -> dict[str, Any]:
+    """Build the datasets of ``data`` (see :func:`vqaudio.data.build_datasets`) and :func:`fit` a VQ-VAE.
+
+    On ``resume`` with an existing ``exp_dir/last`` the model config comes from that checkpoint.
+    Series data sets ``channels`` of ``model_config`` from the data.
+    """
+    from vqaudio.checkpoint import read_manifest
+    from vqaudio.data import build_datasets
+    from vqaudio.models import VQVAE, VQVAEConfig
+
+    last = Path(exp_dir) / "last"
+    if resume and (last / MANIFEST).exists():
+        model_config = VQVAEConfig.from_dict(read_manifest(last)["config"])
+    train_set, valid_set, info = build_datasets(data, segment, model_config.sample_rate, None, valid_fraction, config.seed)
+    if info["kind"] != model_config.kind or info["channels"] != model_config.channels:
+        if resume and (last / MANIFEST).exists():
+            raise ConfigError(f"--data {data} has {info['kind']} with {info['channels']} channels but the run in {exp_dir} "
+                              f"was trained on {model_config.kind} with {model_config.channels}")
+        changes = {"kind": info["kind"], "channels": info["channels"]}
+        if info["kind"] == "series":
+            changes["sample_rate"] = None
+        model_config = dataclasses.replace(model_config, **changes, fft_sizes=[], n_mels=[])
+    torch.manual_seed(config.seed)
+    model = VQVAE(model_config)
+    result = fit(VQVAETask(model, plots=plots), train_set, valid_set, config, exp_dir, resume=resume)
+    result["data"] = info
+    return result
