@@ -3,8 +3,9 @@
 // indices[n] = argmin_k ||x[n] - codebook[k]||^2 (ties to the lowest k), dist2[n] = that minimum.
 // The N x K distance matrix is never formed: rows are processed in blocks of MR, each block sweeps
 // the packed codebook with a register-blocked micro-kernel (csrc/cpu/microkernel.h) that keeps a
-// running (value, index) minimum of ||e||^2 - 2 x.e; ||x||^2 is added to the winner only (as FAISS's
-// k = 1 path does). Extra memory: the packed codebook (K x D) plus one MR x D tile per thread.
+// running (value, index) minimum of ||e||^2 - 2 x.e (||x||^2 is the same for every code, as in FAISS's
+// k = 1 path); dist2 is then summed directly for the winner only, so it has no cancellation. x and the codebook are centred on the codebook mean first (distances do not
+// change; cancellation does). Extra memory: the packed codebook (K x D) plus one MR x D tile per thread.
 #include <ATen/Parallel.h>
 #include <Python.h>
 #include <torch/library.h>
@@ -62,35 +63,54 @@ cpu::Kernel<acc_t> select_kernel() {
 }
 
 // Copies `rows` rows of a strided [N, D] tensor into a dense [MR, D] tile, converting to acc_t and
-// zero-filling the rest, and writes each row's squared norm (8 partial sums, so the loop vectorises).
-// Returns false if a value is NaN or Inf: a non-finite norm triggers the exact per-element check
-// (finite values can still overflow the norm).
+// subtracting the codebook mean mu; zero-fills the rest of the tile.
 template <typename scalar_t, typename acc_t>
-bool pack_rows(const scalar_t* src, int64_t s0, int64_t s1, int64_t row0, int64_t rows, int64_t D, int64_t MR,
-               acc_t* tile, acc_t* norms) {
-  constexpr int L = 8;
-  bool finite = true;
+void pack_rows(const scalar_t* src, int64_t s0, int64_t s1, int64_t row0, int64_t rows, int64_t D, int64_t MR,
+               const acc_t* mu, acc_t* tile) {
   for (int64_t r = 0; r < rows; ++r) {
     const scalar_t* row = src + (row0 + r) * s0;
     acc_t* out = tile + r * D;
     if (s1 == 1) {
-      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d]);
+      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d]) - mu[d];
     } else {
-      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d * s1]);
+      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d * s1]) - mu[d];
     }
-    acc_t part[L] = {};
-    int64_t d = 0;
-    for (; d + L <= D; d += L)
-      for (int j = 0; j < L; ++j) part[j] += out[d + j] * out[d + j];
-    for (; d < D; ++d) part[0] += out[d] * out[d];
-    acc_t norm = 0;
-    for (int j = 0; j < L; ++j) norm += part[j];
-    norms[r] = norm;
-    if (!std::isfinite(norm))
-      for (int64_t k = 0; k < D; ++k) finite &= static_cast<bool>(std::isfinite(out[k]));
   }
   std::memset(tile + rows * D, 0, sizeof(acc_t) * (MR - rows) * D);
-  return finite;
+}
+
+// ||x - e||^2 summed directly (8 partial sums, so the loop vectorises) for a centred row x and the
+// winning code e: exact zeros for exact matches and no cancellation. Non-finite exactly when x has a
+// NaN/Inf or the values are large enough to overflow; the caller tells the two apart.
+template <typename acc_t>
+acc_t squared_distance(const acc_t* x, const acc_t* e_centred, int64_t D) {
+  constexpr int L = 8;
+  acc_t part[L] = {};
+  int64_t d = 0;
+  for (; d + L <= D; d += L)
+    for (int j = 0; j < L; ++j) {
+      const acc_t diff = x[d + j] - e_centred[d + j];
+      part[j] += diff * diff;
+    }
+  for (; d < D; ++d) part[0] += (x[d] - e_centred[d]) * (x[d] - e_centred[d]);
+  acc_t sum = 0;
+  for (int j = 0; j < L; ++j) sum += part[j];
+  return sum;
+}
+
+// Mean of the codebook rows (summed in double); zeros if it is not finite (a non-finite codebook
+// is reported by the packing pass).
+template <typename scalar_t, typename acc_t>
+std::vector<acc_t> codebook_mean(const scalar_t* E, int64_t e0, int64_t e1, int64_t K, int64_t D) {
+  std::vector<double> sum(D, 0.0);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t d = 0; d < D; ++d) sum[d] += static_cast<double>(static_cast<acc_t>(E[k * e0 + d * e1]));
+  std::vector<acc_t> mu(D);
+  for (int64_t d = 0; d < D; ++d) {
+    const acc_t m = static_cast<acc_t>(sum[d] / static_cast<double>(K));
+    mu[d] = std::isfinite(m) ? m : acc_t(0);
+  }
+  return mu;
 }
 
 template <typename scalar_t, typename acc_t>
@@ -100,13 +120,21 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   const int64_t MR = kernel.MR, NR = kernel.NR;
   const int64_t npanels = (K + NR - 1) / NR;
 
-  // Pack the codebook into panels of NR codes ([panel][d][j]) with their squared norms.
-  at::Tensor panels = at::zeros({npanels * D * NR}, at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  at::Tensor norms = at::full({npanels * NR}, std::numeric_limits<acc_t>::infinity(), panels.options());
-  acc_t* P = panels.data_ptr<acc_t>();
-  acc_t* Q = norms.data_ptr<acc_t>();
+  // Distances are translation invariant: centre x and the codebook on the codebook mean, so the
+  // ||x||^2 - 2 x.e + ||e||^2 expansion does not cancel catastrophically for latents far from 0.
   const scalar_t* E = codebook.data_ptr<scalar_t>();
   const int64_t e0 = codebook.stride(0), e1 = codebook.stride(1);
+  std::vector<acc_t> mu = codebook_mean<scalar_t, acc_t>(E, e0, e1, K, D);
+
+  // Pack the centred codebook into panels of NR codes ([panel][d][j], scaled by -2) with their
+  // squared norms, and keep a row-major centred copy for the final distances.
+  const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  at::Tensor panels = at::zeros({npanels * D * NR}, options);
+  at::Tensor norms = at::full({npanels * NR}, std::numeric_limits<acc_t>::infinity(), options);
+  at::Tensor centred = at::empty({K * D}, options);
+  acc_t* P = panels.data_ptr<acc_t>();
+  acc_t* Q = norms.data_ptr<acc_t>();
+  acc_t* C = centred.data_ptr<acc_t>();
   std::atomic<bool> codebook_finite{true};
   at::parallel_for(0, K, 256, [&](int64_t k0, int64_t k1) {
     bool finite = true;
@@ -114,8 +142,10 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
       acc_t* dst = P + (k / NR) * D * NR + (k % NR);
       acc_t norm = 0;
       for (int64_t d = 0; d < D; ++d) {
-        const acc_t v = static_cast<acc_t>(E[k * e0 + d * e1]);
-        finite &= std::isfinite(v);
+        const acc_t raw = static_cast<acc_t>(E[k * e0 + d * e1]);
+        finite &= std::isfinite(raw);
+        const acc_t v = raw - mu[d];
+        C[k * D + d] = v;
         dst[d * NR] = -2 * v;
         norm += v * v;
       }
@@ -133,16 +163,20 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   const int64_t nblocks = (N + MR - 1) / MR;
   std::atomic<bool> x_finite{true};
   at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<acc_t> tile(MR * D), xnorm(MR), best(MR);
+    std::vector<acc_t> tile(MR * D), best(MR);
     std::vector<int64_t> arg(MR);
     bool finite = true;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t row0 = b * MR, rows = std::min<int64_t>(MR, N - row0);
-      finite &= pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, tile.data(), xnorm.data());
+      pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, mu.data(), tile.data());
       kernel.fn(tile.data(), D, P, Q, npanels, best.data(), arg.data());
       for (int64_t r = 0; r < rows; ++r) {
+        const acc_t* xr = tile.data() + r * D;
+        const acc_t dist = squared_distance(xr, C + arg[r] * D, D);
+        if (!std::isfinite(dist))
+          for (int64_t d = 0; d < D; ++d) finite &= static_cast<bool>(std::isfinite(xr[d]));
         out_idx[row0 + r] = arg[r];
-        out_dist[row0 + r] = std::max<acc_t>(best[r] + xnorm[r], 0);
+        out_dist[row0 + r] = dist;
       }
     }
     if (!finite) x_finite = false;

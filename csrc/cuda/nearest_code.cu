@@ -1,11 +1,14 @@
 // vqaudio::nearest_code, CUDA kernel: the same contract as the CPU kernel (csrc/nearest_code.cpp).
 //
-// One fused kernel: each thread block owns BM rows of x and sweeps the codebook in tiles of BN codes.
+// x and the codebook are centred on the codebook mean mu (as on the CPU: distances are unchanged and
+// the expansion below cancels far less for latents away from 0). One fused kernel: each thread block
+// owns BM rows of x and sweeps the codebook in tiles of BN codes.
 // Tiles of x and of the codebook (BK dimensions at a time) are staged in shared memory; each thread
 // accumulates a TM x TN register tile of ||e||^2 - 2 x.e (accumulators start at ||e||^2, as on the
-// CPU) and keeps a running (value, index) minimum for its TM rows. The 16 threads that share rows
+// CPU) and keeps a running (value, index) minimum for its TM rows; dist2 of the winner is then summed
+// directly. The 16 threads that share rows
 // reduce their minima with warp shuffles, lowest index on ties. No N x K buffer exists: extra memory
-// is the K code norms and a 2-int error flag. Every code's value is computed by the same sequence of
+// is the K code norms, the D-vector mu and a 2-int error flag. Every code's value is computed by the same sequence of
 // operations, so duplicated codebook rows tie exactly and resolve to the lowest k, as on the CPU.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -32,17 +35,29 @@ static_assert(THREADS_N <= 32 && 32 % THREADS_N == 0, "row groups must not strad
 
 enum Flag { kCodebookNotFinite = 0, kXNotFinite = 1 };
 
-// norms[k] = ||e_k||^2 in acc_t; flags a non-finite codebook value.
+// mu[d] = mean over k of e[k][d] (summed in double, as on the CPU); 0 if not finite.
 template <typename scalar_t, typename acc_t>
-__global__ void code_norms_kernel(const scalar_t* __restrict__ e, int64_t K, int64_t D, acc_t* __restrict__ norms,
-                                  int* __restrict__ flags) {
+__global__ void code_mean_kernel(const scalar_t* __restrict__ e, int64_t K, int64_t D, acc_t* __restrict__ mu) {
+  const int64_t d = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (d >= D) return;
+  double sum = 0;
+  for (int64_t k = 0; k < K; ++k) sum += static_cast<double>(static_cast<acc_t>(e[k * D + d]));
+  const acc_t m = static_cast<acc_t>(sum / static_cast<double>(K));
+  mu[d] = isfinite(m) ? m : acc_t(0);
+}
+
+// norms[k] = ||e_k - mu||^2 in acc_t; flags a non-finite codebook value.
+template <typename scalar_t, typename acc_t>
+__global__ void code_norms_kernel(const scalar_t* __restrict__ e, const acc_t* __restrict__ mu, int64_t K, int64_t D,
+                                  acc_t* __restrict__ norms, int* __restrict__ flags) {
   const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (k >= K) return;
   acc_t norm = 0;
   bool finite = true;
   for (int64_t d = 0; d < D; ++d) {
-    const acc_t v = static_cast<acc_t>(e[k * D + d]);
-    finite = finite && isfinite(v);
+    const acc_t raw = static_cast<acc_t>(e[k * D + d]);
+    finite = finite && isfinite(raw);
+    const acc_t v = raw - mu[d];
     norm += v * v;
   }
   norms[k] = norm;
@@ -56,7 +71,7 @@ __device__ __forceinline__ bool better(acc_t v, int i, acc_t best_v, int best_i)
 
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(THREADS)
-    nearest_code_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ e,
+    nearest_code_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ e, const acc_t* __restrict__ mu,
                         const acc_t* __restrict__ enorm, int64_t N, int64_t K, int64_t D,
                         int64_t* __restrict__ out_idx, acc_t* __restrict__ out_dist, int* __restrict__ flags) {
   __shared__ acc_t xs[BK][BM + 1];  // +1: the staging stores below are bank-conflict free
@@ -87,12 +102,12 @@ __global__ void __launch_bounds__(THREADS)
       for (int t = tid; t < BM * BK; t += THREADS) {
         const int r = t / BK, dd = t % BK;
         const int64_t gr = row0 + r, gd = d0 + dd;
-        xs[dd][r] = (gr < N && gd < D) ? static_cast<acc_t>(x[gr * D + gd]) : acc_t(0);
+        xs[dd][r] = (gr < N && gd < D) ? static_cast<acc_t>(x[gr * D + gd]) - mu[gd] : acc_t(0);
       }
       for (int t = tid; t < BN * BK; t += THREADS) {
         const int c = t / BK, dd = t % BK;
         const int64_t gc = k0 + c, gd = d0 + dd;
-        es[dd][c] = (gc < K && gd < D) ? acc_t(-2) * static_cast<acc_t>(e[gc * D + gd]) : acc_t(0);
+        es[dd][c] = (gc < K && gd < D) ? acc_t(-2) * (static_cast<acc_t>(e[gc * D + gd]) - mu[gd]) : acc_t(0);
       }
       __syncthreads();
 #pragma unroll
@@ -138,17 +153,19 @@ __global__ void __launch_bounds__(THREADS)
     }
     const int64_t row = row0 + ty + i * (BM / TM);
     if (tx == 0 && row < N) {
-      acc_t xnorm = 0;
+      // dist2 summed directly for the winner (as on the CPU): exact zeros for exact matches.
+      const int64_t k = bi == INT_MAX ? 0 : bi;  // INT_MAX only if every value was NaN (overflow)
+      acc_t dist = 0;
       bool finite = true;
       for (int64_t d = 0; d < D; ++d) {
-        const acc_t xv = static_cast<acc_t>(x[row * D + d]);
-        finite = finite && isfinite(xv);
-        xnorm += xv * xv;
+        const acc_t raw = static_cast<acc_t>(x[row * D + d]);
+        finite = finite && isfinite(raw);
+        const acc_t diff = (raw - mu[d]) - (static_cast<acc_t>(e[k * D + d]) - mu[d]);
+        dist += diff * diff;
       }
       if (!finite) flags[kXNotFinite] = 1;
-      out_idx[row] = bi == INT_MAX ? 0 : bi;  // INT_MAX only if every value was NaN (overflow)
-      const acc_t dist = v + xnorm;
-      out_dist[row] = dist > acc_t(0) ? dist : acc_t(0);
+      out_idx[row] = k;
+      out_dist[row] = dist;
     }
   }
 }
@@ -162,19 +179,23 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
   at::Tensor indices = at::empty({N}, x.options().dtype(at::kLong));
   at::Tensor dist2 = at::empty({N}, x.options().dtype(dist_dtype(x.scalar_type())));
   at::Tensor norms = at::empty({K}, dist2.options());
+  at::Tensor mu = at::empty({D}, dist2.options());
   at::Tensor flags = at::zeros({2}, x.options().dtype(at::kInt));
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cuda", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    code_mean_kernel<scalar_t, acc_t><<<(D + 255) / 256, 256, 0, stream>>>(codebook.data_ptr<scalar_t>(), K, D,
+                                                                          mu.data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
     code_norms_kernel<scalar_t, acc_t><<<(K + 255) / 256, 256, 0, stream>>>(
-        codebook.data_ptr<scalar_t>(), K, D, norms.data_ptr<acc_t>(), flags.data_ptr<int>());
+        codebook.data_ptr<scalar_t>(), mu.data_ptr<acc_t>(), K, D, norms.data_ptr<acc_t>(), flags.data_ptr<int>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     if (N > 0) {
       const int64_t blocks = (N + BM - 1) / BM;
       TORCH_CHECK(blocks <= INT_MAX, "nearest_code: too many rows for one launch (N = ", N, ")");
       nearest_code_kernel<scalar_t, acc_t><<<static_cast<unsigned>(blocks), THREADS, 0, stream>>>(
-          x.data_ptr<scalar_t>(), codebook.data_ptr<scalar_t>(), norms.data_ptr<acc_t>(), N, K, D,
+          x.data_ptr<scalar_t>(), codebook.data_ptr<scalar_t>(), mu.data_ptr<acc_t>(), norms.data_ptr<acc_t>(), N, K, D,
           indices.data_ptr<int64_t>(), dist2.data_ptr<acc_t>(), flags.data_ptr<int>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }

@@ -90,20 +90,22 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
     return torch.ops.vqaudio.nearest_code(x, codebook)
 
 
-class _StraightThrough(torch.autograd.Function):
-    """Forward: ``codebook[indices]``. Backward: the gradient goes to ``x`` unchanged (the STE)."""
+@torch.library.custom_op("vqaudio::straight_through", mutates_args=())
+def straight_through(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Forward: ``codebook[indices]`` in ``x``'s dtype. Backward: the gradient goes to ``x`` unchanged (the STE)."""
+    return codebook[indices].to(x.dtype)
 
-    @staticmethod
-    def forward(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        return codebook[indices].to(x.dtype)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
+@straight_through.register_fake
+def _straight_through_fake(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((indices.shape[0], codebook.shape[1]))
 
-    @staticmethod
-    def backward(ctx, grad_quantized):
-        return grad_quantized, None, None
+
+def _straight_through_backward(ctx, grad_quantized):
+    return grad_quantized, None, None
+
+
+straight_through.register_autograd(_straight_through_backward)
 
 
 def quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,7 +122,7 @@ def quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, tor
         distances (differentiable, see :func:`nearest_code`).
     """
     indices, dist2 = torch.ops.vqaudio.nearest_code(x, codebook)
-    quantized = _StraightThrough.apply(x, codebook.detach(), indices)
+    quantized = straight_through(x, codebook.detach(), indices)
     return quantized, indices, dist2
 
 
