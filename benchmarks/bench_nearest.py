@@ -63,7 +63,7 @@ def timed_rounds(fns: dict, rounds: int) -> dict[str, list[float]]:
 
 
 def ratio(times: dict, a: str, b: str) -> float:
-    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+    return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
 
 
 def check_agreement(x: torch.Tensor, e: torch.Tensor, fns: dict) -> str:
