@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -22,9 +23,11 @@ from vqaudio.prior import (
     TokenWindows,
     codec_meta,
     extract_tokens,
+    load_prior,
     markov_tokens,
     sample,
     split_corpus,
+    train_prior,
     unigram_bits,
 )
 
@@ -106,20 +109,24 @@ def codec_dir(tmp_path_factory) -> Path:
     from vqaudio.models.vqvae import VQVAE, VQVAEConfig
 
     torch.manual_seed(0)
-    model = VQVAE(VQVAEConfig(hidden=8, max_hidden=16, dim=8, n_q=2, codebook_size=16, strides=[2, 4])).eval()
-    return save_model(tmp_path_factory.mktemp("codec") / "tiny", model)
+    model = VQVAE(VQVAEConfig(hidden=8, max_hidden=16, dim=8, n_q=2, codebook_size=16, strides=[2, 4]))
+    with torch.no_grad():  # one training-mode pass: k-means initialises the codebooks (the encoder stays random)
+        t = torch.arange(4096) / 8000
+        model.train()(torch.stack([0.5 * torch.sin(2 * math.pi * (200 + 300 * i) * t * (1 + t)) for i in range(8)])[:, None])
+    return save_model(tmp_path_factory.mktemp("codec") / "tiny", model.eval())
 
 
 @pytest.fixture
 def audio_dir(tmp_path: Path) -> Path:
-    """Six short 8 kHz files in two label folders: chirps with noise."""
+    """Six 8 kHz files in two label folders: notes of 220 / 330 Hz ("low" / "high") with vibrato and noise."""
     rng = np.random.default_rng(0)
     for i in range(6):
         d = tmp_path / "data" / ("low" if i % 2 else "high")
         d.mkdir(parents=True, exist_ok=True)
-        t = np.arange(4000 + 400 * i) / 8000
-        f0 = 200 + 150 * i + (i % 2) * 1000
-        wav = 0.5 * np.sin(2 * np.pi * f0 * t * (1 + t)) + 0.05 * rng.standard_normal(t.size)
+        t = np.arange(8000 + 800 * i) / 8000
+        f0 = (220 if i % 2 else 330) * (1 + 0.02 * i)
+        phase = 2 * np.pi * f0 * t + 0.5 * np.sin(2 * np.pi * 5 * t + i)
+        wav = 0.5 * np.sin(phase) + 0.2 * np.sin(2 * phase) + 0.01 * rng.standard_normal(t.size)
         sf.write(d / f"x{i}.wav", wav.astype(np.float32), 8000)
     return tmp_path / "data"
 
@@ -131,7 +138,7 @@ def test_extract_tokens_cached(codec_dir: Path, audio_dir: Path, tmp_path: Path,
     corpus = extract_tokens(codec, audio_dir, tmp_path / "cache", labels=True)
     assert len(corpus) == 6 and corpus.label_names == ["high", "low"]
     assert corpus.labels == [0, 0, 0, 1, 1, 1]  # sorted: high/x0 x2 x4, low/x1 x3 x5
-    assert corpus.seqs[0].shape == (2, math.ceil(4000 / codec.hop)) and corpus.codec["sha256"] == codec.sha256
+    assert corpus.seqs[0].shape == (2, math.ceil(8000 / codec.hop)) and corpus.codec["sha256"] == codec.sha256
     entries = sorted((tmp_path / "cache").rglob("*.vqa"))
     assert len(entries) == 6 and all(codec.sha256[:16] in str(p) for p in entries)
     # second run: everything from the cache, no encoding
@@ -218,3 +225,63 @@ def test_sample_cli(prior_dir: Path, codec_dir: Path, tmp_path: Path, capsys) ->
     assert cli(["sample", "--prior", str(prior_dir), "-n", "1", "--frames", "3", "--label", "7", "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert "label 7 out of range" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- training through vqaudio.train.fit --------------------------------------------------------------------
+def _markov_vqa_dir(codec_dir: Path, root: Path, n_files: int = 10, frames: int = 200) -> Path:
+    """Markov token sequences written as .vqa files of the tiny codec (K=16, n_q=2), two label folders."""
+    from vqaudio.codec import load_codec
+
+    codec = load_codec(codec_dir)
+    codes, labels = markov_tokens(n_files, frames, 16, n_q=2, branching=2, seed=0, n_labels=2)
+    template = codec.encode(torch.zeros(1, 64), 8000)
+    for i in range(n_files):
+        d = root / f"spk{int(labels[i])}"
+        d.mkdir(parents=True, exist_ok=True)
+        template.codes, template.length = codes[i : i + 1], frames * codec.hop
+        tokenfile.write(d / f"m{i}.vqa", template)
+    return root
+
+
+def test_train_prior_on_markov_tokens_and_resume(codec_dir: Path, tmp_path: Path) -> None:
+    from vqaudio.train import TrainConfig
+
+    data = _markov_vqa_dir(codec_dir, tmp_path / "tokens")
+    arch = _small(16, 2)
+    cfg = TrainConfig(steps=60, batch_size=8, lr=3e-3, schedule="constant", valid_every=30, checkpoint_every=30,
+                      log_every=10, progress=False, device="cpu")
+    r = train_prior(str(codec_dir), data, tmp_path / "exp", arch, cfg, seq_len=64, labels=True, valid_fraction=0.2)
+    assert r["files"] == {"train": 8, "valid": 2} and r["tokens"]["valid"] == 2 * 2 * 200
+    assert r["valid_nll_bits"] < r["unigram_bits"] - 1.0, r
+    assert r["unigram_xent_bits"] > r["unigram_bits"] - 0.2  # the held-out unigram baseline is no better
+    prior = load_prior(tmp_path / "exp")
+    assert prior.cfg.n_labels == 2 and prior.cfg.label_names == ["spk0", "spk1"] and prior.cfg.codec["n_q"] == 2
+    assert (tmp_path / "exp" / "log.jsonl").is_file()
+    with pytest.raises(ConfigError, match="resume"):
+        train_prior(str(codec_dir), data, tmp_path / "exp", arch, cfg, seq_len=64, labels=True, valid_fraction=0.2)
+    more = dataclasses.replace(cfg, steps=70)
+    r2 = train_prior(str(codec_dir), data, tmp_path / "exp", None, more, seq_len=64, valid_fraction=0.2, resume=True)
+    assert r2["step"] == 70 and load_prior(tmp_path / "exp" / "last").cfg.label_names == ["spk0", "spk1"]
+
+
+def test_train_prior_cli_on_codec_tokens(codec_dir: Path, audio_dir: Path, tmp_path: Path, capsys) -> None:
+    """Real codec tokens (tiny untrained codec on chirps): extraction, fit, report line, then vqaudio sample."""
+    exp = tmp_path / "exp"
+    rc = cli(["train-prior", "--codec", str(codec_dir), "--data", str(audio_dir), "--exp", str(exp), "--steps", "300",
+              "--batch-size", "8", "--lr", "3e-3", "--seq-len", "64", "--valid-every", "150", "--layers", "4",
+              "--cycle", "4", "--residual-channels", "16", "--gate-channels", "32", "--skip-channels", "16",
+              "--head-channels", "32", "--valid-fraction", "0.34", "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    line = [ln for ln in err.splitlines() if ln.startswith("vqaudio train-prior:")][0]
+    nll = float(line.split("held-out NLL ")[1].split()[0])
+    uni = float(line.split("unigram entropy ")[1].split()[0])
+    assert nll < uni - 0.5, line  # the chirps' tokens are predictable from their past
+    assert len(list((exp / "tokens").rglob("*.vqa"))) == 6
+    out = tmp_path / "samples"
+    assert cli(["sample", "--prior", str(exp), "--codec", str(codec_dir), "-n", "1", "--seconds", "0.02",
+                "--seed", "0", "-o", str(out)]) == 0
+    assert sorted(p.suffix for p in out.iterdir()) == [".vqa", ".wav"]
+    assert cli(["train-prior", "--codec", str(codec_dir), "--data", str(tmp_path / "nope"), "--exp",
+                str(tmp_path / "e2"), "--no-progress"]) == 2
+    assert "nope: no such file or folder" in capsys.readouterr().err

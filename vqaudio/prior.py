@@ -26,12 +26,12 @@ from torch.utils.data import Dataset
 
 from vqaudio import tokenfile
 from vqaudio.errors import ConfigError, TokenFileError
-from vqaudio.models.wavenet import WaveNetPrior
+from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior
 from vqaudio.tokenfile import Codes
 
 __all__ = [
     "TokenCorpus", "TokenWindows", "PriorTask", "markov_tokens", "unigram_bits",
-    "extract_tokens", "codec_meta", "split_corpus", "load_prior", "sample", "LN2",
+    "extract_tokens", "codec_meta", "split_corpus", "train_prior", "load_prior", "sample", "LN2",
 ]
 
 LN2 = math.log(2.0)
@@ -66,20 +66,36 @@ class TokenWindows(Dataset):
 
     Item: ``{"codes": int64[n_q, seq_len], "mask": bool[seq_len], "label": int64[]}``; sequences (or tails)
     shorter than a window are zero-padded and masked out of the loss.
+
+    With ``random_crop``, :meth:`sample` (what ``vqaudio.train.fit`` calls with the epoch) shifts window ``k``
+    by a random offset in ``[0, stride)``, a pure function of ``(seed, k, epoch)``: every crop is seen over the
+    epochs and resuming stays exact.
     """
 
-    def __init__(self, corpus: TokenCorpus, seq_len: int, stride: int | None = None) -> None:
+    def __init__(self, corpus: TokenCorpus, seq_len: int, stride: int | None = None, random_crop: bool = False,
+                 seed: int = 0) -> None:
         if seq_len < 1:
             raise ConfigError(f"seq_len must be >= 1, got {seq_len}")
-        self.corpus, self.seq_len, stride = corpus, seq_len, stride or seq_len
+        self.corpus, self.seq_len, self.stride = corpus, seq_len, stride or seq_len
+        self.random_crop, self.seed = random_crop, seed
         self.index = [(i, s) for i, seq in enumerate(corpus.seqs)
-                      for s in range(0, max(1, seq.shape[1] - seq_len + stride), stride)]
+                      for s in range(0, max(1, seq.shape[1] - seq_len + self.stride), self.stride)]
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, k: int) -> dict[str, Tensor]:
+        return self._window(*self.index[k])
+
+    def sample(self, k: int, epoch: int) -> dict[str, Tensor]:
         i, s = self.index[k]
+        if self.random_crop:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + k)
+            room = max(0, self.corpus.seqs[i].shape[1] - self.seq_len - s)
+            s += int(torch.randint(0, min(self.stride, room + 1), (1,), generator=g))
+        return self._window(i, s)
+
+    def _window(self, i: int, s: int) -> dict[str, Tensor]:
         win = self.corpus.seqs[i][:, s : s + self.seq_len]
         n = win.shape[1]
         codes = F.pad(win, (0, self.seq_len - n))
@@ -144,22 +160,25 @@ def split_corpus(corpus: TokenCorpus, valid_fraction: float = 0.1) -> tuple[Toke
 
 
 # ---- the task train.py runs ---------------------------------------------------------------------------------
-def _masked_nll(model: WaveNetPrior, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """(sum of token NLLs in nats, number of tokens) over the unmasked frames of a batch."""
+def _masked_nll(model: torch.nn.Module, cfg: WaveNetConfig, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(sum of token NLLs in nats, number of tokens) over the unmasked frames of a batch.
+
+    ``model``: the prior or its DDP wrapper (called, so DDP synchronises gradients).
+    """
     codes, mask = batch["codes"], batch["mask"]
-    label = batch["label"] if model.cfg.n_labels else None
-    logits = model(codes, label)  # [B, Q, L, K]
+    logits = model(codes, batch["label"] if cfg.n_labels else None)  # [B, Q, L, K]
     nll = F.cross_entropy(logits.flatten(0, 2), codes.flatten(), reduction="none").view_as(codes)
     m = mask[:, None, :].expand_as(codes)
     return (nll * m).sum(), m.sum()
 
 
 class PriorTask:
-    """Teacher-forced cross-entropy of a :class:`WaveNetPrior` on :class:`TokenWindows` batches."""
+    """Teacher-forced cross-entropy of a :class:`WaveNetPrior` on :class:`TokenWindows` batches (for ``fit``)."""
 
-    def __init__(self, model: WaveNetPrior, unigram: float | None = None) -> None:
+    def __init__(self, model: WaveNetPrior, unigram: float | None = None, info: dict | None = None) -> None:
         self.model = model
         self.unigram = unigram  # unigram entropy of the training codes, bits
+        self.info = info or {}
 
     def _to(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         dev = self.model.embed.weight.device
@@ -167,19 +186,19 @@ class PriorTask:
 
     def training_step(self, batch: dict[str, Tensor], model: torch.nn.Module | None = None) -> tuple[Tensor, dict]:
         """Mean NLL (nats per token) of the batch, and ``{"nll_bits": ...}``."""
-        total, n = _masked_nll(model or self.model, self._to(batch))
+        total, n = _masked_nll(model or self.model, self.model.cfg, self._to(batch))
         loss = total / n.clamp_min(1)
         return loss, {"nll_bits": float(loss.detach()) / LN2}
 
     @torch.no_grad()
-    def validate(self, batches: Iterable[dict[str, Tensor]], model: torch.nn.Module | None = None) -> dict[str, float]:
-        """Held-out NLL in bits per token (``nll_bits``, the value to minimise) and the unigram entropy."""
-        model = getattr(model or self.model, "module", model or self.model)
+    def validate(self, batches: Iterable[dict[str, Tensor]], exp_dir: Path | None = None, step: int = 0) -> dict:
+        """Held-out NLL in bits per token (``nll_bits``, the value to minimise), next to the unigram entropy."""
+        model = self.model
         was = model.training
         model.eval()
         total, n = 0.0, 0
         for batch in batches:
-            s, c = _masked_nll(model, self._to(batch))
+            s, c = _masked_nll(model, model.cfg, self._to(batch))
             total, n = total + float(s), n + int(c)
         model.train(was)
         out = {"nll_bits": total / max(n, 1) / LN2, "tokens": n}
@@ -188,7 +207,7 @@ class PriorTask:
         return out
 
     def config_dict(self) -> dict:
-        return self.model.config_dict()
+        return {"task": "prior", "model": self.model.config_dict(), "unigram_bits": self.unigram, **self.info}
 
 
 # ---- tokens of a corpus, through a codec, cached -----------------------------------------------------------
@@ -409,3 +428,66 @@ def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seco
             codec.decode_to_file(c, dst)
             written.append(dst)
     return written
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+def train_prior(codec, data: str | os.PathLike, exp_dir: str | os.PathLike, model_config: WaveNetConfig | None = None,
+                config=None, seq_len: int = 256, n_q: int | None = None, labels: bool = False,
+                cache_dir: str | os.PathLike | None = None, valid_fraction: float = 0.1, resume: bool = False,
+                progress: bool = True) -> dict:
+    """Extract (cached) tokens of ``data`` with ``codec`` and train a prior on them with :func:`vqaudio.train.fit`.
+
+    ``codec``: a Codec or a codec name/path. ``model_config``: architecture (its codebook size, ``n_q``,
+    labels and codec fields are set from the codec and the data). ``config``: a ``TrainConfig``; its
+    ``best_metric`` is the held-out ``nll_bits``. The token cache defaults to ``exp_dir/tokens``.
+    Returns fit's result plus ``unigram_bits`` (entropy of the training codes), ``unigram_xent_bits`` (held-out
+    cross-entropy of the smoothed training unigram) and ``valid_nll_bits`` (best checkpoint, whole held-out set).
+    """
+    import dataclasses
+
+    from torch.utils.data import DataLoader
+
+    from vqaudio.checkpoint import MANIFEST, read_manifest
+    from vqaudio.codec import Codec, load_codec
+    from vqaudio.train import TrainConfig, fit
+
+    codec = codec if isinstance(codec, Codec) else load_codec(codec)
+    config = dataclasses.replace(config or TrainConfig(), best_metric="nll_bits")
+    exp = Path(exp_dir)
+    last = exp / "last"
+    base = model_config or WaveNetConfig()
+    if resume and (last / MANIFEST).exists():
+        base = WaveNetConfig.from_dict(read_manifest(last)["config"])
+        if base.codec.get("sha256") != codec.sha256:
+            raise ConfigError(f"the run in {exp} was trained on tokens of codec {base.codec.get('name')!r}, "
+                              f"not {codec.name!r}")
+        n_q, labels = base.n_q, base.n_labels > 0
+    corpus = extract_tokens(codec, data, cache_dir if cache_dir is not None else exp / "tokens", n_q, labels, progress)
+    train, valid = split_corpus(corpus, valid_fraction)
+    K = codec.codebook_size
+    cfg = dataclasses.replace(base, codebook_size=K, n_q=int(corpus.seqs[0].shape[0]),
+                              n_labels=len(corpus.label_names), label_names=corpus.label_names, codec=corpus.codec)
+    if resume and (last / MANIFEST).exists() and cfg != base:
+        raise ConfigError(f"--data {data} does not match the run in {exp} (labels or quantiser levels differ)")
+    uni = unigram_bits(train.seqs, K)
+    info = {"data": str(data), "files": {"train": len(set(train.sources)), "valid": len(set(valid.sources))},
+            "tokens": {"train": train.tokens, "valid": valid.tokens}, "seq_len": seq_len}
+    torch.manual_seed(config.seed)
+    task = PriorTask(WaveNetPrior(cfg), uni, info)
+    train_set = TokenWindows(train, seq_len, random_crop=True, seed=config.seed)
+    valid_set = TokenWindows(valid, seq_len)
+    result = fit(task, train_set, valid_set, config, exp, resume=resume)
+    result.update(unigram_bits=uni, unigram_xent_bits=_unigram_xent(train.seqs, valid.seqs, K), **info)
+    if (exp / "best" / MANIFEST).exists():  # the best checkpoint on the whole held-out set
+        best = load_prior(exp / "best").to(task.model.embed.weight.device)
+        loader = DataLoader(valid_set, batch_size=config.batch_size)
+        result["valid_nll_bits"] = PriorTask(best, uni).validate(loader)["nll_bits"]
+    return result
+
+
+def _unigram_xent(train: list[Tensor], valid: list[Tensor], K: int) -> float:
+    """Bits per token of held-out codes under the per-stage training unigram (add-1/2 smoothing)."""
+    counts = sum(torch.stack([torch.bincount(r, minlength=K) for r in s]).double() for s in train) + 0.5
+    logp = torch.log2(counts / counts.sum(1, keepdim=True))
+    total = sum(float(logp.gather(1, s).sum()) for s in valid)
+    return -total / max(1, sum(s.numel() for s in valid))
