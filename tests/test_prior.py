@@ -211,6 +211,12 @@ def test_sample_user_errors(prior_dir: Path, codec_dir: Path, tmp_path: Path) ->
         sample(prior_dir, label=0, prime=foreign, **kw)
     with pytest.raises(ConfigError, match="not the prior's codec"):
         sample(prior_dir, other, label=0, **kw)
+    # a prior without codec metadata (synthetic tokens) still needs a codec that can decode its tokens
+    bare = save_model(tmp_path / "bare", WaveNetPrior(_small(32, 2)))
+    with pytest.raises(ConfigError, match="records no codec"):
+        sample(bare, **kw)
+    with pytest.raises(ConfigError, match="cannot decode"):
+        sample(bare, other, **kw)
 
 
 def test_sample_cli(prior_dir: Path, codec_dir: Path, tmp_path: Path, capsys) -> None:

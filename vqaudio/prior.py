@@ -388,6 +388,9 @@ def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seco
         if meta and meta.get("sha256") != codec.sha256:
             raise ConfigError(f"codec {codec.name!r} (sha256 {codec.sha256[:12]}…) is not the prior's codec "
                               f"{meta.get('name')!r} ({str(meta.get('sha256'))[:12]}…)")
+        if codec.codebook_size != model.cfg.codebook_size or codec.n_q < model.cfg.n_q:
+            raise ConfigError(f"codec {codec.name!r} (K={codec.codebook_size}, n_q={codec.n_q}) cannot decode this "
+                              f"prior's tokens (K={model.cfg.codebook_size}, n_q={model.cfg.n_q})")
         meta = codec_meta(codec)
     if not meta:
         raise ConfigError("the prior records no codec: pass --codec")
