@@ -38,7 +38,10 @@ def test_ema_update_matches_sonnet_debiased_ema_by_hand():
     ema_n, ema_m = [0.0] * 3, [[0.0, 0.0] for _ in range(3)]
     for counts, sums in zip(batch_counts, batch_sums, strict=True):
         ema_n = [decay * a + (1 - decay) * c for a, c in zip(ema_n, counts, strict=True)]
-        ema_m = [[decay * a + (1 - decay) * s for a, s in zip(am, sm, strict=True)] for am, sm in zip(ema_m, sums, strict=True)]
+        ema_m = [
+            [decay * a + (1 - decay) * s for a, s in zip(am, sm, strict=True)]
+            for am, sm in zip(ema_m, sums, strict=True)
+        ]
     debias = 1 - decay**2
     n_k = [a / debias for a in ema_n]
     m_k = [[a / debias for a in row] for row in ema_m]

@@ -386,7 +386,9 @@ class ResidualVQ(nn.Module):
         if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:
             raise ValueError(f"ResidualVQ: expected codes [B, n_q' <= {self.n_q}, T], got {list(codes.shape)}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(f"ResidualVQ: codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]")
+            raise ValueError(
+                f"ResidualVQ: codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
+            )
         quantized = self.layers[0].decode(codes[:, 0])
         for i in range(1, codes.shape[1]):
             quantized = quantized + self.layers[i].decode(codes[:, i])
