@@ -99,3 +99,18 @@ def test_generation_argument_errors() -> None:
         generate(model, 1, 3, label=0, prime=torch.full((2, 4), 13))
     with pytest.raises(ValueError, match="prime must be"):
         generate(model, 1, 3, label=0, prime=torch.zeros(3, 4, dtype=torch.long))
+
+
+def test_draws_follow_the_distribution() -> None:
+    """The inverse-CDF sampler: empirical frequencies match softmax(logits / T); zero-probability tokens never."""
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0], [0.1, 0.1, 0.1, 0.1, 0.1, 0.5]])
+    logits = probs.log()  # -inf where the probability is 0
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    draws = sample_logits(logits.repeat_interleave(n, 0), 1.0, generator=g).view(2, n)
+    freq = torch.stack([torch.bincount(r, minlength=6).double() / n for r in draws])
+    assert torch.allclose(freq, probs.double(), atol=0.015)
+    assert freq[0, [0, 2, 5]].sum() == 0
+    hot = sample_logits(logits[1:].repeat(n, 1), 0.5, generator=g)  # T = 0.5 sharpens: p ∝ p^2
+    sharp = probs[1] ** 2 / (probs[1] ** 2).sum()
+    assert torch.allclose(torch.bincount(hot, minlength=6).double() / n, sharp.double(), atol=0.015)

@@ -53,7 +53,13 @@ def sample_logits(
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(filter_logits(logits.float() / temperature, top_k, top_p), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    # Inverse-CDF draw (one uniform per row; several times faster than torch.multinomial for one sample).
+    # A filtered token has probability 0, so no u falls in its (empty) interval [cdf[j-1], cdf[j]).
+    cdf = probs.cumsum(-1)
+    total = cdf[:, -1:].contiguous()
+    u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype) * total
+    last = torch.searchsorted(cdf, total)  # the last token of positive probability (guards u rounding to total)
+    return torch.minimum(torch.searchsorted(cdf, u, right=True), last)[:, 0]
 
 
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:

@@ -24,6 +24,8 @@ from torch import Tensor, nn
 
 __all__ = ["WaveNetConfig", "WaveNetPrior", "GenState"]
 
+_C = math.sqrt(0.5)  # residual scaling: x_next = (x + res) * sqrt(1/2)
+
 
 @dataclass
 class WaveNetConfig:
@@ -101,12 +103,12 @@ class _GatedLayer(nn.Module):
         # dilated-conv path (slow_conv_dilated2d), and the same tap-major weight as :meth:`step`
         xp, d, n = F.pad(x, (self.span, 0)), self.dilation, x.shape[2]
         taps = torch.cat([xp[:, :, i * d : i * d + n] for i in range(self.k)], dim=1)  # [B, k*R, F]
-        a = torch.matmul(self.step_weights()[0].t(), taps) + self.conv.bias[:, None]
+        a = torch.matmul(self.conv_weight().t(), taps) + self.conv.bias[:, None]
         if self.label is not None:
             a = a + self.label(label)[:, :, None]
         ta, sb = a.chunk(2, dim=1)
         o = torch.matmul(self.out.weight[:, :, 0], torch.tanh(ta) * torch.sigmoid(sb)) + self.out.bias[:, None]
-        return (x + o[:, : self.r]) * math.sqrt(0.5), o[:, self.r :]
+        return (x + o[:, : self.r]) * _C, o[:, self.r :]
 
     def step(self, x: Tensor, buf: Tensor, t: int, w: tuple[Tensor, ...], bias: Tensor | None) -> tuple[Tensor, Tensor]:
         """One frame. x: [B, R] (input at time t); buf: [span, B, R] ring buffer, updated in place.
@@ -119,14 +121,19 @@ class _GatedLayer(nn.Module):
         a = torch.addmm(bias, torch.cat(taps, dim=1), w[0])
         buf[t % n].copy_(x)
         ta, sb = a.chunk(2, dim=1)
-        o = torch.addmm(w[2], torch.tanh(ta) * torch.sigmoid(sb), w[1])
-        return (x + o[:, : self.r]) * math.sqrt(0.5), o[:, self.r :]
+        o = torch.addmm(w[2], torch.tanh(ta) * torch.sigmoid(sb), w[1])  # [c*res | skip]
+        return torch.add(o[:, : self.r], x, alpha=_C), o[:, self.r :]
+
+    def conv_weight(self) -> Tensor:
+        """Conv weight [G, R, k] as a matrix [k*R, G] matching ``cat(taps)`` (tap-major)."""
+        w = self.conv.weight
+        return w.permute(2, 1, 0).reshape(-1, w.shape[0])
 
     def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(conv weight [k*R, G] matching ``cat(taps)`` (tap-major), 1x1 out weight [G/2, R+S], out bias)."""
-        w = self.conv.weight
-        wc = w.permute(2, 1, 0).reshape(-1, w.shape[0])
-        return wc, self.out.weight[:, :, 0].t().contiguous(), self.out.bias
+        """(conv weight [k*R, G], 1x1 out weight [G/2, R+S], out bias [R+S]); residual columns pre-scaled by c."""
+        scale = torch.ones(self.out.bias.shape[0], dtype=self.out.bias.dtype, device=self.out.bias.device)
+        scale[: self.r] = _C
+        return self.conv_weight().contiguous(), self.out.weight[:, :, 0].t() * scale, self.out.bias * scale
 
 
 class WaveNetPrior(nn.Module):
