@@ -25,10 +25,14 @@ def make_vq(**kwargs) -> VectorQuantizer:
 def test_ema_update_matches_sonnet_debiased_ema_by_hand():
     decay, eps, beta = 0.9, 1e-5, 0.25
     vq = make_vq(beta=beta, decay=decay, eps=eps, dead_threshold=0.0).train()
-    out1 = vq(BATCH1)
+    z = BATCH1.clone().requires_grad_(True)
+    out1 = vq(z)
     assert out1.indices.tolist() == [[0, 0, 1, 1]]
     # commitment only, against the codebook before the update: squared errors 1 + 1 + 2 + 2 over 8 elements
     assert out1.loss.item() == pytest.approx(beta * 6 / 8)
+    out1.loss.backward()  # after the in-place EMA update: the gradient still uses the codebook of the forward
+    x, e = BATCH1[0].T, CODEBOOK[torch.tensor([0, 0, 1, 1])]
+    torch.testing.assert_close(z.grad[0].T, beta * 2 * (x - e) / 8)
     out2 = vq(BATCH2)
     assert out2.indices.tolist() == [[0, 1, 1]]
 

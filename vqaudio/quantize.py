@@ -200,14 +200,18 @@ class VectorQuantizer(nn.Module):
         x = z.transpose(1, 2).reshape(b * t, d).to(self.codebook.dtype).contiguous()  # [N, D]
         if self.training:
             self._sync_state()
-        x_sel = x if mask is None else x[mask.repeat_interleave(t)]  # rows that count
+        rows = None if mask is None else mask.repeat_interleave(t)  # rows that count (loss, statistics)
+        x_sel = x if rows is None else x[rows]
         if self.training and not bool(self.initialized):
             self._kmeans(x_sel.detach())
 
-        quantized, indices, _ = ops.quantize(x, self.codebook.detach())  # STE to x
-        idx_sel = indices if mask is None else indices[mask.repeat_interleave(t)]
+        # training updates the codebook in place below: the op's backward needs this step's copy
+        codebook = self.codebook.detach().clone() if self.training else self.codebook.detach()
+        quantized, indices, dist2 = ops.quantize(x, codebook)  # STE to x
+        idx_sel, dist2_sel = (indices, dist2) if rows is None else (indices[rows], dist2[rows])
         denom = max(x_sel.numel(), 1)
-        loss = self.beta * (x_sel - self.codebook.detach()[idx_sel]).square().sum() / denom
+        # commitment ||z_e - sg[e]||²: dist2 is that squared distance, differentiable w.r.t. x only
+        loss = self.beta * dist2_sel.sum() / denom
         if not self.ema:
             loss = loss + (self.codebook[idx_sel] - x_sel.detach()).square().sum() / denom
 
@@ -218,7 +222,7 @@ class VectorQuantizer(nn.Module):
                 counts = self._update(x_sel.detach(), idx_sel, counts)
             perplexity, usage = _codebook_stats(counts.float())
 
-        quantized = quantized.view(b, t, d).transpose(1, 2).contiguous().to(z.dtype)
+        quantized = quantized.view(b, t, d).transpose(1, 2).to(z.dtype)  # a [B, D, T] view, no copy
         return VQOutput(quantized, indices.view(b, t), loss, perplexity, usage)
 
     @torch.no_grad()
