@@ -103,6 +103,8 @@ def test_config_round_trip_and_checks() -> None:
     assert cfg.dilations == [1, 2, 1, 2]
     with pytest.raises(ValueError):
         WaveNetConfig(gate_channels=7)
+    with pytest.raises(ValueError, match="unknown keys"):
+        WaveNetConfig.from_dict({"layer": 3})
     model = WaveNetPrior(cfg)
     with pytest.raises(ValueError):
         model(torch.zeros(1, 2, 5, dtype=torch.long))  # label missing

@@ -66,8 +66,10 @@ class WaveNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> WaveNetConfig:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in d.items() if k in known})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"WaveNetConfig: unknown keys {unknown}")
+        return cls(**d)
 
 
 @dataclass
