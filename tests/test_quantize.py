@@ -273,6 +273,18 @@ def test_shapes_for_odd_lengths(t):
     assert rvq.decode(rvq.encode(torch.randn(1, 5, t))).shape == (1, 5, t)
 
 
+def test_fully_masked_batch_leaves_the_state_alone():
+    torch.manual_seed(10)
+    vq = VectorQuantizer(4, 8).train()
+    before = {k: v.clone() for k, v in vq.state_dict().items()}
+    z = torch.randn(2, 4, 5, requires_grad=True)
+    out = vq(z, mask=torch.tensor([False, False]))
+    assert all(torch.equal(v, before[k]) for k, v in vq.state_dict().items())
+    assert out.loss.item() == 0 and out.usage.item() == 0
+    out.loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
 def test_wrong_shapes_raise():
     vq = VectorQuantizer(4, 8)
     with pytest.raises(ValueError):

@@ -293,6 +293,8 @@ class VectorQuantizer(nn.Module):
             counts, sums = stats[:, 0], stats[:, 1:]
         else:
             _all_reduce_(counts)
+        if not bool(counts.sum() > 0):
+            return counts  # empty global batch (every item dropped): nothing to average in
         self.step += 1
         weight = ((1.0 - self.decay) / (1.0 - self.decay ** self.step.double())).to(counts.dtype)
         self.cluster_size.lerp_(counts, weight)
