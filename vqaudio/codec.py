@@ -144,6 +144,20 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return hashlib.sha256(save(state)).hexdigest()
 
 
+def _inference_copy(model: VQVAE) -> VQVAE:
+    """An eval-mode copy without gradients and without weight-norm parametrisations: each conv gets
+    the weight its parametrisation computes (the same values, computed once instead of per call)."""
+    import dataclasses
+
+    fast = VQVAE(dataclasses.replace(model.config, weight_norm=False))
+    state = {}
+    for key in fast.state_dict():
+        owner, _, attr = key.rpartition(".")
+        state[key] = getattr(model.get_submodule(owner), attr).detach().clone()
+    fast.load_state_dict(state)
+    return fast.to(next(model.parameters()).device).eval().requires_grad_(False)
+
+
 def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[Tensor]]:
     """Open an audio file for streaming: ``(sample_rate, channels, frames, blocks of float32 [C, n])``."""
     if not path.is_file():
@@ -193,14 +207,16 @@ class Codec:
     """A trained :class:`~vqaudio.models.vqvae.VQVAE` wrapped for coding whole files (see the module docstring).
 
     ``name`` and ``sha256`` identify the weights in token files (``sha256`` defaults to
-    :func:`weights_sha256`); ``chunk_seconds`` bounds the audio processed at once.
+    :func:`weights_sha256`); ``chunk_seconds`` bounds the audio processed at once (series:
+    ``chunk_steps`` time steps).
     """
 
-    def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 20.0) -> None:
-        self.model = model.eval().requires_grad_(False)
-        self.config: VQVAEConfig = model.config
+    def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 20.0,
+                 chunk_steps: int = 1 << 17) -> None:
         self.name, self.sha256 = name, sha256 or weights_sha256(model)
-        self.chunk_seconds = chunk_seconds
+        self.model = _inference_copy(model)
+        self.config: VQVAEConfig = model.config
+        self.chunk_seconds, self.chunk_steps = chunk_seconds, chunk_steps
         self.device = next(model.parameters()).device
 
     # -- properties ----------------------------------------------------------------------------
@@ -234,7 +250,9 @@ class Codec:
 
     @property
     def chunk_frames(self) -> int:
-        return max(1, round(self.chunk_seconds * (self.config.sample_rate or 8000) / self.hop))
+        """Frames per encoder/decoder chunk."""
+        steps = self.chunk_seconds * self.config.sample_rate if self.kind == "audio" else self.chunk_steps
+        return max(1, round(steps / self.hop))
 
     @property
     def encoder_overlap(self) -> int:

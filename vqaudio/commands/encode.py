@@ -235,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
 
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
     codec = load_codec(args.model)  # fail fast (and once) on a bad --model or --n-q
-    codec._n_q(args.n_q)
+    if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
+        raise ConfigError(f"--n-q must be in [1, {codec.n_q}] for model {codec.name!r}, got {args.n_q}")
     accept = is_series_path if codec.kind == "series" else is_audio_path
     jobs = collect(args.inputs, args.output, accept, ".vqa", file_out=lambda p: bool(p.suffix))
     jobs = [j for j in jobs if in_shard(j.rel, shard)]
