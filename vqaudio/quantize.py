@@ -113,10 +113,9 @@ class _StraightThrough(torch.autograd.Function):
 
 
 def _codebook_stats(counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Perplexity ``exp(-sum p log p)`` and fraction of used codes of a code histogram ``[K]``."""
-    p = counts / counts.sum().clamp_min(1e-12)
-    perplexity = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
-    return perplexity, (counts > 0).float().mean()
+    """Perplexity ``exp(-sum p log p)`` and fraction of used codes of a code histogram ``counts [K]``."""
+    p = counts / counts.sum().clamp_min(1.0)
+    return torch.special.entr(p).sum().exp(), torch.count_nonzero(counts) / counts.numel()
 
 
 class VectorQuantizer(nn.Module):
@@ -197,7 +196,7 @@ class VectorQuantizer(nn.Module):
         loss, the statistics or the codebook update (used by quantiser dropout).
         """
         b, d, t = self._check(z)
-        x = z.transpose(1, 2).reshape(b * t, d).to(self.codebook.dtype).contiguous()  # [N, D]
+        x = z.transpose(1, 2).reshape(b * t, d).to(self.codebook.dtype)  # [N, D], a contiguous copy
         if self.training:
             self._sync_state()
         rows = None if mask is None else mask.repeat_interleave(t)  # rows that count (loss, statistics)
@@ -211,16 +210,15 @@ class VectorQuantizer(nn.Module):
         idx_sel, dist2_sel = (indices, dist2) if rows is None else (indices[rows], dist2[rows])
         denom = max(x_sel.numel(), 1)
         # commitment ||z_e - sg[e]||²: dist2 is that squared distance, differentiable w.r.t. x only
-        loss = self.beta * dist2_sel.sum() / denom
+        loss = dist2_sel.sum() * (self.beta / denom)
         if not self.ema:
             loss = loss + (self.codebook[idx_sel] - x_sel.detach()).square().sum() / denom
 
         with torch.no_grad():
-            counts = torch.zeros(self.codebook_size, device=x.device, dtype=x.dtype)
-            counts.index_add_(0, idx_sel, torch.ones_like(idx_sel, dtype=x.dtype))
+            counts = torch.bincount(idx_sel, minlength=self.codebook_size).to(self.cluster_size.dtype)
             if self.training:
                 counts = self._update(x_sel.detach(), idx_sel, counts)
-            perplexity, usage = _codebook_stats(counts.float())
+            perplexity, usage = _codebook_stats(counts)
 
         quantized = quantized.view(b, t, d).transpose(1, 2).to(z.dtype)  # a [B, D, T] view, no copy
         return VQOutput(quantized, indices.view(b, t), loss, perplexity, usage)
@@ -287,22 +285,23 @@ class VectorQuantizer(nn.Module):
         ``counts [K]`` is the local histogram; returns the global one.
         """
         if self.ema:
-            stats = torch.cat([counts[:, None], x.new_zeros(self.codebook_size, self.dim)], dim=1)
-            stats[:, 1:].index_add_(0, idx, x)
-            _all_reduce_(stats)
-            counts, sums = stats[:, 0], stats[:, 1:]
+            sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, x.to(self.embed_sum.dtype))
+            if _distributed():  # one collective for both
+                stats = _all_reduce_(torch.cat([counts[:, None], sums], dim=1))
+                counts, sums = stats[:, 0], stats[:, 1:]
         else:
             _all_reduce_(counts)
-        if not bool(counts.sum() > 0):
+        if not bool(counts.any()):
             return counts  # empty global batch (every item dropped): nothing to average in
-        self.step += 1
-        weight = ((1.0 - self.decay) / (1.0 - self.decay ** self.step.double())).to(counts.dtype)
+        step = int(self.step) + 1
+        self.step.fill_(step)
+        weight = (1.0 - self.decay) / (1.0 - self.decay**step)  # debiased EMA, see the class docstring
         self.cluster_size.lerp_(counts, weight)
         if self.ema:
             self.embed_sum.lerp_(sums, weight)
             n = self.cluster_size.sum()
-            smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
-            self.codebook.copy_(self.embed_sum / smoothed[:, None])
+            smoothed = (self.cluster_size + self.eps) * (n / (n + self.codebook_size * self.eps))
+            torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)
         if self.dead_threshold > 0:
             self._restart(x)
         return counts
