@@ -267,15 +267,15 @@ class Codec:
 
     # -- encoding ------------------------------------------------------------------------------
     def _encoder(self, n_q: int, stats: SeriesStats | None) -> ChunkedRunner:
-        def fn(x: Tensor) -> Tensor:  # [items, C, n] -> [items, n_q, ceil(n / hop)]
-            return self.model.encode(x.to(self.device), n_q, stats=stats).cpu()
+        def fn(x: Tensor) -> Tensor:  # [items, C, n] -> [items, n_q, ceil(n / hop)], int32 until the end (memory)
+            return self.model.encode(x.to(self.device), n_q, stats=stats).to("cpu", torch.int32)
 
         return ChunkedRunner(fn, self.hop, 1, self.encoder_overlap, self.chunk_frames)
 
     def _codes(self, codes: Tensor, length: int, channels: int, orig_sr: int | None, n_q: int,
                stats: SeriesStats | None, source: str | None) -> Codes:
         st = None if stats is None else {k: getattr(stats, k).reshape(-1).tolist() for k in ("mean", "std")}
-        return Codes(codes, kind=self.kind, model=self.name, model_sha256=self.sha256, sample_rate=self.sample_rate,
+        return Codes(codes.long(), kind=self.kind, model=self.name, model_sha256=self.sha256, sample_rate=self.sample_rate,
                      orig_sample_rate=orig_sr if self.kind == "audio" else None, length=length, channels=channels,
                      hop=self.hop, codebook_size=self.codebook_size,
                      chunking={"chunk_frames": self.chunk_frames, "overlap_frames": self.encoder_overlap}, stats=st,

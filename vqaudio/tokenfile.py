@@ -40,7 +40,7 @@ _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _CRC = struct.Struct("<I")
 _MAX_HEADER = 1 << 24  # 16 MiB: a larger header length field is corruption, not data
 _MAX_BITS = 32
-_BLOCK = 1 << 20  # codes per packing block (a multiple of 8, so blocks start on byte boundaries)
+_BLOCK = 1 << 17  # codes per packing block (a multiple of 8, so blocks start on byte boundaries): ~5 MB scratch
 KINDS = ("audio", "series")
 
 
