@@ -2,6 +2,10 @@
 
 Tests that need speech use ``speech_files`` / ``speech_crops``; they skip with a clear reason when
 the packages are absent (CI installs asterisk-core-sounds-{en,es,fr,it}-wav).
+
+The test process runs torch on one CPU thread (``VQAUDIO_TEST_THREADS`` to change): on small,
+shared machines two OpenMP threads contending with other processes made the tiny models of these
+tests over ten times slower. Subprocesses started by tests are not affected.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # import vqaudio from the working tree without installing it
     sys.path.insert(0, str(ROOT))
+torch.set_num_threads(int(os.environ.get("VQAUDIO_TEST_THREADS", "1")))
 
 ASTERISK_SOUNDS = Path(os.environ.get("VQAUDIO_SPEECH_DIR", "/usr/share/asterisk/sounds"))
 SPEECH_LANGS = ("en", "es", "fr", "it")

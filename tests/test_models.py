@@ -132,7 +132,7 @@ def test_gradients_reach_encoder_and_decoder():
     out.loss.backward()
     for part in (model.encoder, model.decoder):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
-    assert set(out.losses) >= {"l1", "spectral", "mel", "sc", "vq"} and out.stats["usage"].shape == (2,)
+    assert set(out.losses) >= {"l1", "spectral", "mel", "logmag", "vq"} and out.stats["usage"].shape == (2,)
 
 
 def test_config_json_round_trip_and_validation(tmp_path):

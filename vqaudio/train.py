@@ -379,11 +379,13 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False)
     sampler = GlobalBatches(len(train_set), cfg.batch_size, start, cfg.steps, cfg.seed, d.rank, d.world)
+    # own generators: creating a loader iterator must not draw from the global RNG (exact resume)
     loader = DataLoader(_Keyed(train_set), batch_sampler=sampler, num_workers=cfg.num_workers,
-                        pin_memory=d.device.type == "cuda")
+                        pin_memory=d.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     valid_loader = None
     if valid_set is not None and len(valid_set) > 0:
-        valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+        valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
+                                  generator=torch.Generator().manual_seed(cfg.seed))
 
     bar = tqdm(total=cfg.steps, initial=start, disable=not (rank0 and cfg.progress), desc="train", dynamic_ncols=True)
     acc: dict[str, float] = {}

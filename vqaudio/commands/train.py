@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of files held out for validation (default 0.1)")
     g = p.add_argument_group("model (override --config)")
     g.add_argument("--sample-rate", type=int, metavar="SR", help="model sample rate in Hz (audio; default 8000)")
-    g.add_argument("--strides", type=strides_arg, metavar="2,4,4", help="encoder strides; hop = their product")
+    g.add_argument("--strides", metavar="2,4,4", help="encoder strides; hop = their product")
     g.add_argument("--n-q", type=int, metavar="N", help="residual quantiser stages")
     g.add_argument("--codebook-size", type=int, metavar="K", help="codes per stage")
     g.add_argument("--hidden", type=int, help="channels of the first conv layer")
@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     saved = Path(args.exp) / "train.json"
     if args.resume and saved.is_file() and not args.config:
         train_d = dict(_read_json(str(saved)).get("train", {}))  # the run's own settings; flags still override
+    if args.strides is not None:
+        args.strides = strides_arg(args.strides)
     model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
     if args.no_progress:

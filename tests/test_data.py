@@ -1,0 +1,111 @@
+"""Datasets: sources (folder, manifest, file, aeon), deterministic crops and splits, global batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vqaudio.data import AudioCrops, SeriesCrops, build_datasets, read_manifest, split_names
+from vqaudio.errors import AudioError, ConfigError
+from vqaudio.io import save_audio
+from vqaudio.train import GlobalBatches, TrainConfig, lr_at
+
+
+def test_folder_of_speech(speech_dir):
+    train, valid, info = build_datasets(str(speech_dir), 1024, 8000, valid_fraction=0.2)
+    assert info["kind"] == "audio" and info["channels"] == 1 and len(train) + len(valid) == 24 and len(valid) >= 1
+    assert not set(map(str, train.files)) & set(map(str, valid.files))
+    x = train.sample(0, 0)
+    assert x.shape == (1, 1024) and x.dtype == torch.float32
+    assert torch.equal(train.sample(3, 7), train.sample(3, 7)) and not torch.equal(train.sample(3, 7), train.sample(3, 8))
+    assert torch.equal(valid[0], valid[0])
+    # the same split again, and upsampled data at another model rate
+    again, _, _ = build_datasets(str(speech_dir), 1024, 16000, valid_fraction=0.2)
+    assert again.files == train.files and again.sample(0, 0).shape == (1, 1024)
+
+
+def test_manifest_and_single_file(tmp_path, speech_files):
+    lst = tmp_path / "list.txt"
+    lst.write_text("# speech\n" + "\n".join(str(p) for p in speech_files[:5]) + "\n\n")
+    assert read_manifest(lst) == speech_files[:5]
+    train, valid, info = build_datasets(str(lst), 512, 8000, valid_fraction=0.2)
+    assert len(train) + len(valid) == 5 and info["kind"] == "audio"
+    one, none, _ = build_datasets(str(speech_files[0]), 512, 8000, valid_fraction=0.2)
+    assert len(one) == 1 and len(none) == 0
+    (tmp_path / "bad.txt").write_text("missing.wav\n")
+    with pytest.raises(AudioError, match="missing"):
+        build_datasets(str(tmp_path / "bad.txt"), 512, 8000)
+
+
+def test_short_and_stereo_audio_padded_and_mono(tmp_path):
+    save_audio(tmp_path / "a.wav", torch.full((2, 100), 0.5), 8000)
+    ds = AudioCrops([tmp_path / "a.wav"], 8000, 256)
+    x = ds.sample(0, 0)
+    assert x.shape == (1, 256) and (x[0, :100] - 0.5).abs().max() < 1e-3 and x[0, 100:].abs().max() == 0
+
+
+def test_series_folder_unequal_lengths(tmp_path):
+    for i, t in enumerate([30, 50, 80, 20, 45]):
+        np.save(tmp_path / f"s{i}.npy", np.random.default_rng(i).normal(size=(t, 3)))
+    train, valid, info = build_datasets(str(tmp_path), None, valid_fraction=0.2)
+    assert info["kind"] == "series" and info["channels"] == 3 and info["segment"] == 80 and info["sample_rate"] is None
+    x = (train if train.series[0].shape[-1] < 80 else valid)[0]
+    assert x.shape == (3, 80)
+    short = SeriesCrops([torch.arange(4.0).view(1, 4)], 6)
+    assert short[0].tolist() == [[0, 1, 2, 3, 3, 3]]  # padded by repeating the last value
+    np.save(tmp_path / "other.npy", np.zeros((10, 2)))
+    with pytest.raises(AudioError, match="channel"):
+        build_datasets(str(tmp_path), 16)
+
+
+def test_aeon_sets_offline():
+    pytest.importorskip("aeon")
+    train, valid, info = build_datasets("aeon:BasicMotions", 64, valid_fraction=0.1)
+    assert info["channels"] == 6 and len(train) + len(valid) == 80 and train.sample(0, 0).shape == (6, 64)
+    train, valid, info = build_datasets("aeon:JapaneseVowels", None)
+    assert info["channels"] == 12 and info["segment"] == 29 and valid[0].shape == (12, 29)
+    with pytest.raises(AudioError, match="not shipped"):
+        build_datasets("aeon:NoSuchSet", 16)
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(AudioError, match="no such"):
+        build_datasets(str(tmp_path / "absent"), 16, 8000)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AudioError, match="no audio"):
+        build_datasets(str(tmp_path / "empty"), 16, 8000)
+    with pytest.raises(ConfigError):
+        split_names(["a", "b"], 1.5)
+
+
+def test_split_is_stable_and_nonempty():
+    names = [f"f{i}.wav" for i in range(200)]
+    tr, va = split_names(names, 0.1)
+    assert 5 <= len(va) <= 40 and sorted(tr + va) == list(range(200))
+    tr2, va2 = split_names(names + ["new.wav"], 0.1)  # adding a file does not move the others
+    assert set(va) <= set(va2) and set(tr) <= set(tr2)
+    assert split_names(["x", "y"], 0.01)[1] != [] and split_names(["x", "y"], 0.99)[0] != []
+
+
+def test_global_batches_slices_and_resume():
+    full = list(GlobalBatches(10, 4, 0, 7, seed=3))
+    assert all(len(b) == 4 for b in full) and len(full) == 7
+    ranks = [list(GlobalBatches(10, 4, 0, 7, seed=3, rank=r, world=2)) for r in range(2)]
+    assert all(r0 + r1 == g for r0, r1, g in zip(*ranks, full, strict=True))  # contiguous slices, rank order
+    assert list(GlobalBatches(10, 4, 5, 7, seed=3)) == full[5:]  # resuming at step 5
+    keys = [k for b in full for k in b]
+    assert sorted(i for i, e in keys if e == 0) == list(range(10))  # each epoch is a permutation
+    with pytest.raises(ConfigError):
+        GlobalBatches(10, 3, 0, 1, world=2)
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(steps=11, lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
+    lrs = [lr_at(cfg, s) for s in range(11)]
+    assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[2] == 1.0 and lrs[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+    assert lr_at(TrainConfig(schedule="constant", lr=0.1), 999) == 0.1
+    for bad in ({"steps": 0}, {"lr": -1.0}, {"schedule": "step"}, {"betas": [0.9]}, {"nope": 1}):
+        with pytest.raises(ConfigError):
+            TrainConfig.from_dict(bad)

@@ -1,0 +1,130 @@
+"""The training loop: learning on real speech, exact resume, checkpoints/logs/plots, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from vqaudio.checkpoint import load_checkpoint, load_model
+from vqaudio.cli import main
+from vqaudio.data import build_datasets
+from vqaudio.models import VQVAE, VQVAEConfig
+from vqaudio.train import TrainConfig, VQVAETask, fit
+
+TINY = dict(hidden=8, max_hidden=32, dim=16, n_q=2, codebook_size=32, strides=[2, 4])
+
+
+def _log(exp):
+    return [json.loads(ln) for ln in (exp / "log.jsonl").read_text().splitlines()]
+
+
+def test_training_on_speech_lowers_loss_and_uses_the_codebook(tmp_path, speech_dir):
+    train, valid, _ = build_datasets(str(speech_dir), 1024, 8000, valid_fraction=0.2)
+    torch.manual_seed(0)
+    task = VQVAETask(VQVAE(VQVAEConfig(**TINY)))
+    before = task.validate(DataLoader(valid, batch_size=8))
+    exp = tmp_path / "exp"
+    cfg = TrainConfig(steps=40, batch_size=8, lr=3e-3, warmup_steps=5, valid_every=20, valid_batches=0, log_every=10, progress=False)
+    result = fit(task, train, valid, cfg, exp)
+    after = result["valid"]
+    assert after["loss"] < 0.6 * before["loss"], (before, after)
+    assert after["l1"] < before["l1"] and after["mel"] < before["mel"]
+    assert after["usage"] >= 0.5 and after["perplexity"] > 8, after  # most of both 32-code codebooks in use
+    train_losses = [r["loss"] for r in _log(exp) if r["split"] == "train"]
+    assert len(train_losses) == 4 and train_losses[-1] < 0.8 * train_losses[0]  # means over steps 1-10 vs 31-40
+    assert [r["step"] for r in _log(exp) if r["split"] == "valid"] == [20, 40]
+    for step in (20, 40):
+        for kind in ("spectrogram", "codebook"):
+            png = exp / "plots" / f"step-{step:07d}-{kind}.png"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = load_checkpoint(exp / "best")
+    assert best.meta["step"] == result["best_step"] and best.meta["metrics"]["loss"] == pytest.approx(result["best"])
+    assert load_checkpoint(exp / "last").meta["step"] == 40
+    assert isinstance(load_model(exp / "best"), VQVAE)
+
+
+class _Interrupt(VQVAETask):
+    """Dies (like a killed job) on the ``at``-th training step."""
+
+    def __init__(self, model, at):
+        super().__init__(model, plots=False)
+        self.calls, self.at = 0, at
+
+    def training_step(self, batch, model=None):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().training_step(batch, model)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, speech_dir):
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    cfg = TrainConfig(steps=7, batch_size=4, lr=3e-3, warmup_steps=2, schedule="cosine", valid_every=3, valid_batches=1,
+                      checkpoint_every=2, log_every=1, progress=False)
+    mcfg = VQVAEConfig(**{**TINY, "quantizer_dropout": 0.5})  # dropout draws from the global RNG: it must be restored
+
+    def model(seed):
+        torch.manual_seed(seed)
+        return VQVAE(mcfg)
+
+    fit(VQVAETask(model(0), plots=False), train, valid, cfg, tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):  # dies in step 6: last checkpoint at step 4, step 5 already logged
+        fit(_Interrupt(model(0), at=6), train, valid, cfg, tmp_path / "b")
+    assert load_checkpoint(tmp_path / "b" / "last").meta["step"] == 4
+    assert max(r["step"] for r in _log(tmp_path / "b")) == 5
+    resumed = model(123)  # a fresh process: different initial weights, all replaced by the checkpoint
+    fit(VQVAETask(resumed, plots=False), train, valid, cfg, tmp_path / "b", resume=True)
+
+    a, b = load_model(tmp_path / "a" / "last").state_dict(), resumed.state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]  # noqa: E731
+    assert strip(_log(tmp_path / "a")) == strip(_log(tmp_path / "b"))  # same records, step 5 not duplicated
+    assert load_checkpoint(tmp_path / "a" / "best").meta == load_checkpoint(tmp_path / "b" / "best").meta
+
+
+def _cli(exp, data, *extra):
+    return ["train", "--data", str(data), "--exp", str(exp), "--segment", "512", "--batch-size", "4", "--hidden", "4",
+            "--max-hidden", "8", "--dim", "8", "--n-q", "2", "--codebook-size", "16", "--strides", "2,4", "--no-progress",
+            "--valid-every", "2", "--valid-batches", "1", "--log-every", "1", *extra]
+
+
+def test_cli_train_end_to_end(tmp_path, speech_dir, capsys):
+    exp = tmp_path / "exp"
+    assert main(_cli(exp, speech_dir, "--steps", "2")) == 0
+    assert "2 steps" in capsys.readouterr().err
+    model = load_model(exp / "best")
+    assert model.config.strides == [2, 4] and model.config.n_q == 2 and model.hop == 8
+    from vqaudio.registry import resolve
+
+    assert resolve(exp)[1] == exp / "best"
+    # an existing run is not overwritten; --resume continues it with more steps
+    assert main(_cli(exp, speech_dir, "--steps", "2")) == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and len(err.strip().splitlines()) == 1
+    assert main(_cli(exp, speech_dir, "--steps", "3", "--resume")) == 0
+    assert [r["step"] for r in _log(exp) if r["split"] == "train"] == [1, 2, 3]
+    assert json.loads((exp / "train.json").read_text())["train"]["steps"] == 3
+    capsys.readouterr()
+    # user errors: one line, exit status 2
+    for bad in (_cli(tmp_path / "x", speech_dir, "--strides", "2,x"), _cli(tmp_path / "y", tmp_path / "nowhere"),
+                _cli(tmp_path / "z", speech_dir, "--n-q", "0"), _cli(tmp_path / "w", speech_dir, "--config", str(tmp_path / "no.json"))):
+        assert main(bad) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cli_train_series_from_aeon(tmp_path, capsys):
+    pytest.importorskip("aeon")
+    exp = tmp_path / "exp"
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"hidden": 4, "max_hidden": 8, "dim": 4, "n_q": 1, "codebook_size": 8, "strides": [2, 2]},
+                               "train": {"steps": 2, "batch_size": 4, "valid_every": 2, "valid_batches": 1, "progress": False}}))
+    assert main(["train", "--data", "aeon:BasicMotions", "--exp", str(exp), "--config", str(cfg), "--segment", "64"]) == 0
+    model = load_model(exp / "best")
+    assert model.config.kind == "series" and model.config.channels == 6 and model.config.sample_rate is None
+    assert (exp / "plots" / "step-0000002-series.png").is_file()
+    codes, stats = model.encode(torch.randn(1, 6, 100), return_stats=True)
+    assert codes.shape == (1, 1, 25) and model.decode(codes, 100, stats).shape == (1, 6, 100)
