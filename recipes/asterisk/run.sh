@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Asterisk prompts (real 8 kHz telephone speech in en/es/fr/it): the recipe of the default model speech-8k.
+#   ./run.sh [--stage N] [--stop-stage M] [--smoke] [--exp DIR] [--nj J]
+# Held-out prompts (stage 3 evaluation): conf/heldout.txt. The prior is conditioned on the language.
+set -euo pipefail
+cd "$(dirname "$0")"
+# shellcheck source=recipes/asterisk/db.sh
+. ./db.sh
+
+layout=asterisk
+corpus_var=ASTERISK
+labels=true
+prepare_opts=(--subsets "en,es,fr,it" --heldout-list conf/heldout.txt)
+train_opts=(--segment 8192)
+prior_opts=(--seq-len 256)
+sample_opts=(--seconds 4 -n 4)
+smoke_train=16
+smoke_heldout=4
+smoke_train_opts=(--segment 2048)
+smoke_prior_opts=(--seq-len 64)
+smoke_sample_opts=(--seconds 0.5 -n 1)
+
+get_data() {  # installed by apt (no download): check the prompts are there
+    require_dir ASTERISK
+    local lang
+    for lang in en es fr it; do
+        [ -d "$ASTERISK/$lang" ] || die "no $ASTERISK/$lang: apt-get install asterisk-core-sounds-$lang-wav, or set ASTERISK in db.sh"
+    done
+}
+
+# shellcheck source=recipes/common/pipeline.sh
+. ../common/pipeline.sh "$@"
