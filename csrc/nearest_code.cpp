@@ -5,7 +5,8 @@
 // the packed codebook with a register-blocked micro-kernel (csrc/cpu/microkernel.h) that keeps a
 // running (value, index) minimum of ||e||^2 - 2 x.e (||x||^2 is the same for every code, as in FAISS's
 // k = 1 path); dist2 is then summed directly for the winner only, so it has no cancellation. x and the codebook are centred on the codebook mean first (distances do not
-// change; cancellation does). Extra memory: the packed codebook (K x D) plus one MR x D tile per thread.
+// change; cancellation does). Extra memory: the packed codebook and a centred copy (2 K x D) plus one
+// MR x D tile per thread.
 #include <ATen/Parallel.h>
 #include <Python.h>
 #include <torch/library.h>
@@ -34,8 +35,9 @@ void check_inputs(const at::Tensor& x, const at::Tensor& codebook) {
   TORCH_CHECK_VALUE(x.dim() == 2, "nearest_code: x must be 2-D [N, D], got shape ", x.sizes());
   TORCH_CHECK_VALUE(codebook.dim() == 2, "nearest_code: codebook must be 2-D [K, D], got shape ", codebook.sizes());
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"x", x}, {"codebook", codebook}}) {
-    TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), "nearest_code: ", name, " has dtype ", t.scalar_type(),
-                     "; expected float32, float64, float16 or bfloat16");
+    const auto st = t.scalar_type();
+    TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16, "nearest_code: ",
+                     name, " has dtype ", st, "; expected float32, float64, float16 or bfloat16");
   }
   TORCH_CHECK_TYPE(x.scalar_type() == codebook.scalar_type(), "nearest_code: x is ", x.scalar_type(),
                    " but codebook is ", codebook.scalar_type(), "; they must match");
@@ -135,6 +137,8 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   acc_t* P = panels.data_ptr<acc_t>();
   acc_t* Q = norms.data_ptr<acc_t>();
   acc_t* C = centred.data_ptr<acc_t>();
+  // The micro-kernels load panels and norms with aligned vector loads (the CPU allocator aligns to 64).
+  TORCH_INTERNAL_ASSERT(reinterpret_cast<uintptr_t>(P) % 64 == 0 && reinterpret_cast<uintptr_t>(Q) % 64 == 0);
   std::atomic<bool> codebook_finite{true};
   at::parallel_for(0, K, 256, [&](int64_t k0, int64_t k1) {
     bool finite = true;
@@ -171,10 +175,11 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
       pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, mu.data(), tile.data());
       kernel.fn(tile.data(), D, P, Q, npanels, best.data(), arg.data());
       for (int64_t r = 0; r < rows; ++r) {
-        const acc_t* xr = tile.data() + r * D;
-        const acc_t dist = squared_distance(xr, C + arg[r] * D, D);
-        if (!std::isfinite(dist))
-          for (int64_t d = 0; d < D; ++d) finite &= static_cast<bool>(std::isfinite(xr[d]));
+        const acc_t dist = squared_distance(tile.data() + r * D, C + arg[r] * D, D);
+        if (!std::isfinite(dist)) {  // NaN/Inf in x, or finite values whose centred squares overflow
+          const scalar_t* raw = X + (row0 + r) * s0;
+          for (int64_t d = 0; d < D; ++d) finite &= static_cast<bool>(std::isfinite(static_cast<acc_t>(raw[d * s1])));
+        }
         out_idx[row0 + r] = arg[r];
         out_dist[row0 + r] = dist;
       }

@@ -173,6 +173,8 @@ ERRORS = [
     ("D mismatch", lambda: (torch.randn(4, 3), torch.randn(5, 4)), ValueError, "x has D = 3 but codebook has D = 4"),
     ("int x", lambda: (torch.ones(4, 3, dtype=torch.int64), torch.randn(5, 3)), TypeError, "x has dtype"),
     ("int codebook", lambda: (torch.randn(4, 3), torch.ones(5, 3, dtype=torch.int32)), TypeError, "codebook has dtype"),
+    ("float8 x", lambda: (torch.zeros(4, 3, dtype=torch.float8_e4m3fn), torch.zeros(5, 3, dtype=torch.float8_e4m3fn)),
+     TypeError, "x has dtype"),
     ("dtype mismatch", lambda: (torch.randn(4, 3), torch.randn(5, 3).double()), TypeError, "must match"),
     ("1-D x", lambda: (torch.randn(4), torch.randn(5, 4)), ValueError, "x must be 2-D"),
     ("3-D codebook", lambda: (torch.randn(4, 3), torch.randn(5, 3, 1)), ValueError, "codebook must be 2-D"),
@@ -205,10 +207,25 @@ def test_nan_detected_in_any_row(isa):
             torch.ops.vqaudio.nearest_code(x, torch.randn(7, 13))
 
 
-def test_large_finite_values_are_not_mistaken_for_inf(isa):
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_large_finite_values_are_not_mistaken_for_inf(kernel, isa):
+    if kernel == "compiled" and ops.KERNEL != "compiled":
+        pytest.skip(ops.KERNEL_REASON)
+    fn = torch.ops.vqaudio.nearest_code if kernel == "compiled" else reference.nearest_code
     x = torch.full((8, 4), 3e19)  # ||x||² overflows float32, the values do not
-    idx, _ = torch.ops.vqaudio.nearest_code(x, torch.randn(3, 4))
+    idx, _ = fn(x, torch.randn(3, 4))
     assert idx.shape == (8,)
+    idx, dist2 = fn(torch.tensor([[3e38]]), torch.tensor([[-3e38]]))  # the difference overflows
+    assert idx.tolist() == [0] and dist2.item() == float("inf")
+
+
+@pytest.mark.parametrize("kernel", ["compiled", "reference"])
+def test_zero_dimensional_vectors(kernel):
+    if kernel == "compiled" and ops.KERNEL != "compiled":
+        pytest.skip(ops.KERNEL_REASON)
+    fn = torch.ops.vqaudio.nearest_code if kernel == "compiled" else reference.nearest_code
+    idx, dist2 = fn(torch.empty(4, 0), torch.empty(3, 0))
+    assert idx.tolist() == [0, 0, 0, 0] and dist2.tolist() == [0.0] * 4
 
 
 def test_reference_device_mismatch():
@@ -401,6 +418,22 @@ def test_cuda_ties_and_strides(dtype):
 
 @cuda
 @compiled
+def test_cuda_matches_cpu_bit_for_bit():
+    """Same centring, FMA main loop and unfused norms/dist2 as the FMA CPU kernels: identical results."""
+    if "avx2" not in available_isas():
+        pytest.skip("the CPU kernels without FMA round differently")
+    g = torch.Generator().manual_seed(12)
+    base = torch.randn(64, generator=g)
+    e = torch.stack([base[torch.randperm(64, generator=g)] for _ in range(512)])  # many near-ties
+    x = 0.3 + 0.1 * torch.randn(3000, 64, generator=g)
+    cpu_idx, cpu_d = torch.ops.vqaudio.nearest_code(x, e)
+    gpu_idx, gpu_d = torch.ops.vqaudio.nearest_code(x.cuda(), e.cuda())
+    assert torch.equal(cpu_idx, gpu_idx.cpu())
+    assert torch.equal(cpu_d, gpu_d.cpu())
+
+
+@cuda
+@compiled
 def test_cuda_errors_and_empty():
     with pytest.raises(ValueError, match="x contains NaN"):
         torch.ops.vqaudio.nearest_code(torch.tensor([[float("nan"), 0.0]], device="cuda"), torch.randn(3, 2, device="cuda"))
@@ -408,6 +441,10 @@ def test_cuda_errors_and_empty():
         torch.ops.vqaudio.nearest_code(torch.randn(3, 2, device="cuda"), torch.tensor([[float("inf"), 0.0]], device="cuda"))
     idx, dist2 = torch.ops.vqaudio.nearest_code(torch.empty(0, 5, device="cuda"), torch.randn(3, 5, device="cuda"))
     assert idx.shape == (0,) and dist2.shape == (0,)
+    idx, dist2 = torch.ops.vqaudio.nearest_code(torch.empty(4, 0, device="cuda"), torch.empty(3, 0, device="cuda"))
+    assert idx.tolist() == [0] * 4 and dist2.tolist() == [0.0] * 4
+    with pytest.raises(TypeError, match="x has dtype"):
+        torch.ops.vqaudio.nearest_code(torch.ones(4, 3, device="cuda", dtype=torch.int32), torch.randn(3, 3, device="cuda"))
 
 
 @cuda

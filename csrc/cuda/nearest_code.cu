@@ -8,10 +8,12 @@
 // CPU) and keeps a running (value, index) minimum for its TM rows; dist2 of the winner is then summed
 // directly. The 16 threads that share rows
 // reduce their minima with warp shuffles, lowest index on ties. No N x K buffer exists: extra memory
-// is the K code norms, the D-vector mu and a 2-int error flag. Every code's value is computed by the same sequence of
+// is the K code norms, the D-vector mu and a 2-int error flag (plus an N x D copy of x, or K x D of
+// the codebook, only when they are not contiguous). Norms and dist2 are rounded as on the CPU. Every code's value is computed by the same sequence of
 // operations, so duplicated codebook rows tie exactly and resolve to the lowest k, as on the CPU.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraphsUtils.cuh>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -34,6 +36,13 @@ constexpr int THREADS = (BM / TM) * THREADS_N;  // 256
 static_assert(THREADS_N <= 32 && 32 % THREADS_N == 0, "row groups must not straddle warps");
 
 enum Flag { kCodebookNotFinite = 0, kXNotFinite = 1 };
+
+// Unfused multiply and add: the CPU computes norms and dist2 without FMA, and these must round the
+// same way there and here (nvcc would otherwise contract a * b + c into one FMA).
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
 // mu[d] = mean over k of e[k][d] (summed in double, as on the CPU); 0 if not finite.
 template <typename scalar_t, typename acc_t>
@@ -58,7 +67,7 @@ __global__ void code_norms_kernel(const scalar_t* __restrict__ e, const acc_t* _
     const acc_t raw = static_cast<acc_t>(e[k * D + d]);
     finite = finite && isfinite(raw);
     const acc_t v = raw - mu[d];
-    norm += v * v;
+    norm = add_rn(norm, mul_rn(v, v));
   }
   norms[k] = norm;
   if (!finite) flags[kCodebookNotFinite] = 1;
@@ -74,8 +83,11 @@ __global__ void __launch_bounds__(THREADS)
     nearest_code_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ e, const acc_t* __restrict__ mu,
                         const acc_t* __restrict__ enorm, int64_t N, int64_t K, int64_t D,
                         int64_t* __restrict__ out_idx, acc_t* __restrict__ out_dist, int* __restrict__ flags) {
-  __shared__ acc_t xs[BK][BM + 1];  // +1: the staging stores below are bank-conflict free
-  __shared__ acc_t es[BK][BN + 1];
+  // Padding makes the transposing staging stores below conflict-free (a warp writes two rows of
+  // 16 consecutive dd: stride 66 floats or 65 doubles puts them in distinct banks).
+  constexpr int PAD = sizeof(acc_t) == 4 ? 2 : 1;
+  __shared__ acc_t xs[BK][BM + PAD];
+  __shared__ acc_t es[BK][BN + PAD];
   const int tid = threadIdx.x;
   const int tx = tid % THREADS_N;  // code group: codes tx, tx + 16, ... of a tile
   const int ty = tid / THREADS_N;  // row group: rows ty, ty + 16, ... of the block
@@ -86,7 +98,7 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
     best[i] = INFINITY;
-    best_i[i] = INT_MAX;
+    best_i[i] = 0;  // as the CPU lanes: an all-overflow row (every value +inf or NaN) gets code 0
   }
 
   for (int64_t k0 = 0; k0 < K; k0 += BN) {
@@ -151,19 +163,31 @@ __global__ void __launch_bounds__(THREADS)
         bi = oi;
       }
     }
+    // dist2 of the winner summed directly, in the CPU's order (csrc/nearest_code.cpp,
+    // squared_distance): 8 partial sums over d = j, j + 8, ..., the D % 8 tail into sum 0, then
+    // summed 0..7, all unfused. Lanes 0..7 of the row group hold the partial sums.
     const int64_t row = row0 + ty + i * (BM / TM);
-    if (tx == 0 && row < N) {
-      // dist2 summed directly for the winner (as on the CPU): exact zeros for exact matches.
-      const int64_t k = bi == INT_MAX ? 0 : bi;  // INT_MAX only if every value was NaN (overflow)
-      acc_t dist = 0;
-      bool finite = true;
-      for (int64_t d = 0; d < D; ++d) {
+    const bool valid = row < N;
+    const int64_t k = bi;
+    const int64_t D8 = D & ~int64_t(7);
+    acc_t part = 0;
+    bool finite = true;
+    if (valid && tx < 8) {
+      auto term = [&](int64_t d) {
         const acc_t raw = static_cast<acc_t>(x[row * D + d]);
         finite = finite && isfinite(raw);
         const acc_t diff = (raw - mu[d]) - (static_cast<acc_t>(e[k * D + d]) - mu[d]);
-        dist += diff * diff;
-      }
-      if (!finite) flags[kXNotFinite] = 1;
+        part = add_rn(part, mul_rn(diff, diff));
+      };
+      for (int64_t d = tx; d < D8; d += 8) term(d);
+      if (tx == 0)
+        for (int64_t d = D8; d < D; ++d) term(d);
+    }
+    acc_t dist = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) dist = add_rn(dist, __shfl_sync(0xffffffffu, part, (threadIdx.x & 16) | j));
+    if (!finite) flags[kXNotFinite] = 1;
+    if (tx == 0 && valid) {
       out_idx[row] = k;
       out_dist[row] = dist;
     }
@@ -185,9 +209,11 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cuda", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    code_mean_kernel<scalar_t, acc_t><<<(D + 255) / 256, 256, 0, stream>>>(codebook.data_ptr<scalar_t>(), K, D,
-                                                                          mu.data_ptr<acc_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (D > 0) {  // a grid of 0 blocks is a launch error
+      code_mean_kernel<scalar_t, acc_t><<<(D + 255) / 256, 256, 0, stream>>>(codebook.data_ptr<scalar_t>(), K, D,
+                                                                            mu.data_ptr<acc_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     code_norms_kernel<scalar_t, acc_t><<<(K + 255) / 256, 256, 0, stream>>>(
         codebook.data_ptr<scalar_t>(), mu.data_ptr<acc_t>(), K, D, norms.data_ptr<acc_t>(), flags.data_ptr<int>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -200,9 +226,14 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   });
-  const at::Tensor host_flags = flags.cpu();  // synchronises: the errors must be raised now
-  TORCH_CHECK_VALUE(host_flags[kCodebookNotFinite].item<int>() == 0, "nearest_code: codebook contains NaN or Inf");
-  TORCH_CHECK_VALUE(host_flags[kXNotFinite].item<int>() == 0, "nearest_code: x contains NaN or Inf");
+  // The NaN/Inf errors need the flags on the host: one synchronisation per call. A stream being
+  // captured into a CUDA graph cannot synchronise, so the check is skipped there.
+  if (at::cuda::currentStreamCaptureStatusMayInitCtx() == at::cuda::CaptureStatus::None) {
+    const at::Tensor host_flags = flags.cpu();
+    const int* f = host_flags.data_ptr<int>();
+    TORCH_CHECK_VALUE(f[kCodebookNotFinite] == 0, "nearest_code: codebook contains NaN or Inf");
+    TORCH_CHECK_VALUE(f[kXNotFinite] == 0, "nearest_code: x contains NaN or Inf");
+  }
   return {indices, dist2};
 }
 

@@ -20,7 +20,7 @@ def check_inputs(x: torch.Tensor, codebook: torch.Tensor) -> None:
     if codebook.dim() != 2:
         raise ValueError(f"nearest_code: codebook must be 2-D [K, D], got shape {list(codebook.shape)}")
     for name, t in (("x", x), ("codebook", codebook)):
-        if not t.dtype.is_floating_point:
+        if t.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             raise TypeError(f"nearest_code: {name} has dtype {t.dtype}; expected float32, float64, float16 or bfloat16")
     if x.dtype != codebook.dtype:
         raise TypeError(f"nearest_code: x is {x.dtype} but codebook is {codebook.dtype}; they must match")
