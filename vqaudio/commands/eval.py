@@ -38,24 +38,37 @@ def register(subparsers) -> None:
     p.add_argument("--baselines", default="pca,codec2-3200,codec2-2400,opus-6k", metavar="LIST",
                    help="comma-separated baselines among pca, codec2-3200, codec2-2400, opus-6k, or 'none'")
     p.add_argument("--pca-fit", metavar="DIR|MANIFEST", help="files to fit the PCA baseline on (default: the evaluated files)")
+    p.add_argument("--pca-max-files", type=int, default=200, metavar="N",
+                   help="fit PCA on at most N files, evenly spaced in sorted order (default 200)")
     p.add_argument("--max-files", type=int, metavar="N", help="evaluate only the first N files (sorted)")
     p.add_argument("--device", default="cpu", help="torch device of the codec (default cpu)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="torch CPU threads (default 1: eval runs many small ops, which extra threads slow down)")
     p.add_argument("--no-plots", action="store_true", help="no PNG figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from vqaudio.codec import load_codec
     from vqaudio.report import eval_files, evaluate, write_report
 
     baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     if args.max_files is not None and args.max_files < 1:
         raise ConfigError(f"--max-files must be >= 1, got {args.max_files}")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     codec = load_codec(args.codec, device=args.device)
     files, names = eval_files(args.data, codec.kind)
     files, names = files[: args.max_files], names[: args.max_files]
-    fit = eval_files(args.pca_fit, codec.kind)[0] if args.pca_fit and "pca" in baselines else None
+    fit = None
+    if args.pca_fit and "pca" in baselines:
+        fit = eval_files(args.pca_fit, codec.kind)[0]
+        step = max(1, len(fit) / max(1, args.pca_max_files))
+        fit = [fit[int(i * step)] for i in range(min(len(fit), args.pca_max_files))]
     result = evaluate(codec, files, names, args.n_q, baselines, fit, keep=not args.no_plots, progress=not args.no_progress)
     md = write_report(result, args.output, plots=not args.no_plots)
     top = result["systems"][f"vqaudio n_q={max(result['n_qs'])}"]
