@@ -48,8 +48,13 @@ def make_pair(seed: int = 0):
     torch.manual_seed(seed)
     ours = VectorQuantizer(D, K, ema=True, dead_threshold=0.0, kmeans_init=False, **SETTINGS)
     ref = VectorQuantize(
-        dim=D, codebook_size=K, decay=SETTINGS["decay"], eps=SETTINGS["eps"], commitment_weight=SETTINGS["beta"],
-        kmeans_init=False, threshold_ema_dead_code=0,
+        dim=D,
+        codebook_size=K,
+        decay=SETTINGS["decay"],
+        eps=SETTINGS["eps"],
+        commitment_weight=SETTINGS["beta"],
+        kmeans_init=False,
+        threshold_ema_dead_code=0,
     )
     with torch.no_grad():
         ref._codebook.embed.copy_(ours.codebook[None])
@@ -92,11 +97,17 @@ def bench_step(rounds: int) -> None:
     ratio_cpu = statistics.median(r / o for o, r in zip(cpu["ours"], cpu["ref"], strict=True))
     print(f"\nEMA VQ train step (fwd + bwd), B={B} T={T} D={D} K={K}, {rounds} interleaved rounds")
     print(f"  {'method':<34}{'wall ms (median)':>18}{'min':>9}{'CPU ms (median)':>17}")
-    names = {"ours": "vqaudio VectorQuantizer", "ref": "vector_quantize_pytorch", "op": "(vqaudio nearest_code op alone)"}
+    names = {
+        "ours": "vqaudio VectorQuantizer",
+        "ref": "vector_quantize_pytorch",
+        "op": "(vqaudio nearest_code op alone)",
+    }
     for key, label in names.items():
         print(f"  {label:<34}{median(wall[key]):>18.1f}{min(wall[key]):>9.1f}{median(cpu[key]):>17.1f}")
-    print(f"  speed-up vqaudio vs vector_quantize_pytorch: {ratio:.1f}x wall, {ratio_cpu:.1f}x CPU time "
-          "(medians of per-round ratios; target >= 8x)")
+    print(
+        f"  speed-up vqaudio vs vector_quantize_pytorch: {ratio:.1f}x wall, {ratio_cpu:.1f}x CPU time "
+        "(medians of per-round ratios; target >= 8x)"
+    )
 
 
 def check_indices() -> None:
@@ -139,9 +150,11 @@ def bench_vqvae(budget_s: float) -> None:
     t0 = time.perf_counter()
     times = time_ms(train_step, repeats=10, warmup=1, budget_s=budget_s)
     audio_s = batch * seconds
-    print(f"\nVQ-VAE training throughput (8 kHz, hop {model.hop}, n_q {config.n_q}, K {config.codebook_size}, "
-          f"batch {batch} x {seconds:g} s, AdamW; {len(times)} steps after 1 warm-up, "
-          f"{time.perf_counter() - t0:.0f} s)")
+    print(
+        f"\nVQ-VAE training throughput (8 kHz, hop {model.hop}, n_q {config.n_q}, K {config.codebook_size}, "
+        f"batch {batch} x {seconds:g} s, AdamW; {len(times)} steps after 1 warm-up, "
+        f"{time.perf_counter() - t0:.0f} s)"
+    )
     print(f"  {median(times):.0f} ms/step -> {audio_s / (median(times) / 1e3):.1f} s of audio per s of wall time")
 
 
@@ -154,12 +167,16 @@ def main() -> None:
     set_threads(args.threads)
     rounds = 3 if args.quick else args.rounds
     load, policy = os.getloadavg()[0], os.environ.get("OMP_WAIT_POLICY", "unset")
-    print(f"vqaudio nearest-code kernel: {vqaudio.ops.KERNEL} ({vqaudio.ops.KERNEL_REASON}); "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
-          f"load average {load:.1f} at start, OMP_WAIT_POLICY={policy}")
+    print(
+        f"vqaudio nearest-code kernel: {vqaudio.ops.KERNEL} ({vqaudio.ops.KERNEL_REASON}); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+        f"load average {load:.1f} at start, OMP_WAIT_POLICY={policy}"
+    )
     if load > (os.cpu_count() or 1) and policy.upper() != "PASSIVE":
-        print("note: the machine is oversubscribed; spinning OpenMP threads then dominate small ops. "
-              "For numbers that reflect the work done, rerun with OMP_WAIT_POLICY=PASSIVE or --threads 1.")
+        print(
+            "note: the machine is oversubscribed; spinning OpenMP threads then dominate small ops. "
+            "For numbers that reflect the work done, rerun with OMP_WAIT_POLICY=PASSIVE or --threads 1."
+        )
     bench_step(rounds)
     check_indices()
     bench_vqvae(budget_s=5.0 if args.quick else 15.0)

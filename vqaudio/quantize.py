@@ -133,13 +133,14 @@ class VectorQuantizer(nn.Module):
     Debiasing: like sonnet (``moving_averages.ExponentialMovingAverage``), the EMAs start at zero
     and are debiased by ``1 - decay^t``. We store the debiased averages directly, updating them
     with ``avg += w_t (batch - avg)``, ``w_t = (1 - decay) / (1 - decay^t)``, which is algebraically
-    the same. Why: with zero-started undebiased averages (encodec without k-means) the counts are
-    ``1 - decay^t`` too small for the first few hundred steps, so the dead-code threshold (in
-    assignments per batch) would flag every code and the Laplace smoothing would dominate; with
-    averages started from the initial codebook (lucidrains) the random init lingers in the codebook
-    for ``~1/(1 - decay)`` steps. Debiased, step 1 sets every used code to the mean of its batch
-    vectors and counts are in batch units from the start. A code never chosen has ``m_k = 0`` and
-    goes to the origin; dead-code restart (below) re-seeds such codes.
+    the same. Why: zero-started averages that are not debiased are a factor ``1 - decay^t`` too small
+    for the first few hundred steps, so the dead-code threshold (in assignments per batch) would flag
+    every code and the Laplace smoothing ``eps`` would weigh ~100x too much; averages started from
+    the initial codebook instead (as in encodec / vector-quantize-pytorch) keep the random init in
+    the codebook for ``~1/(1 - decay)`` steps. Debiased, step 1 sets every used code to the mean of
+    its batch vectors and counts are in assignments per batch from the start; the ratio
+    ``sums / counts`` is unaffected by the debiasing except through ``eps``. A code never chosen has
+    ``m_k = 0`` and goes to the origin; dead-code restart (below) re-seeds such codes.
 
     Dead-code restart (both modes; in loss mode an EMA of counts is kept for it): after each
     training step, codes whose EMA count is below ``dead_threshold`` are set to random encoder
@@ -196,7 +197,7 @@ class VectorQuantizer(nn.Module):
         loss, the statistics or the codebook update (used by quantiser dropout).
         """
         b, d, t = self._check(z)
-        x = z.transpose(1, 2).reshape(b * t, d).to(self.codebook.dtype)  # [N, D], a contiguous copy
+        x = z.transpose(1, 2).reshape(b * t, d).to(self.codebook.dtype).contiguous()  # [N, D]
         if self.training:
             self._sync_state()
         rows = None if mask is None else mask.repeat_interleave(t)  # rows that count (loss, statistics)
