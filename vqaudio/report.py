@@ -213,6 +213,10 @@ def _fmt(v: float) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
 
 
+def _rate(v: float) -> str:
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
@@ -312,12 +316,12 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool
     order = sorted(systems, key=lambda k: (systems[k]["system"] != "codec", systems[k]["system"] != "pca",
                                            -systems[k]["bitrate"]))
     lines += _table(["system", f"bitrate ({unit})"] + [_LABELS.get(m, m) for m in metrics],
-                    [[k, f"{systems[k]['bitrate']:.0f}"] + [_fmt(systems[k]["mean"][m]) for m in metrics] for k in order])
+                    [[k, _rate(systems[k]["bitrate"])] + [_fmt(systems[k]["mean"][m]) for m in metrics] for k in order])
     lines += ["", "## Quality against n_q", ""]
     rows = []
     for k in result["n_qs"]:
         s, p = systems[f"vqaudio n_q={k}"], systems.get(f"pca n_q={k}")
-        rows.append([str(k), f"{c['nominal_bitrate'][str(k)]:.0f}", f"{s['bitrate']:.0f}", f"{s['file_bitrate']:.0f}"]
+        rows.append([str(k), _rate(c["nominal_bitrate"][str(k)]), _rate(s["bitrate"]), _rate(s["file_bitrate"])]
                     + [_fmt(s["mean"][m]) + (f" (PCA {_fmt(p['mean'][m])})" if p else "") for m in metrics])
     lines += _table(["n_q", "nominal", "payload", "file"] + [_LABELS.get(m, m) for m in metrics], rows)
     pcas = [s for s in systems.values() if s["system"] == "pca"]
@@ -334,7 +338,7 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool
     lines += ["", f"## Per file (vqaudio n_q={max(result['n_qs'])}; best `{result['best_file']}`, "
               f"worst `{result['worst_file']}` by {result['primary_metric']})", ""]
     lines += _table(["file", f"bitrate ({unit})"] + [_LABELS.get(m, m) for m in metrics],
-                    [[f, f"{main[f]['bitrate']:.0f}"] + [_fmt(main[f][m]) for m in metrics] for f in result["files"]])
+                    [[f, _rate(main[f]["bitrate"])] + [_fmt(main[f][m]) for m in metrics] for f in result["files"]])
     if result["skipped"]:
         lines += ["", "## Not evaluated", ""] + [f"- {k}: {v}" for k, v in sorted(result["skipped"].items())]
     for title, f in figs:

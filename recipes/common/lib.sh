@@ -74,9 +74,9 @@ fetch() {
     if [ ! -s "$file" ]; then
         log "downloading $url"
         if command -v curl >/dev/null; then
-            curl -fL --retry 2 -o "$file.part" "$url" || return 1
+            curl -fL --connect-timeout 20 --retry 1 -o "$file.part" "$url" || return 1
         else
-            wget -q -O "$file.part" "$url" || return 1
+            wget -q -T 20 -O "$file.part" "$url" || return 1
         fi
         mv "$file.part" "$file"
     fi

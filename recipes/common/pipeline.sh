@@ -38,8 +38,9 @@ prior_conf=$recipe_dir/conf/prior$suffix.json
 for f in "$vqvae_conf" "$prior_conf"; do
     [ -f "$f" ] || die "missing config $f"
 done
+case ${labels:=false} in true|false) ;; *) die "labels must be true or false, got '$labels'" ;; esac
 label_opt=()
-if ${labels:-false}; then
+if $labels; then
     label_opt=(--labels)
 fi
 log "exp=$exp smoke=$smoke stages $stage..$stop_stage VQAUDIO='$VQAUDIO'"
@@ -74,7 +75,7 @@ stage_prior() {
 
 stage_sample() {
     local label=()
-    if ${labels:-false}; then
+    if $labels; then
         label=(--label 0)
     fi
     vqa sample --prior "$exp/prior" --codec "$exp/vqvae" --seed 0 -o "$exp/samples" "${label[@]}" "${sample_opts[@]}"
