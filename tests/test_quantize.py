@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import vqaudio.ops
 from vqaudio.quantize import ResidualVQ, VectorQuantizer
@@ -109,6 +111,33 @@ def test_indices_are_the_brute_force_nearest_codes():
     assert torch.equal(out.indices, expected)
     assert torch.equal(vq.encode(z), expected)
     assert torch.equal(out.quantized, vq.codebook[expected].permute(0, 2, 1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    b=st.integers(1, 3),
+    d=st.integers(1, 6),
+    t=st.integers(1, 9),
+    k=st.integers(1, 12),
+    n_q=st.integers(1, 3),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_rvq_codes_are_greedy_nearest_codes_of_the_residuals(b, d, t, k, n_q, seed):
+    torch.manual_seed(seed)
+    rvq = ResidualVQ(n_q, d, k).eval()
+    z = torch.randn(b, d, t)
+    out = rvq(z)
+    residual = z.transpose(1, 2).reshape(-1, d).double()
+    for stage, layer in enumerate(rvq.layers):
+        e = layer.codebook.double()
+        d2 = torch.cdist(residual, e).square()
+        chosen = out.codes[:, stage].reshape(-1)
+        best = d2.min(dim=1).values
+        assert bool((d2.gather(1, chosen[:, None]).squeeze(1) <= best + 1e-9 * (1 + best)).all())
+        residual = residual - e[chosen]
+    torch.testing.assert_close(
+        out.quantized.double(), z.double() - residual.view(b, t, d).transpose(1, 2), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_eval_mode_is_a_pure_lookup_and_training_mode_is_not():
