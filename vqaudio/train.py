@@ -88,6 +88,7 @@ class TrainConfig:
     batch_size: int = 16  # global: split evenly over the ranks
     lr: float = 3e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1e-8  # AdamW epsilon
     weight_decay: float = 0.0
     warmup_steps: int = 0
     schedule: str = "cosine"  # "constant" or "cosine" (down to min_lr_ratio * lr at the last step)
@@ -119,8 +120,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("TrainConfig: weight_decay and grad_clip must be >= 0, min_lr_ratio in [0, 1]")
+        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("TrainConfig: weight_decay and grad_clip must be >= 0, eps > 0, min_lr_ratio in [0, 1]")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
 
@@ -348,7 +349,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         exp.mkdir(parents=True, exist_ok=True)
     model = task.model.to(d.device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     start, best, best_step = 0, math.inf, None
     if (last / MANIFEST).exists():
         if not resume:
