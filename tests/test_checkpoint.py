@@ -66,6 +66,10 @@ def test_training_state_and_overwrite(tmp_path):
     m = read_manifest(tmp_path / "c")
     assert _files(tmp_path / "c") == sorted([MANIFEST, m["weights"]["file"], m["state"]["file"]]) != first
     assert load_checkpoint(tmp_path / "c").meta == {"step": 8}
+    save_checkpoint(tmp_path / "c", model, meta={"metrics": {"loss": 1.5}})  # JSON only: no state file
+    m = read_manifest(tmp_path / "c")
+    assert _files(tmp_path / "c") == sorted([MANIFEST, m["weights"]["file"]])
+    assert load_checkpoint(tmp_path / "c").meta == {"metrics": {"loss": 1.5}} and load_checkpoint(tmp_path / "c").state == {}
     del opt
 
 

@@ -11,7 +11,7 @@ A checkpoint is a folder::
     {"format": "vqaudio-checkpoint", "version": 1, "model_type": "vqvae" | "wavenet",
      "config": {...model config...},
      "weights": {"file": ..., "sha256": ..., "bytes": ...},
-     "state": null | {"file": ..., "sha256": ..., "bytes": ..., "meta": {...JSON scalars, RNG...}},
+     "state": null | {["file": ..., "sha256": ..., "bytes": ...,] "meta": {...JSON: step, RNG, metrics...}},
      "sha256": <weights sha256, the model's identity>}
 
 Tensor files carry their content hash in their name and are never overwritten, so saving over an
@@ -114,7 +114,8 @@ def save_checkpoint(
 ) -> Path:
     """Save ``model`` (weights + config) and optionally training ``state`` tensors and ``meta`` JSON.
 
-    ``meta`` must be JSON-serialisable (numbers, strings, lists, dicts). Returns the folder.
+    ``meta`` must be JSON-serialisable (numbers, strings, lists, dicts); without ``state`` tensors it
+    is stored in the manifest alone. Returns the folder.
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -124,9 +125,10 @@ def save_checkpoint(
         "format": FORMAT, "version": VERSION, "model_type": model_type_of(model), "config": _config_of(model),
         "weights": weights, "state": None, "sha256": weights["sha256"],
     }
-    if state is not None or meta is not None:
-        blob = _write_blob(folder, "state", _tensor_bytes(state or {}))
-        manifest["state"] = {**blob, "meta": meta or {}}
+    if state:
+        manifest["state"] = {**_write_blob(folder, "state", _tensor_bytes(state)), "meta": meta or {}}
+    elif meta is not None:
+        manifest["state"] = {"meta": meta}  # JSON only, no tensor file
     text = json.dumps(manifest, indent=2, allow_nan=False)
     with atomic_path(folder / MANIFEST) as tmp:
         with open(tmp, "w") as f:
@@ -169,7 +171,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError("missing or invalid 'config' object", str(file))
     for key in ("weights", "state"):
         blob = m.get(key)
-        if blob is None and key == "state":
+        if key == "state" and (blob is None or (isinstance(blob, dict) and set(blob) == {"meta"})):
             continue
         ok = isinstance(blob, dict) and isinstance(blob.get("file"), str) and isinstance(blob.get("sha256"), str)
         ok = ok and isinstance(blob.get("bytes"), int) and Path(blob["file"]).name == blob["file"]
@@ -202,7 +204,7 @@ def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpo
     m = read_manifest(folder)
     ckpt = Checkpoint(folder, m["model_type"], m["config"], _read_blob(folder, m["weights"]), m["sha256"], m["weights"]["file"])
     if with_state and m["state"] is not None:
-        ckpt.state = _read_blob(folder, m["state"])
+        ckpt.state = _read_blob(folder, m["state"]) if "file" in m["state"] else {}
         ckpt.meta = m["state"].get("meta") or {}
     return ckpt
 
