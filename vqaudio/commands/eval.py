@@ -34,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--codec", required=True, metavar="NAME_OR_PATH", help="codec name, checkpoint or experiment folder")
     p.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="folder (recursive), manifest or file to evaluate")
     p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="report folder (created)")
-    p.add_argument("--n-q", type=n_q_list, metavar="LIST", help="quantiser levels to evaluate, e.g. 1,2,4 or 1-4 (default: all)")
+    p.add_argument("--n-q", metavar="LIST", help="quantiser levels to evaluate, e.g. 1,2,4 or 1-4 (default: all)")
     p.add_argument("--baselines", default="pca,codec2-3200,codec2-2400,opus-6k", metavar="LIST",
                    help="comma-separated baselines among pca, codec2-3200, codec2-2400, opus-6k, or 'none'")
     p.add_argument("--pca-fit", metavar="DIR|MANIFEST", help="files to fit the PCA baseline on (default: the evaluated files)")
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         fit = eval_files(args.pca_fit, codec.kind)[0]
         step = max(1, len(fit) / max(1, args.pca_max_files))
         fit = [fit[int(i * step)] for i in range(min(len(fit), args.pca_max_files))]
-    result = evaluate(codec, files, names, args.n_q, baselines, fit, keep=not args.no_plots, progress=not args.no_progress)
+    n_qs = n_q_list(args.n_q) if args.n_q is not None else None
+    result = evaluate(codec, files, names, n_qs, baselines, fit, keep=not args.no_plots, progress=not args.no_progress)
     md = write_report(result, args.output, plots=not args.no_plots)
     top = result["systems"][f"vqaudio n_q={max(result['n_qs'])}"]
     means = ", ".join(f"{k} {v:.3f}" for k, v in top["mean"].items())

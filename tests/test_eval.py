@@ -1,0 +1,171 @@
+"""``vqaudio eval`` and :mod:`vqaudio.report`: measured bitrates, n_q sweep, baselines, report files, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vqaudio import baselines as B
+from vqaudio import metrics as M
+from vqaudio import report
+from vqaudio.checkpoint import save_model
+from vqaudio.cli import main
+from vqaudio.codec import load_codec
+from vqaudio.io import load_audio, save_audio
+from vqaudio.models import VQVAE, VQVAEConfig
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory) -> Path:
+    """An (untrained) tiny 8 kHz codec checkpoint: hop 32, n_q 3, K 16 (4 bits per code)."""
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(hidden=8, max_hidden=16, dim=16, strides=[2, 4, 4], n_q=3, codebook_size=16,
+                              kmeans_init=False))
+    path = tmp_path_factory.mktemp("codec") / "tiny"
+    save_model(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory, speech_files) -> Path:
+    """Three real prompts cut to 0.5-0.9 s, one of them at 16 kHz, in nested folders."""
+    root = tmp_path_factory.mktemp("evaldata")
+    picks = [p for p in speech_files[::53] if load_audio(p)[0].shape[-1] > 8000][:3]
+    for i, p in enumerate(picks):
+        x = load_audio(p)[0][:, : 4000 + 1000 * i]
+        sub = root / f"lang{i % 2}"
+        sub.mkdir(exist_ok=True)
+        if i == 2:
+            save_audio(sub / f"{i}_{p.stem}.flac", torch.nn.functional.interpolate(x[None], scale_factor=2)[0], 16000)
+        else:
+            save_audio(sub / f"{i}_{p.name}", x, 8000)
+    return root
+
+
+def test_eval_cli_writes_report(tmp_path, codec_dir, eval_dir, capsys):
+    out = tmp_path / "report"
+    assert main(["eval", "--codec", str(codec_dir), "--data", str(eval_dir), "-o", str(out), "--no-progress"]) == 0
+    assert "report" in capsys.readouterr().err
+    r = json.loads((out / "report.json").read_text())
+    codec = load_codec(codec_dir)
+    files = sorted(eval_dir.rglob("*.*"))
+    assert r["files"] == [str(f.relative_to(eval_dir)) for f in files]
+    assert r["n_qs"] == [1, 2, 3]
+    seconds = [load_audio(f)[0].shape[-1] / load_audio(f)[1] for f in files]
+    frames = [math.ceil(s * 8000 / 32) for s in seconds]
+    for k in (1, 2, 3):
+        s = r["systems"][f"vqaudio n_q={k}"]
+        payload = sum(math.ceil(f * k * 4 / 8) * 8 for f in frames)  # packed 4-bit codes, whole bytes per file
+        assert s["bitrate"] == pytest.approx(payload / sum(seconds))
+        assert s["file_bitrate"] > s["bitrate"]  # + JSON header and checksums
+        assert abs(s["bitrate"] - codec.bitrate(k)) < 0.02 * codec.bitrate(k)
+        p = r["systems"][f"pca n_q={k}"]
+        assert p["components"] * p["bits_per_coefficient"] <= 4 * k
+        assert set(s["mean"]) >= {"si_snr", "log_mel", "mrstft"}
+    # the n_q=3 numbers are those of a plain encode/decode of each file
+    name = r["files"][0]
+    est, _ = codec.decode(codec.encode_file(files[0]))
+    ref = load_audio(files[0])[0]
+    assert r["systems"]["vqaudio n_q=3"]["per_file"][name]["log_mel"] == pytest.approx(
+        M.log_mel_distance(ref[0], est[0], 8000), rel=1e-5)
+    # best/worst by log-mel at the top n_q
+    per = r["systems"]["vqaudio n_q=3"]["per_file"]
+    assert r["best_file"] == min(per, key=lambda n: per[n]["log_mel"])
+    assert r["worst_file"] == max(per, key=lambda n: per[n]["log_mel"])
+    counts = np.array(r["codebook"]["counts"])
+    assert counts.shape == (3, 16) and (counts.sum(1) == sum(frames)).all()
+    for ext in B.EXTERNAL:
+        assert (ext.name in r["systems"]) == ext.available()
+    for png in ("spectrograms.png", "codebook_usage.png", "rate_curve.png"):
+        assert (out / png).read_bytes()[:8] == PNG
+    md = (out / "report.md").read_text()
+    for k in (1, 2, 3):
+        assert f"| vqaudio n_q={k} |" in md and f"| pca n_q={k} |" in md
+    assert "![" in md and "rate_curve.png" in md
+
+
+def test_lower_n_q_codes_are_a_prefix(codec_dir, eval_dir):
+    """evaluate() decodes codes[:, :k] of one encoding: the same codes as encoding with n_q=k."""
+    codec = load_codec(codec_dir)
+    f = sorted(eval_dir.rglob("*.wav"))[0]
+    full = codec.encode_file(f).codes
+    for k in (1, 2):
+        assert torch.equal(codec.encode_file(f, n_q=k).codes, full[:, :k])
+
+
+def test_evaluate_subset_and_skips(monkeypatch, tmp_path, codec_dir, eval_dir):
+    monkeypatch.setattr(M, "optional_metrics", lambda: {"pesq": "pesq is not installed", "stoi": "pystoi is not installed"})
+    monkeypatch.setattr(B, "available_external", lambda: {c.name: "not on PATH" for c in B.EXTERNAL})
+    files, names = report.eval_files(eval_dir)
+    r = report.evaluate(load_codec(codec_dir), files, names, n_qs=[2], baselines=("pca", "opus-6k"))
+    assert set(r["systems"]) == {"vqaudio n_q=2", "pca n_q=2"}
+    assert r["skipped"] == {"pesq": "pesq is not installed", "stoi": "pystoi is not installed", "opus-6k": "not on PATH"}
+    assert r["metrics"] == ["si_snr", "log_mel", "mrstft"]
+    md = report.write_report(r, tmp_path / "r", plots=False).read_text()
+    assert "## Not evaluated" in md and "- opus-6k: not on PATH" in md and "pystoi is not installed" in md
+    assert not list((tmp_path / "r").glob("*.png"))
+    assert "_audio" not in json.loads((tmp_path / "r" / "report.json").read_text())
+
+
+def test_pca_fit_on_other_files(tmp_path, codec_dir, eval_dir, speech_files):
+    manifest = tmp_path / "fit.txt"
+    manifest.write_text("".join(f"{p}\n" for p in speech_files[5:40:5]))
+    out = tmp_path / "r"
+    assert main(["eval", "--codec", str(codec_dir), "--data", str(eval_dir), "-o", str(out), "--n-q", "1,3",
+                 "--baselines", "pca", "--pca-fit", str(manifest), "--pca-max-files", "3", "--no-plots",
+                 "--no-progress"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert r["pca_fit"] == "3 separate files"
+    assert set(r["systems"]) == {"vqaudio n_q=1", "vqaudio n_q=3", "pca n_q=1", "pca n_q=3"}
+
+
+def test_eval_series(tmp_path):
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=2, hidden=8, max_hidden=16, dim=8,
+                              strides=[2, 2], n_q=2, codebook_size=8, kmeans_init=False))
+    save_model(tmp_path / "series_codec", model)
+    data = tmp_path / "series"
+    data.mkdir()
+    t = np.linspace(0, 12, 200)
+    for i in range(4):
+        np.save(data / f"s{i}.npy", np.stack([np.sin(t + i), np.cos(3 * t) * (i + 1)], 1).astype(np.float32))
+    files, names = report.eval_files(data, "series")
+    r = report.evaluate(load_codec(tmp_path / "series_codec"), files, names)
+    assert r["metrics"] == ["si_snr", "nmse"]
+    assert {"codec2-3200", "opus-6k"} <= set(r["skipped"]) and "not applicable" in r["skipped"]["opus-6k"]
+    assert r["systems"]["pca n_q=2"]["mean"]["si_snr"] > 10  # smooth series: PCA at 6 bits/frame is decent
+    report.write_report(r, tmp_path / "r")
+    assert (tmp_path / "r" / "series.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "/nonexistent/folder"], "/nonexistent/folder: no such file or folder"),
+    (["--n-q", "4"], "n_q must be an integer in [1, 3]"),
+    (["--n-q", "one"], "--n-q must look like"),
+    (["--baselines", "pca,mp3"], "unknown baseline(s) mp3"),
+    (["--max-files", "0"], "--max-files must be >= 1"),
+    (["--codec", "/nonexistent/codec"], "model folder does not exist"),
+])
+def test_eval_errors_are_one_line(tmp_path, codec_dir, eval_dir, capsys, args, message):
+    base = {"--codec": str(codec_dir), "--data": str(eval_dir), "-o": str(tmp_path / "r")}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    argv = ["eval", "--no-progress", "--no-plots"] + [x for kv in base.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vqaudio eval: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_eval_empty_folder(tmp_path, codec_dir, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    assert main(["eval", "--codec", str(codec_dir), "--data", str(tmp_path / "empty"), "-o", str(tmp_path / "r")]) == 2
+    assert "no audio" in capsys.readouterr().err
