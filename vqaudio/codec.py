@@ -211,7 +211,7 @@ class Codec:
     ``chunk_steps`` time steps).
     """
 
-    def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 20.0,
+    def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 5.0,
                  chunk_steps: int = 1 << 17) -> None:
         self.name, self.sha256 = name, sha256 or weights_sha256(model)
         self.model = _inference_copy(model)
@@ -465,7 +465,7 @@ def load_codes(path: str | os.PathLike) -> Codes:
 
 
 def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               chunk_seconds: float = 20.0) -> Codec:
+               chunk_seconds: float = 5.0) -> Codec:
     """Load a codec by registered name (``None``: the default model) or checkpoint/experiment folder."""
     from vqaudio.checkpoint import load_model
 
