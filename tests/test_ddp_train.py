@@ -100,9 +100,3 @@ def test_torchrun_cli(tmp_path, small_speech):
     from vqaudio.checkpoint import load_model
 
     assert load_model(exp / "best").config.strides == [2, 2]
-    # an odd global batch cannot be split over 2 ranks: a one-line error, exit status 2
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    bad = [a if a != "4" else "3" for a in args]
-    bad[bad.index(str(exp))] = str(tmp_path / "exp_bad")
-    proc = subprocess.run([*_torchrun(2), *bad], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "not divisible by the 2 processes" in proc.stderr

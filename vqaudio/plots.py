@@ -23,7 +23,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> None:
 
 
 def _log_spec(x: Tensor, n_fft: int) -> np.ndarray:
-    spec = torch.stft(x.float(), n_fft, n_fft // 4, window=torch.hann_window(n_fft), return_complex=True).abs()
+    spec = torch.stft(x.float(), n_fft, n_fft // 4, window=torch.hann_window(n_fft), pad_mode="constant", return_complex=True).abs()
     return (20 * torch.log10(spec.clamp_min(1e-5))).numpy()
 
 

@@ -401,13 +401,19 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             group["lr"] = lr
         model.train()
         loss, metrics = task.training_step(batch, model=wrapped)
+        value = float(loss.detach())
+        if d.world == 1 and not math.isfinite(value):  # under DDP the (all-reduced) grad norm below, on every rank
+            raise FloatingPointError(f"training loss is {value} at step {step + 1}; try a lower --lr or --grad-clip")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
-            metrics = {**metrics, "grad_norm": float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))}
+            norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            if not math.isfinite(norm):
+                raise FloatingPointError(f"gradient norm is {norm} at step {step + 1}; try a lower --lr")
+            metrics = {**metrics, "grad_norm": norm}
         opt.step()
         done = step + 1
-        for k, v in {"loss": float(loss.detach()), **metrics}.items():
+        for k, v in {"loss": value, **metrics}.items():
             acc[k] = acc.get(k, 0.0) + float(v)
         n_acc += 1
 
