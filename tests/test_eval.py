@@ -169,3 +169,15 @@ def test_eval_empty_folder(tmp_path, codec_dir, capsys):
     (tmp_path / "empty" / "notes.txt").write_text("x")
     assert main(["eval", "--codec", str(codec_dir), "--data", str(tmp_path / "empty"), "-o", str(tmp_path / "r")]) == 2
     assert "no audio" in capsys.readouterr().err
+
+
+def test_json_has_no_nan(tmp_path, codec_dir, eval_dir, monkeypatch):
+    """A metric that is undefined on a file (PESQ without speech) is null in report.json and n/a in the table."""
+    monkeypatch.setattr(M, "pesq_score", lambda *a, **k: math.nan)
+    files, names = report.eval_files(eval_dir)
+    r = report.evaluate(load_codec(codec_dir), files, names, n_qs=[1], baselines=(), metrics=("log_mel", "pesq_nb"))
+    assert math.isnan(r["systems"]["vqaudio n_q=1"]["mean"]["pesq_nb"])
+    md = report.write_report(r, tmp_path / "r", plots=False).read_text()
+    text = (tmp_path / "r" / "report.json").read_text()
+    assert "NaN" not in text and json.loads(text)["systems"]["vqaudio n_q=1"]["mean"]["pesq_nb"] is None
+    assert "| n/a |" in md

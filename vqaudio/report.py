@@ -213,6 +213,17 @@ def _fmt(v: float) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
 
 
+def _finite(x: Any) -> Any:
+    """``x`` with every NaN/inf float replaced by ``None`` (standard JSON)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
 def _rate(v: float) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
@@ -275,7 +286,7 @@ def _plot_curve(path: Path, result: dict[str, Any]) -> None:
 def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool = True) -> Path:
     """Write ``report.json`` (every number), ``report.md`` and, with ``plots``, ``spectrograms.png`` (best and
     worst file; ``series.png`` for series), ``codebook_usage.png`` and ``rate_curve.png`` into ``out_dir``
-    (created; each file written atomically). Returns the Markdown path."""
+    (created; each file written atomically). NaN (e.g. PESQ on a file without speech) is ``null`` in the JSON. Returns the Markdown path."""
     from vqaudio.plots import plot_codebook_usage, plot_series
 
     out = Path(out_dir)
@@ -303,7 +314,7 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool
         figs.append(("Metrics against bitrate (vqaudio and PCA over n_q; baselines as points)", "rate_curve.png"))
     result["figures"] = [f for _, f in figs]
     with atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=1, sort_keys=True, allow_nan=True) + "\n")
+        tmp.write_text(json.dumps(_finite(result), indent=1, sort_keys=True, allow_nan=False) + "\n")
 
     n = len(result["files"])
     lines = [f"# vqaudio evaluation: {c['name']}", "",
