@@ -6,6 +6,9 @@ Both paths draw the *same* tokens from the same seed (checked): the full-recompu
 teacher-forced forward over the prefix for every frame, the cached path one O(layers) step per frame. Tokens
 are ``frames * n_q``; real time is the codec frame rate (``--sample-rate / --hop`` frames/s) times n_q.
 Nothing is extrapolated: both paths generate the full ``--tokens``.
+
+OMP_WAIT_POLICY defaults to PASSIVE here: on a shared machine with more runnable processes than cores, OpenMP
+threads that spin at every barrier make the tiny per-step ops of generation 10-50x slower with 2 threads.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prior: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params, layers={cfg.layers}, "
           f"receptive field {model.receptive_field} frames, K={cfg.codebook_size}, n_q={cfg.n_q}; "
           f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
     print(f"generating {tokens} tokens per sequence = {frames} frames = {frames / fps:.2f} s of audio "
           f"at {args.sample_rate} Hz / hop {args.hop} ({fps:.0f} frames/s, {fps * args.n_q:.0f} tokens/s real time)")
     generate(model, args.batch, 8, generator=make_generator(0))  # warm-up
@@ -62,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     tps = args.batch * tokens / t_fast
     print(f"cached:          {t_fast:8.2f} s  {tps:10.0f} tokens/s  {t_fast / frames * 1e3:7.3f} ms/frame  "
           f"real-time factor {args.batch * frames / fps / t_fast:6.1f}x (audio seconds per wall second)")
+    torch.set_num_threads(1)
+    t_one, _ = _time(lambda: generate(model, args.batch, frames, generator=make_generator(0)))
+    torch.set_num_threads(args.threads)
+    print(f"cached, 1 thread: {t_one:6.2f} s  {args.batch * tokens / t_one:10.0f} tokens/s  "
+          f"real-time factor {args.batch * frames / fps / t_one:6.1f}x (for reference)")
     if args.extra_batch:
         t_b, _ = _time(lambda: generate(model, args.extra_batch, frames, generator=make_generator(0)))
         print(f"cached, batch {args.extra_batch}: {t_b:6.2f} s  {args.extra_batch * tokens / t_b:10.0f} tokens/s  "

@@ -118,8 +118,7 @@ def generate(
     out = torch.empty(n, Q, frames, dtype=torch.long, device=device)
     for t in range(frames):
         frame = out[:, :, t]
-        for q in range(Q):
-            frame[:, q] = sample_logits(model.stage_logits(ctx, frame, q), temperature, top_k, top_p, generator)
+        _sample_frame(model, ctx, frame, temperature, top_k, top_p, generator)
         if t + 1 < frames:
             ctx = model.step(state, model.embed_frame(frame))
     return out if prime is None else torch.cat([prime, out], dim=2)
@@ -144,7 +143,15 @@ def generate_naive(
     seq = prime if prime is not None else torch.empty(n, Q, 0, dtype=torch.long, device=device)
     for _ in range(frames):
         seq = torch.cat([seq, seq.new_zeros(n, Q, 1)], dim=2)  # the new frame's value is never looked at
-        ctx = model.context(seq, label)[:, -1]
-        for q in range(Q):
-            seq[:, q, -1] = sample_logits(model.stage_logits(ctx, seq[:, :, -1], q), temperature, top_k, top_p, generator)
+        _sample_frame(model, model.context(seq, label)[:, -1], seq[:, :, -1], temperature, top_k, top_p, generator)
     return seq
+
+
+def _sample_frame(model: WaveNetPrior, ctx: Tensor, frame: Tensor, temperature: float, top_k: int | None,
+                  top_p: float | None, generator: torch.Generator | None) -> None:
+    """Draw the n_q stages of one frame in order into ``frame`` int64[B, n_q], from its context ctx[B, H]."""
+    acc = ctx
+    for q in range(model.cfg.n_q):
+        frame[:, q] = z = sample_logits(model.stage_head(acc, q), temperature, top_k, top_p, generator)
+        if q + 1 < model.cfg.n_q:
+            acc = acc + model.stage_embedding(z, q)

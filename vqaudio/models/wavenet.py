@@ -80,6 +80,8 @@ class GenState:
     t: int  # frames fed so far (the start vector counts as one)
     weights: list[tuple[Tensor, ...]] = field(default_factory=list)  # per layer, see _GatedLayer.step_weights
     bias: list[Tensor] = field(default_factory=list)  # per layer conv bias (+ label embedding): [G] or [B, G]
+    gated: Tensor | None = None  # [B, layers, G/2]: every layer's gated activation of the current step
+    skip: tuple[Tensor, Tensor] | None = None  # all layers' skip 1x1 convs as one [layers*G/2, S] matmul, bias [S]
 
 
 class _GatedLayer(nn.Module):
@@ -112,10 +114,10 @@ class _GatedLayer(nn.Module):
         o = torch.matmul(self.out.weight[:, :, 0], torch.tanh(ta) * torch.sigmoid(sb)) + self.out.bias[:, None]
         return (x + o[:, : self.r]) * _C, o[:, self.r :]
 
-    def step(self, x: Tensor, buf: Tensor, t: int, w: tuple[Tensor, ...], bias: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One frame. x: [B, R] (input at time t); buf: [span, B, R] ring buffer, updated in place.
+    def step(self, x: Tensor, buf: Tensor, t: int, w: tuple[Tensor, ...], bias: Tensor, gated: Tensor) -> Tensor:
+        """One frame. x: [B, R] (input at time t) -> x_next [B, R]; the gate output goes to ``gated`` [B, G/2].
 
-        w: :meth:`step_weights`; bias: conv bias plus label embedding, [G] or [B, G].
+        buf: [span, B, R] ring buffer, updated in place; w: :meth:`step_weights`; bias: [G] or [B, G].
         """
         d, k, n = self.dilation, self.k, self.span
         # conv weight tap i multiplies x_{t - (k-1-i)*d}
@@ -123,8 +125,8 @@ class _GatedLayer(nn.Module):
         a = torch.addmm(bias, torch.cat(taps, dim=1), w[0])
         buf[t % n].copy_(x)
         ta, sb = a.chunk(2, dim=1)
-        o = torch.addmm(w[2], torch.tanh(ta) * torch.sigmoid(sb), w[1])  # [c*res | skip]
-        return torch.add(o[:, : self.r], x, alpha=_C), o[:, self.r :]
+        torch.mul(torch.tanh(ta), torch.sigmoid(sb), out=gated)
+        return torch.add(torch.addmm(w[2], gated, w[1]), x, alpha=_C)  # c * (x + res)
 
     def conv_weight(self) -> Tensor:
         """Conv weight [G, R, k] as a matrix [k*R, G] matching ``cat(taps)`` (tap-major)."""
@@ -132,10 +134,13 @@ class _GatedLayer(nn.Module):
         return w.permute(2, 1, 0).reshape(-1, w.shape[0])
 
     def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(conv weight [k*R, G], 1x1 out weight [G/2, R+S], out bias [R+S]); residual columns pre-scaled by c."""
-        scale = torch.ones(self.out.bias.shape[0], dtype=self.out.bias.dtype, device=self.out.bias.device)
-        scale[: self.r] = _C
-        return self.conv_weight().contiguous(), self.out.weight[:, :, 0].t() * scale, self.out.bias * scale
+        """(conv weight [k*R, G], residual 1x1 weight [G/2, R] and bias [R], both pre-scaled by c)."""
+        w, b = self.out.weight[: self.r, :, 0], self.out.bias[: self.r]
+        return self.conv_weight().contiguous(), w.t() * _C, b * _C
+
+    def skip_weights(self) -> tuple[Tensor, Tensor]:
+        """Skip 1x1 conv: weight [G/2, S], bias [S]."""
+        return self.out.weight[self.r :, :, 0].t(), self.out.bias[self.r :]
 
 
 class WaveNetPrior(nn.Module):
@@ -221,8 +226,12 @@ class WaveNetPrior(nn.Module):
         elif (self.cfg.n_labels > 0) != (label is not None):
             raise ValueError("label is required iff the prior has n_labels > 0")
         bias = [ly.conv.bias + ly.label(label) if ly.label is not None else ly.conv.bias for ly in self.layers]
+        scale = math.sqrt(1.0 / len(self.layers))
+        skip = [ly.skip_weights() for ly in self.layers]
         state = GenState([p.new_zeros(ly.span, batch, self.cfg.residual_channels) for ly in self.layers], 0,
-                         [ly.step_weights() for ly in self.layers], bias)
+                         [ly.step_weights() for ly in self.layers], bias,
+                         p.new_zeros(batch, len(self.layers), self.cfg.gate_channels // 2),
+                         (torch.cat([w for w, _ in skip]) * scale, sum(b for _, b in skip) * scale))
         if prime is None or prime.shape[2] == 0:
             return state, self.step(state, self.start.expand(batch, -1))
         # Fill every layer's ring buffer from one teacher-forced pass over [start, e_0 .. e_{P-2}], then
@@ -241,21 +250,29 @@ class WaveNetPrior(nn.Module):
     @torch.inference_mode()
     def step(self, state: GenState, x: Tensor) -> Tensor:
         """Feed one frame input x[B, R] (an embedded frame or the start vector) -> next context ctx[B, H]."""
-        skips = 0.0
-        for layer, buf, w, bias in zip(self.layers, state.buffers, state.weights, state.bias, strict=True):
-            x, s = layer.step(x, buf, state.t, w, bias)
-            skips = skips + s
+        for i, (layer, buf, w, bias) in enumerate(zip(self.layers, state.buffers, state.weights, state.bias, strict=True)):
+            x = layer.step(x, buf, state.t, w, bias, state.gated[:, i])
         state.t += 1
-        return self.post(skips * math.sqrt(1.0 / len(self.layers)))
+        skips = torch.addmm(state.skip[1], state.gated.view(x.shape[0], -1), state.skip[0])  # all layers at once
+        return self.post(skips)
 
     @torch.inference_mode()
     def stage_logits(self, ctx: Tensor, prev: Tensor, q: int) -> Tensor:
         """Logits[B, K] of stage q given ctx[B, H] and the current frame's earlier stages prev int64[B, q]."""
-        h = ctx + self.stage_bias[q]
         if q > 0:
-            h = h + self.stage_embed(prev[:, :q] + self.offsets[:q]).sum(1)
-        h = torch.relu(torch.relu(h) @ self.head_w1[q] + self.head_b1[q])
-        return h @ self.head_w2[q] + self.head_b2[q]
+            ctx = ctx + self.stage_embed(prev[:, :q] + self.offsets[:q]).sum(1)
+        return self.stage_head(ctx, q)
+
+    @torch.inference_mode()
+    def stage_head(self, acc: Tensor, q: int) -> Tensor:
+        """Logits[B, K] of stage q from ``acc = ctx + sum_{j<q} E'_j[z^j]`` [B, H] (see :meth:`stage_embedding`)."""
+        h = torch.relu(torch.addmm(self.head_b1[q], torch.relu(acc + self.stage_bias[q]), self.head_w1[q]))
+        return torch.addmm(self.head_b2[q], h, self.head_w2[q])
+
+    @torch.inference_mode()
+    def stage_embedding(self, z: Tensor, q: int) -> Tensor:
+        """E'_q[z] [B, H] for stage-q tokens z int64[B]: what the heads of stages > q add to their input."""
+        return F.embedding(z + q * self.cfg.codebook_size, self.stage_embed.weight)
 
     @torch.inference_mode()
     def embed_frame(self, frame: Tensor) -> Tensor:
