@@ -181,3 +181,16 @@ def test_json_has_no_nan(tmp_path, codec_dir, eval_dir, monkeypatch):
     text = (tmp_path / "r" / "report.json").read_text()
     assert "NaN" not in text and json.loads(text)["systems"]["vqaudio n_q=1"]["mean"]["pesq_nb"] is None
     assert "| n/a |" in md
+
+
+def test_stereo_file_is_coded_per_channel(tmp_path, codec_dir, eval_dir):
+    """A 2-channel file costs twice the bits of its mono version, for the codec and for PCA alike."""
+    mono = sorted(eval_dir.rglob("*.wav"))[0]
+    x = load_audio(mono)[0]
+    save_audio(tmp_path / "stereo.wav", torch.cat([x, 0.5 * x.flip(-1)]), 8000)
+    codec = load_codec(codec_dir)
+    r = report.evaluate(codec, [mono, tmp_path / "stereo.wav"], ["mono", "stereo"], n_qs=[2], baselines=("pca",),
+                        pca_fit=[tmp_path / "stereo.wav", mono])
+    for system in ("vqaudio n_q=2", "pca n_q=2"):
+        per = r["systems"][system]["per_file"]
+        assert per["stereo"]["bitrate"] == pytest.approx(2 * per["mono"]["bitrate"])

@@ -119,6 +119,8 @@ def evaluate(codec, files: list[Path], names: list[str] | None = None, n_qs: lis
     if "pca" in baselines:
         fit_files = pca_fit or files
         fit = [_at(load(f), model_rate) for f in fit_files]
+        if kind == "audio":  # audio is coded channel by channel, like the codec's mono model
+            fit = [ch for x in fit for ch in x.split(1)]
         pcas = dict(zip(n_qs, B.PCABaseline.fit(fit, codec.hop, [float(k * codec.bits_per_code) for k in n_qs],
                                                   normalise=kind == "series"), strict=True))
 
@@ -157,9 +159,10 @@ def evaluate(codec, files: list[Path], names: list[str] | None = None, n_qs: lis
                     signals.setdefault(name, {})["codec"] = est
                 if k in pcas:
                     x = _at((ref, sr), model_rate)
-                    y, bits = pcas[k](x)
-                    y = resample(y, model_rate, sr) if sr and model_rate != sr else y
                     p = pcas[k]
+                    parts = [p(ch) for ch in x.split(1)] if kind == "audio" else [p(x)]
+                    y, bits = torch.cat([q[0] for q in parts]), sum(q[1] for q in parts)
+                    y = resample(y, model_rate, sr) if sr and model_rate != sr else y
                     add(f"pca n_q={k}", name, M.score(ref, y[..., : ref.shape[-1]], sr, kind, metrics), bits, seconds,
                         system="pca", n_q=k, components=p.n_components, bits_per_coefficient=p.bits)
             for c in external:
