@@ -41,7 +41,14 @@ def _incremental_logits(model: WaveNetPrior, codes: torch.Tensor, label, prime_l
     state, ctx = model.init_state(B, label, prime)
     out = []
     for t in range(prime_len, F):
-        out.append(torch.stack([model.stage_logits(ctx, codes[:, :, t], q) for q in range(Q)], dim=1))
+        if t % 2:  # the generation path: running sum of the frame's earlier stages' embeddings
+            acc, logits = ctx, []
+            for q in range(Q):
+                logits.append(model.stage_head(acc, q))
+                acc = acc + model.stage_embedding(codes[:, q, t], q)
+        else:  # the stateless path: stage q from all earlier stages at once
+            logits = [model.stage_logits(ctx, codes[:, :, t], q) for q in range(Q)]
+        out.append(torch.stack(logits, dim=1))
         ctx = model.step(state, model.embed_frame(codes[:, :, t]))
     return torch.stack(out, dim=2)
 
