@@ -92,8 +92,9 @@ def evaluate(codec, files: list[Path], names: list[str] | None = None, n_qs: lis
     names = names or [str(f) for f in files]
     kind = codec.kind
     n_qs = sorted(set(n_qs or range(1, codec.n_q + 1)))
-    for k in n_qs:
-        codec._n_q(k)  # ConfigError unless 1 <= k <= codec.n_q
+    bad = [k for k in n_qs if not 1 <= k <= codec.n_q]
+    if bad:
+        raise ConfigError(f"n_q must be an integer in [1, {codec.n_q}] for model {codec.name!r}, got {bad[0]}")
     unknown = set(baselines) - set(BASELINES)
     if unknown:
         raise ConfigError(f"unknown baseline(s) {', '.join(sorted(unknown))}; choose from {', '.join(BASELINES)}")
