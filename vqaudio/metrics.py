@@ -25,7 +25,7 @@ from torch import Tensor
 
 from vqaudio.io import resample
 
-__all__ = ["si_snr", "log_mel_distance", "mrstft_distance", "pesq_score", "stoi_score", "optional_metrics",
+__all__ = ["si_snr", "nmse", "log_mel_distance", "mrstft_distance", "pesq_score", "stoi_score", "optional_metrics",
            "code_counts", "codebook_stats", "score", "align", "AUDIO_METRICS", "SERIES_METRICS", "HIGHER_IS_BETTER"]
 
 AUDIO_METRICS = ("si_snr", "log_mel", "mrstft", "pesq_nb", "pesq_wb", "stoi")
