@@ -3,7 +3,7 @@
 ::
 
     corpus = extract_tokens(codec, "data/", cache_dir="exp/tokens")     # cached by codec sha256 + file sha256
-    result = train_prior(codec, "data/", "exp/", PriorTrainConfig(...))  # vqaudio.train.fit underneath
+    result = train_prior(codec, "data/", "exp/", WaveNetConfig(layers=20), TrainConfig(steps=20000))  # train.fit
     paths = sample("exp/", codec, n=4, seconds=2.0, top_p=0.9, seed=0, out_dir="out/")
 
 Held-out NLL is reported in bits per token next to the unigram entropy (bits) of the training codes: a prior
