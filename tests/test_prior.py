@@ -291,3 +291,35 @@ def test_train_prior_cli_on_codec_tokens(codec_dir: Path, audio_dir: Path, tmp_p
     assert cli(["train-prior", "--codec", str(codec_dir), "--data", str(tmp_path / "nope"), "--exp",
                 str(tmp_path / "e2"), "--no-progress"]) == 2
     assert "nope: no such file or folder" in capsys.readouterr().err
+
+
+def test_random_crops_are_a_function_of_index_and_epoch() -> None:
+    seq = torch.arange(100).view(1, 100)
+    win = TokenWindows(TokenCorpus([seq], [0], ["a"]), 16, random_crop=True, seed=3)
+    assert len(win) == 7  # starts 0, 16, .., 96 (the last one padded)
+    starts = {int(win.sample(2, e)["codes"][0, 0]) for e in range(40)}
+    assert starts <= set(range(32, 48)) and len(starts) > 5  # shifted within [start, start + stride)
+    assert torch.equal(win.sample(4, 7)["codes"], win.sample(4, 7)["codes"])
+    last = win.sample(6, 1)
+    assert int(last["codes"][0, 0]) == 96 and last["mask"].sum() == 4  # no room to shift the padded tail
+
+
+def test_prior_on_fewer_levels_than_the_codec(codec_dir: Path, tmp_path: Path) -> None:
+    from vqaudio.codec import load_codec
+
+    codec = load_codec(codec_dir)
+    prior = WaveNetPrior(_small(16, 1, codec={**codec_meta(codec), "n_q": 1}))
+    paths = sample(prior, codec, n=1, frames=20, seed=0, out_dir=tmp_path)
+    assert tokenfile.read(paths[0]).codes.shape == (1, 1, 20)
+    assert sf.read(paths[1])[0].shape == (20 * codec.hop,)
+
+
+def test_train_prior_cli_config_errors(codec_dir: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"layer": 3}}')
+    args = ["train-prior", "--codec", str(codec_dir), "--data", str(tmp_path), "--exp", str(tmp_path / "e")]
+    assert cli([*args, "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.json" in err and "unknown keys ['layer']" in err and len(err.splitlines()) == 1
+    assert cli([*args, "--seq-len", "0"]) == 2
+    assert "--seq-len" in capsys.readouterr().err
