@@ -137,6 +137,12 @@ def test_jobs_give_identical_files(speech_dir, ckpt, tmp_path):
     assert names == files(tmp_path / "two") and len(names) == 4
     for n in names:
         assert (tmp_path / "one" / n).read_bytes() == (tmp_path / "two" / n).read_bytes()
+    run("decode", tmp_path / "one", "-o", tmp_path / "a1", "--model", ckpt, "--no-progress")
+    run("decode", tmp_path / "one", "-o", tmp_path / "a2", "--model", ckpt, "--jobs", "2", "--no-progress")
+    wavs = files(tmp_path / "a1")
+    assert wavs == files(tmp_path / "a2") == [Path(n).with_suffix(".wav").as_posix() for n in names]
+    for n in wavs:
+        assert (tmp_path / "a1" / n).read_bytes() == (tmp_path / "a2" / n).read_bytes()
 
 
 @pytest.mark.parametrize("kind", ["corrupt", "empty", "nan", "series", "missing"])
