@@ -1,7 +1,24 @@
-"""vqaudio: discrete tokens for audio and time series (VQ-VAE), and a WaveNet prior over them."""
+"""vqaudio: discrete tokens for audio and time series (VQ-VAE), and a WaveNet prior over them.
 
-from vqaudio.errors import VQAudioError
+    codec = vqaudio.load_codec("path/to/experiment")   # or a shipped model name
+    codes = codec.encode(wav, sample_rate)              # wav: Tensor[C, T] -> Codes
+    vqaudio.save_codes("talk.vqa", codes)
+    wav, sr = codec.decode(vqaudio.load_codes("talk.vqa"))
+"""
+
+from vqaudio.checkpoint import load_model, save_model
+from vqaudio.codec import Codec, Codes, load_codec, load_codes, save_codes
+from vqaudio.errors import AudioError, CheckpointError, ConfigError, TokenFileError, VQAudioError
+from vqaudio.models.vqvae import VQVAE, VQVAEConfig
+from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior
 from vqaudio.ops import nearest_code, quantize
+from vqaudio.prior import load_prior, sample, train_prior
+from vqaudio.quantize import ResidualVQ, VectorQuantizer
 
 __version__ = "0.1.0"
-__all__ = ["VQAudioError", "nearest_code", "quantize", "__version__"]
+__all__ = [
+    "VQVAE", "AudioError", "CheckpointError", "Codec", "Codes", "ConfigError", "ResidualVQ", "TokenFileError",
+    "VQAudioError", "VQVAEConfig", "VectorQuantizer", "WaveNetConfig", "WaveNetPrior", "__version__", "load_codec",
+    "load_codes", "load_model", "load_prior", "nearest_code", "quantize", "sample", "save_codes", "save_model",
+    "train_prior",
+]
