@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand found in ``vqaudio.commands``."""
     import vqaudio.commands as commands
 
-    parser = argparse.ArgumentParser(prog="vqaudio", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="vqaudio", description="Discrete tokens for audio and time series: train, encode, decode, model and sample."
+    )
     parser.add_argument("--version", action="version", version=f"vqaudio {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
