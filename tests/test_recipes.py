@@ -49,8 +49,8 @@ def _save(path: Path, x: torch.Tensor, rate: int) -> None:
 def make_vctk(root: Path, clips: list[torch.Tensor]) -> Path:
     for i, x in enumerate(clips[:8]):
         spk = ("p225", "p226")[i % 2]
-        _save(root / "wav48_silence_trimmed" / spk / f"{spk}_{i:03d}_mic1.flac", x, 48000)
-        _save(root / "wav48_silence_trimmed" / spk / f"{spk}_{i:03d}_mic2.flac", x, 48000)  # second mic: not used
+        _save(root / "wav48_silence_trimmed" / spk / f"{spk}_{i + 1:03d}_mic1.flac", x, 48000)
+        _save(root / "wav48_silence_trimmed" / spk / f"{spk}_{i + 1:03d}_mic2.flac", x, 48000)  # second mic: not used
     (root / "speaker-info.txt").write_text("ID AGE GENDER ACCENTS\np225 23 F English\np226 22 M English\n")
     return root
 
