@@ -187,6 +187,7 @@ def evaluate(codec, files: list[Path], names: list[str] | None = None, n_qs: lis
     counts = M.code_counts(all_codes, codec.codebook_size)
     main = systems[f"vqaudio n_q={top}"]["per_file"]
     key = primary_metric(kind)
+    key = key if key in next(iter(main.values())) else next(iter(next(iter(main.values()))))  # a metric subset
     order = sorted(main, key=lambda n: main[n][key], reverse=M.HIGHER_IS_BETTER[key])  # best first
     result = {
         "codec": {"name": codec.name, "sha256": codec.sha256, "kind": kind, "sample_rate": codec.sample_rate,
