@@ -194,3 +194,19 @@ def test_stereo_file_is_coded_per_channel(tmp_path, codec_dir, eval_dir):
     for system in ("vqaudio n_q=2", "pca n_q=2"):
         per = r["systems"][system]["per_file"]
         assert per["stereo"]["bitrate"] == pytest.approx(2 * per["mono"]["bitrate"])
+
+
+def test_bench_quality_uses_eval(tmp_path, codec_dir, eval_dir, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quality", Path(__file__).parents[1] / "benchmarks/bench_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "q.json"
+    assert bench.main(["--codec", str(codec_dir), "--data", str(eval_dir), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["metrics"] == ["pesq_nb", "stoi", "log_mel"] and r["n_qs"] == [3]
+    assert {s["system"] for s in r["systems"].values()} <= {"codec", "external"}
+    assert {n for n, s in r["systems"].items() if s["system"] == "external"} == {c.name for c in B.EXTERNAL if c.available()}
+    assert "vqaudio n_q=3" in capsys.readouterr().out
+    assert bench.main(["--codec", str(tmp_path / "missing")]) == 2
