@@ -115,6 +115,10 @@ std::vector<acc_t> codebook_mean(const scalar_t* E, int64_t e0, int64_t e1, int6
   return mu;
 }
 
+// Codebooks up to this size are compared with every row directly (see run()): measured faster than
+// a 64-code panel and its lane reduction for K <= 4 at any D, slower from K = 8 on.
+constexpr int64_t kTinyCodebook = 4;
+
 template <typename scalar_t, typename acc_t>
 void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, at::Tensor& dist2) {
   const auto kernel = select_kernel<acc_t>();
@@ -166,7 +170,38 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   acc_t* out_dist = dist2.data_ptr<acc_t>();
   const int64_t nblocks = (N + MR - 1) / MR;
   std::atomic<bool> x_finite{true};
-  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+  // At least ~256k multiply-adds per task: small calls run inline, with no thread start-up.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, MR * npanels * NR * D));
+  if (K <= kTinyCodebook) {
+    // A handful of codes: direct distances per row beat a 64-code panel and a lane reduction.
+    at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
+      std::vector<acc_t> tile(MR * D);
+      bool finite = true;
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t row0 = b * MR, rows = std::min<int64_t>(MR, N - row0);
+        pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, mu.data(), tile.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          const acc_t* xr = tile.data() + r * D;
+          int64_t arg = 0;
+          acc_t best = squared_distance(xr, C, D);
+          for (int64_t k = 1; k < K; ++k) {
+            const acc_t dist = squared_distance(xr, C + k * D, D);
+            if (dist < best) best = dist, arg = k;  // strict: the lowest index wins ties
+          }
+          if (!std::isfinite(best)) {
+            const scalar_t* raw = X + (row0 + r) * s0;
+            for (int64_t d = 0; d < D; ++d) finite &= static_cast<bool>(std::isfinite(static_cast<acc_t>(raw[d * s1])));
+          }
+          out_idx[row0 + r] = arg;
+          out_dist[row0 + r] = best;
+        }
+      }
+      if (!finite) x_finite = false;
+    });
+    TORCH_CHECK_VALUE(x_finite.load(), "nearest_code: x contains NaN or Inf");
+    return;
+  }
+  at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
     std::vector<acc_t> tile(MR * D), best(MR);
     std::vector<int64_t> arg(MR);
     bool finite = true;
