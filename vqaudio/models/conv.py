@@ -66,14 +66,17 @@ class Conv(nn.Module):
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, norm: bool = True) -> None:
         super().__init__()
-        conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation)
-        self.conv = weight_norm(conv) if norm else conv
-        self.kernel, self.stride, self.dilation = kernel, stride, dilation
         total = dilation * (kernel - 1) if stride == 1 else kernel - stride
         self.pad = (total // 2, total - total // 2)
+        # Symmetric padding is done by the convolution itself (no padded copy of the input).
+        inner = self.pad[0] if self.pad[0] == self.pad[1] else 0
+        conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation, padding=inner)
+        self.conv = weight_norm(conv) if norm else conv
+        self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        self.outer = (0, 0) if inner else self.pad
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.pad(x, self.pad))
+        return self.conv(F.pad(x, self.outer) if any(self.outer) else x)
 
     def input_range(self, a: int, b: int) -> tuple[int, int]:
         return a * self.stride - self.pad[0], b * self.stride - self.pad[0] + self.dilation * (self.kernel - 1)
