@@ -32,16 +32,6 @@ from vqaudio.prior import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops: one intra-op thread (two threads on a shared, busy 2-core machine stall on barriers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def _small(K: int, n_q: int, n_labels: int = 0, **kw) -> WaveNetConfig:
     return WaveNetConfig(codebook_size=K, n_q=n_q, residual_channels=32, gate_channels=64, skip_channels=32,
                          head_channels=64, layers=6, cycle=3, n_labels=n_labels, **kw)

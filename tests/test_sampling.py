@@ -9,16 +9,6 @@ from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior
 from vqaudio.sampling import filter_logits, generate, generate_naive, make_generator, sample_logits
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops: one intra-op thread (two threads on a shared, busy 2-core machine stall on barriers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def _model(n_q: int = 2, n_labels: int = 0) -> WaveNetPrior:
     torch.manual_seed(1)
     cfg = WaveNetConfig(codebook_size=13, n_q=n_q, residual_channels=8, gate_channels=8, skip_channels=8,

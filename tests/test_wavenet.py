@@ -8,16 +8,6 @@ import torch
 from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops: one intra-op thread (two threads on a shared, busy 2-core machine stall on barriers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-
 def _model(n_q: int = 3, n_labels: int = 0, kernel_size: int = 2, seed: int = 0) -> WaveNetPrior:
     torch.manual_seed(seed)
     cfg = WaveNetConfig(

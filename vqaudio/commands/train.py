@@ -26,6 +26,26 @@ TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup
                "num_workers": "num_workers", "device": "device"}
 
 
+def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The flags of ``TrainConfig`` shared by ``train`` and ``train-prior`` (see ``TRAIN_FLAGS``)."""
+    t = p.add_argument_group("training (override --config)")
+    t.add_argument("--steps", type=int, metavar="N")
+    t.add_argument("--batch-size", type=int, metavar="B", help="global batch size")
+    t.add_argument("--lr", type=float)
+    t.add_argument("--warmup-steps", type=int)
+    t.add_argument("--schedule", choices=["constant", "cosine"])
+    t.add_argument("--grad-clip", type=float)
+    t.add_argument("--log-every", type=int)
+    t.add_argument("--valid-every", type=int)
+    t.add_argument("--valid-batches", type=int)
+    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--num-workers", type=int)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return t
+
+
 def strides_arg(text: str) -> list[int]:
     try:
         strides = [int(s) for s in text.split(",") if s.strip()]
@@ -53,21 +73,7 @@ def register(subparsers) -> None:
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
     g.add_argument("--activation", choices=["elu", "snake"])
     g.add_argument("--quantizer-dropout", type=float, metavar="P")
-    t = p.add_argument_group("training (override --config)")
-    t.add_argument("--steps", type=int, metavar="N")
-    t.add_argument("--batch-size", type=int, metavar="B", help="global batch size")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--schedule", choices=["constant", "cosine"])
-    t.add_argument("--grad-clip", type=float)
-    t.add_argument("--log-every", type=int)
-    t.add_argument("--valid-every", type=int)
-    t.add_argument("--valid-batches", type=int)
-    t.add_argument("--checkpoint-every", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--num-workers", type=int)
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = add_training_arguments(p)
     t.add_argument("--no-plots", action="store_true", help="no validation figures")
     p.set_defaults(func=run)
 

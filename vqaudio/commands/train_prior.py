@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from vqaudio.commands.train import TRAIN_FLAGS, _read_json
+from vqaudio.commands.train import TRAIN_FLAGS, _read_json, add_training_arguments
 from vqaudio.errors import ConfigError
 
 HELP = "train a WaveNet prior over a codec's tokens (for vqaudio sample)"
@@ -43,21 +43,7 @@ def register(subparsers) -> None:
     g.add_argument("--gate-channels", type=int)
     g.add_argument("--skip-channels", type=int)
     g.add_argument("--head-channels", type=int)
-    t = p.add_argument_group("training (override --config)")
-    t.add_argument("--steps", type=int, metavar="N")
-    t.add_argument("--batch-size", type=int, metavar="B", help="global batch size")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--schedule", choices=["constant", "cosine"])
-    t.add_argument("--grad-clip", type=float)
-    t.add_argument("--log-every", type=int)
-    t.add_argument("--valid-every", type=int)
-    t.add_argument("--valid-batches", type=int)
-    t.add_argument("--checkpoint-every", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--num-workers", type=int)
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_training_arguments(p)
     p.set_defaults(func=run)
 
 
