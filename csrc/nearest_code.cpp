@@ -100,6 +100,15 @@ acc_t squared_distance(const acc_t* x, const acc_t* e_centred, int64_t D) {
   return sum;
 }
 
+// Whether a raw row of x is finite: called only when its distance is not, which means NaN/Inf in x
+// or finite values whose centred squares overflow.
+template <typename scalar_t, typename acc_t>
+bool row_finite(const scalar_t* row, int64_t s1, int64_t D) {
+  for (int64_t d = 0; d < D; ++d)
+    if (!std::isfinite(static_cast<acc_t>(row[d * s1]))) return false;
+  return true;
+}
+
 // Mean of the codebook rows (summed in double); zeros if it is not finite (a non-finite codebook
 // is reported by the packing pass).
 template <typename scalar_t, typename acc_t>
@@ -188,10 +197,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
             const acc_t dist = squared_distance(xr, C + k * D, D);
             if (dist < best) best = dist, arg = k;  // strict: the lowest index wins ties
           }
-          if (!std::isfinite(best)) {
-            const scalar_t* raw = X + (row0 + r) * s0;
-            for (int64_t d = 0; d < D; ++d) finite &= static_cast<bool>(std::isfinite(static_cast<acc_t>(raw[d * s1])));
-          }
+          if (!std::isfinite(best)) finite &= row_finite<scalar_t, acc_t>(X + (row0 + r) * s0, s1, D);
           out_idx[row0 + r] = arg;
           out_dist[row0 + r] = best;
         }
@@ -211,10 +217,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
       kernel.fn(tile.data(), D, P, Q, npanels, best.data(), arg.data());
       for (int64_t r = 0; r < rows; ++r) {
         const acc_t dist = squared_distance(tile.data() + r * D, C + arg[r] * D, D);
-        if (!std::isfinite(dist)) {  // NaN/Inf in x, or finite values whose centred squares overflow
-          const scalar_t* raw = X + (row0 + r) * s0;
-          for (int64_t d = 0; d < D; ++d) finite &= static_cast<bool>(std::isfinite(static_cast<acc_t>(raw[d * s1])));
-        }
+        if (!std::isfinite(dist)) finite &= row_finite<scalar_t, acc_t>(X + (row0 + r) * s0, s1, D);
         out_idx[row0 + r] = arg[r];
         out_dist[row0 + r] = dist;
       }
