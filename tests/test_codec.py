@@ -206,6 +206,17 @@ def test_file_round_trip_streams_the_same_result(codec, speech_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "a.vqa"]  # no temp files left
 
 
+def test_decode_onto_a_folder_is_one_line_error(codec, speech_file, tmp_path):
+    """An OSError from the atomic rename (``decode e/a.vqa --force`` where ``e/a.wav`` is a folder) is an AudioError."""
+    codes = codec.encode_file(speech_file)
+    out = tmp_path / "a.wav"
+    out.mkdir()
+    with pytest.raises(AudioError, match="cannot write audio") as info:
+        codec.decode_to_file(codes, out)
+    assert str(info.value).startswith(str(out)) and "\n" not in str(info.value)
+    assert out.is_dir() and [p.name for p in tmp_path.iterdir()] == ["a.wav"]  # no temporary left behind
+
+
 def test_decode_refuses_codes_of_another_model(codec, speech_file, tmp_path):
     codes = codec.encode_file(speech_file)
     save_codes(tmp_path / "a.vqa", codes)

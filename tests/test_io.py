@@ -133,3 +133,20 @@ def _npy_bytes(tmp_path):
 def test_path_kinds():
     assert is_audio_path("a/b.WAV") and is_audio_path("x.flac") and not is_audio_path("x.npy")
     assert is_series_path("x.npy") and is_series_path("y.CSV") and not is_series_path("z.wav")
+
+
+@pytest.mark.parametrize("name, save", [
+    ("a.wav", lambda p: save_audio(p, torch.zeros(1, 10), 8000)),
+    ("a.npy", lambda p: save_series(p, torch.zeros(1, 10))),
+    ("a.csv", lambda p: save_series(p, torch.zeros(1, 10))),
+])
+def test_write_onto_a_folder_is_one_line_error(tmp_path, name, save):
+    """An OSError from the atomic rename (the destination is an existing folder) is an AudioError, not a traceback."""
+    path = tmp_path / name
+    path.mkdir()
+    (path / "keep").write_bytes(b"x")
+    with pytest.raises(AudioError, match="cannot write") as info:
+        save(path)
+    _one_line(info, path)
+    assert path.is_dir() and (path / "keep").read_bytes() == b"x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left behind

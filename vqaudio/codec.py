@@ -445,6 +445,8 @@ class Codec:
             with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", rate, codes.channels, subtype, format=fmt) as f:
                 for block in blocks:
                     f.write((block.clamp(-1, 1) if clip else block).T.numpy())
+        except OSError as err:  # mkstemp / os.replace: e.g. the destination is a folder, or no permission
+            raise AudioError(f"cannot write audio: {err.strerror or err}", str(path)) from None
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
             raise AudioError(f"cannot write audio: {err}", str(path)) from None
 

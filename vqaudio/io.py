@@ -155,6 +155,8 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, sub
     try:
         with atomic_path(path) as tmp:
             sf.write(str(tmp), wav.T.numpy(), sample_rate, format=_AUDIO_FORMATS[suffix], subtype=subtype)
+    except OSError as err:  # mkstemp / os.replace: e.g. the destination is a folder, or no permission
+        raise AudioError(f"cannot write audio: {err.strerror or err}", str(path)) from None
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         raise AudioError(f"cannot write audio: {err}", str(path)) from None
 
@@ -222,10 +224,13 @@ def save_series(path: str | os.PathLike, x: torch.Tensor) -> None:
     if not path.parent.is_dir():
         raise AudioError("output folder does not exist", str(path))
     table = x.T.contiguous().numpy()
-    with atomic_path(path) as tmp:
-        if suffix == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, table, allow_pickle=False)
-        else:
-            header = ",".join(f"ch{i}" for i in range(table.shape[1]))
-            np.savetxt(tmp, table, fmt="%.9g", delimiter=",", header=header, comments="")
+    try:
+        with atomic_path(path) as tmp:
+            if suffix == ".npy":
+                with open(tmp, "wb") as f:
+                    np.save(f, table, allow_pickle=False)
+            else:
+                header = ",".join(f"ch{i}" for i in range(table.shape[1]))
+                np.savetxt(tmp, table, fmt="%.9g", delimiter=",", header=header, comments="")
+    except OSError as err:  # mkstemp / os.replace / the write: e.g. the destination is a folder, disk full
+        raise AudioError(f"cannot write series: {err.strerror or err}", str(path)) from None
