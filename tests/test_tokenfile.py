@@ -269,3 +269,39 @@ def test_large_file_is_fast(tmp_path):
     assert time.perf_counter() - t0 < 10
     assert torch.equal(back.codes, c.codes)
     assert (tmp_path / "hour.vqa").stat().st_size < frames * 8 * 10 / 8 + 2048
+
+
+def craft_raw(hb: bytes, payload: bytes) -> bytes:
+    """A file with valid CRCs around raw header bytes and a raw payload."""
+    head = tf.MAGIC + struct.pack("<HI", tf.FORMAT_VERSION, len(hb)) + hb
+    head += struct.pack("<I", zlib.crc32(head))
+    return head + payload + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
+
+
+@pytest.mark.parametrize("bits", [40, 33, 64])
+def test_bits_beyond_the_supported_width(tmp_path, bits):
+    """A valid-CRC header whose codebook_size and bits agree but exceed 32 bits is refused before unpacking."""
+    c = make_codes()
+    header = {**c.header(), "codebook_size": 2**bits, "bits": bits}
+    count = header["items"] * header["n_q"] * header["frames"]
+    bad = tmp_path / "wide.vqa"
+    bad.write_bytes(craft_raw(json.dumps(header).encode(), bytes((count * bits + 7) // 8)))
+    msg = read_error(bad)
+    assert "invalid token file header" in msg and f"bits = {bits}" in msg
+
+
+def test_deeply_nested_header(tmp_path):
+    bad = tmp_path / "nested.vqa"
+    bad.write_bytes(craft_raw(b"[" * 200_000, b""))
+    assert "invalid token file header" in read_error(bad)
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), 10**39, 1e39], ids=["int400", "-int400", "int39", "float39"])
+def test_stats_too_large_for_a_float(tmp_path, value):
+    """A 400-digit integer (or a number beyond float32) in the series stats: TokenFileError, not OverflowError."""
+    c = make_codes(items=1, kind="series")
+    header = c.header()
+    header["stats"]["mean"][1] = value
+    bad = tmp_path / "huge.vqa"
+    bad.write_bytes(craft(header, c.codes.numpy(), c.bits))
+    assert "invalid token file (stats must be" in read_error(bad)

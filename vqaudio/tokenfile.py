@@ -152,6 +152,21 @@ def unpack_bits(data: bytes | np.ndarray, bits: int, count: int) -> np.ndarray:
     return out
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _is_float32(x: Any) -> bool:
+    """Whether ``x`` is a real number (not a bool) that is finite as float32 (stats are decoded in float32);
+    an integer too large for a float (a 400-digit one) is ``False``, not an OverflowError."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        f = float(x)
+    except OverflowError:
+        return False
+    return math.isfinite(f) and abs(f) <= _FLOAT32_MAX
+
+
 def _validate(c: Codes, fail) -> None:
     """Check the metadata's types and mutual consistency; ``fail(msg)`` raises."""
 
@@ -194,7 +209,7 @@ def _validate(c: Codes, fail) -> None:
         for key in ("mean", "std") if ok else ():
             v = c.stats[key]
             ok = ok and isinstance(v, list) and len(v) == c.channels
-            ok = ok and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            ok = ok and all(_is_float32(x) for x in v)
         if not ok:
             fail(f"stats must be {{'mean': [{c.channels} numbers], 'std': [{c.channels} numbers]}} on series files")
     if c.codes.numel():
@@ -269,9 +284,13 @@ def read(path: str | os.PathLike) -> Codes:
         name, sha = model["name"], model["sha256"]
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         fail(f"invalid token file header ({type(err).__name__}: {err})")
+    except RecursionError:  # e.g. a header of deeply nested [[[[...
+        fail("invalid token file header (JSON nested too deeply)")
     for key, v in (("items", items), ("n_q", n_q), ("frames", frames), ("bits", bits)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             fail(f"invalid token file header ({key} = {v!r})")
+    if not 1 <= bits <= _MAX_BITS:  # before unpacking: unpack_bits handles 1..32 bits per code
+        fail(f"invalid token file header (bits = {bits}, expected 1 to {_MAX_BITS})")
     if not isinstance(meta["codebook_size"], int) or bits != code_bits(meta["codebook_size"]):
         fail(f"invalid token file header (bits = {bits} for codebook size {meta['codebook_size']!r})")
     count = items * n_q * frames
