@@ -240,3 +240,27 @@ def test_process_exit_code_and_no_traceback(tmp_path, ckpt):
     lines = [ln for ln in proc.stderr.splitlines() if "Warning" not in ln and "warn" not in ln]
     assert lines == [f"vqaudio decode: error: {bad}: truncated token file (10 bytes)"], proc.stderr
     assert not (tmp_path / "bad.wav").exists()
+
+
+def test_output_naming_the_input_is_refused_even_with_force(wav, ckpt, tmp_path, capsys):
+    """``encode IN -o IN --force`` must not replace the user's original with the lossy reconstruction."""
+    original = wav.read_bytes()
+    for extra in ([], ["--force"]):
+        run("encode", wav, "--model", ckpt, "-o", wav, *extra, expect=2)
+        one_error_line(capsys, "would overwrite the input", str(wav))
+        assert wav.read_bytes() == original
+    link = wav.parent / "link.wav"  # another name for the same file
+    link.hardlink_to(wav)
+    run("encode", wav, "--model", ckpt, "-o", link, "--force", expect=2)
+    one_error_line(capsys, "would overwrite the input")
+    assert wav.read_bytes() == original and files(wav.parent) == ["link.wav", "speech.wav"]
+    torch.manual_seed(0)
+    series = save_model(tmp_path / "series-model", VQVAE(VQVAEConfig(
+        kind="series", sample_rate=None, channels=1, hidden=4, max_hidden=8, dim=4, n_q=2, codebook_size=16,
+        strides=[2, 2], kmeans_init=False)))
+    npy = tmp_path / "s.npy"
+    np.save(npy, np.sin(np.arange(400, dtype=np.float32) / 7)[:, None])
+    before = npy.read_bytes()
+    run("encode", npy, "--model", series, "-o", npy, "--force", expect=2)
+    one_error_line(capsys, "would overwrite the input", str(npy))
+    assert npy.read_bytes() == before

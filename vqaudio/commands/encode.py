@@ -63,9 +63,10 @@ def collect(inputs: list[str], out: str | None, accept: Callable[[Path], bool], 
             raise ConfigError("no such file or folder", str(r))
     single = len(roots) == 1 and roots[0].is_file()
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None and single and (out_dir.is_file() or (file_out(out_dir) and not out_dir.is_dir())):
-        return [Job(roots[0], out_dir, roots[0].name)]
     jobs: list[Job] = []
+    if out_dir is not None and single and (out_dir.is_file() or (file_out(out_dir) and not out_dir.is_dir())):
+        jobs.append(Job(roots[0], out_dir, roots[0].name))
+        roots = []  # checked below like every other job: -o IN must not replace the input, even with --force
     for root in roots:
         if root.is_dir():
             files = sorted(p for p in root.rglob("*") if p.is_file() and accept(p)
@@ -81,7 +82,7 @@ def collect(inputs: list[str], out: str | None, accept: Callable[[Path], bool], 
         key = j.dst.resolve()
         if key in seen:
             raise ConfigError(f"{seen[key]} and {j.src} would both be written to {j.dst}; pass separate -o folders")
-        if key == j.src.resolve():
+        if key == j.src.resolve() or (j.dst.exists() and os.path.samefile(j.dst, j.src)):
             raise ConfigError(f"output would overwrite the input {j.src}")
         seen[key] = j.src
     return jobs
