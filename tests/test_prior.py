@@ -223,6 +223,36 @@ def test_sample_cli(prior_dir: Path, codec_dir: Path, tmp_path: Path, capsys) ->
     assert "label 7 out of range" in err and len(err.strip().splitlines()) == 1
 
 
+def test_sample_does_not_overwrite_without_force(prior_dir: Path, codec_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "keep"
+    out.mkdir()
+    (out / "sample_001.wav").write_bytes(b"the user's take")  # only one of the outputs exists
+    argv = ["sample", "--prior", str(prior_dir), "--codec", str(codec_dir), "-n", "2", "--frames", "3", "--seed", "1",
+            "--label", "0", "-o", str(out)]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out / "sample_001.wav") in err and "--force" in err
+    assert sorted(p.name for p in out.iterdir()) == ["sample_001.wav"]  # nothing written, nothing replaced
+    assert (out / "sample_001.wav").read_bytes() == b"the user's take"
+    with pytest.raises(ConfigError, match="already exists"):
+        sample(prior_dir, str(codec_dir), n=2, frames=3, label=0, out_dir=out)
+    assert [p.name for p in sample(prior_dir, None, n=2, frames=3, label=0, out_dir=out, prefix="x")] == [
+        "x_000.vqa", "x_001.vqa"]  # other names in the folder are fine
+    for p in out.glob("x_*"):
+        p.unlink()
+    assert cli(argv + ["--force"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "sample_000.vqa", "sample_000.wav", "sample_001.vqa", "sample_001.wav"]
+    assert (out / "sample_001.wav").read_bytes() != b"the user's take"
+    capsys.readouterr()
+    assert cli(argv) == 2  # a second run into the same folder is refused too
+    assert "sample_000.vqa: output already exists (and 3 more)" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert cli(argv[:-1] + [str(tmp_path / "file" / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and str(tmp_path / "file") in err
+
+
 # ---- training through vqaudio.train.fit --------------------------------------------------------------------
 def _markov_vqa_dir(codec_dir: Path, root: Path, n_files: int = 10, frames: int = 200) -> Path:
     """Markov token sequences written as .vqa files of the tiny codec (K=16, n_q=2), two label folders."""

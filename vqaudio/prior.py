@@ -369,13 +369,13 @@ def _prime_codes(model: WaveNetPrior, codec, prime: str | os.PathLike) -> Codes:
 def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seconds: float | None = None,
            frames: int | None = None, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, prime: str | os.PathLike | None = None, label: int | str | None = None,
-           out_dir: str | os.PathLike = ".", prefix: str = "sample") -> list[Path]:
+           out_dir: str | os.PathLike = ".", prefix: str = "sample", force: bool = False) -> list[Path]:
     """Sample ``n`` sequences and write ``<prefix>_<i>.vqa`` (+ decoded ``.wav`` / ``.npy`` with a codec).
 
     Length: ``frames`` new frames, or ``seconds`` of audio (``ceil(seconds * sample_rate / hop)`` frames; for
     series, ``seconds`` counts time steps). With ``prime``, the output starts with the prime's tokens (its first
     channel). ``codec``: a :class:`vqaudio.codec.Codec` or name/path; it must be the prior's codec.
-    Returns the written paths.
+    Existing outputs are an error (checked before sampling) unless ``force``. Returns the written paths.
     """
     from vqaudio.codec import Codec, load_codec
     from vqaudio.sampling import generate, make_generator
@@ -411,11 +411,22 @@ def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seco
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError("output path exists and is not a folder", str(out))
-    out.mkdir(parents=True, exist_ok=True)
+    series = meta["kind"] == "series"
+    names = [out / f"{prefix}_{i:03d}{tokenfile.SUFFIX}" for i in range(n)]
+    if codec is not None:
+        names = [q for p in names for q in (p, p.with_suffix(".npy" if series else ".wav"))]
+    existing = [p for p in names if p.exists() or p.is_symlink()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ConfigError(f"output already exists{more}; pass --force to replace, or choose another -o folder",
+                          str(existing[0]))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the output folder ({err.strerror or err})", str(out)) from None
     g = make_generator(seed, model.embed.weight.device)
     codes = generate(model, n, frames, temperature, top_k, top_p, g, ptok, lab).cpu()  # [n, n_q, P + frames]
     written: list[Path] = []
-    series = meta["kind"] == "series"
     stats = pcodes.stats if pcodes is not None and series else (
         {"mean": [0.0] * meta["channels"], "std": [1.0] * meta["channels"]} if series else None)
     for i in range(n):

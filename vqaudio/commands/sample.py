@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--label", metavar="ID", help="label id or name, for priors trained with labels")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing sample_NNN files in DIR")
     p.set_defaults(func=run)
 
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     codec = load_codec(codec_spec, device=args.device) if codec_spec is not None else None
     paths = sample(model, codec, n=args.n, seconds=args.seconds, frames=args.frames, temperature=args.temperature,
                    top_k=args.top_k or None, top_p=args.top_p, seed=args.seed, prime=args.prime, label=args.label,
-                   out_dir=args.output)
+                   out_dir=args.output, force=args.force)
     for path in paths:
         print(path, file=sys.stdout)
     return 0
