@@ -264,3 +264,14 @@ def test_output_naming_the_input_is_refused_even_with_force(wav, ckpt, tmp_path,
     run("encode", npy, "--model", series, "-o", npy, "--force", expect=2)
     one_error_line(capsys, "would overwrite the input", str(npy))
     assert npy.read_bytes() == before
+
+
+def test_output_folder_under_a_file_is_one_line(wav, speech_dir, ckpt, tmp_path, capsys):
+    blocker = tmp_path / "zz"
+    blocker.write_text("a file, not a folder")
+    for out in (blocker / "y.vqa", blocker / "a" / "b" / "y.vqa"):
+        run("encode", wav, "--model", ckpt, "-o", out, expect=2)
+        one_error_line(capsys, str(blocker), "not a folder")
+    run("encode", speech_dir, "--model", ckpt, "-o", blocker / "tree", "--no-progress", expect=2)  # a folder input
+    one_error_line(capsys, str(blocker), "not a folder")
+    assert blocker.read_text() == "a file, not a folder"

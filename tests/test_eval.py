@@ -164,6 +164,20 @@ def test_eval_errors_are_one_line(tmp_path, codec_dir, eval_dir, capsys, args, m
     assert not (tmp_path / "r" / "report.json").exists()
 
 
+def test_eval_output_is_a_file_fails_before_evaluating(tmp_path, codec_dir, eval_dir, capsys, monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("evaluated although the report folder cannot be created")
+
+    monkeypatch.setattr(report, "evaluate", boom)
+    out = tmp_path / "taken"
+    out.write_text("not a report folder")
+    for dst in (out, out / "sub"):
+        assert main(["eval", "--codec", str(codec_dir), "--data", str(eval_dir), "-o", str(dst), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vqaudio eval: error:") and "\n" not in err and f"{out}: is a file, not a folder" in err
+    assert out.read_text() == "not a report folder"
+
+
 def test_eval_empty_folder(tmp_path, codec_dir, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")

@@ -378,6 +378,7 @@ def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seco
     Existing outputs are an error (checked before sampling) unless ``force``. Returns the written paths.
     """
     from vqaudio.codec import Codec, load_codec
+    from vqaudio.report import make_output_dir
     from vqaudio.sampling import generate, make_generator
 
     model = prior if isinstance(prior, WaveNetPrior) else load_prior(prior)
@@ -420,10 +421,7 @@ def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seco
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise ConfigError(f"output already exists{more}; pass --force to replace, or choose another -o folder",
                           str(existing[0]))
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"cannot create the output folder ({err.strerror or err})", str(out)) from None
+    make_output_dir(out)
     g = make_generator(seed, model.embed.weight.device)
     codes = generate(model, n, frames, temperature, top_k, top_p, g, ptok, lab).cpu()  # [n, n_q, P + frames]
     written: list[Path] = []

@@ -288,14 +288,28 @@ def _plot_curve(path: Path, result: dict[str, Any]) -> None:
     save_figure(fig, path)
 
 
+def make_output_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents); a failure is a one-line :class:`ConfigError` naming the
+    folder (or the path component that is a file, not a folder)."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            what = "output folder" if blocker == out else f"output folder {out}"
+            raise ConfigError(f"is a file, not a folder: cannot create the {what}", str(blocker)) from None
+        raise ConfigError(f"cannot create the output folder: {err.strerror or err}", str(out)) from None
+    return out
+
+
 def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool = True) -> Path:
     """Write ``report.json`` (every number), ``report.md`` and, with ``plots``, ``spectrograms.png`` (best and
     worst file; ``series.png`` for series), ``codebook_usage.png`` and ``rate_curve.png`` into ``out_dir``
     (created; each file written atomically). NaN (e.g. PESQ on a file without speech) is ``null`` in the JSON. Returns the Markdown path."""
     from vqaudio.plots import plot_codebook_usage, plot_series
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(out_dir)
     audio = result.pop("_audio", None)
     c, systems, metrics = result["codec"], result["systems"], result["metrics"]
     unit = "bit/s" if c["kind"] == "audio" else "bit/step"

@@ -124,8 +124,10 @@ def run_jobs(jobs: list[Job], fn: Callable, setup: Callable[[], object], n_jobs:
         print(f"vqaudio {desc}: skipped {skipped} existing output(s) (use --force to redo them)", file=sys.stderr)
     if not todo:
         return 0
+    from vqaudio.report import make_output_dir
+
     for d in sorted({j.dst.parent for j in todo}):
-        d.mkdir(parents=True, exist_ok=True)
+        make_output_dir(d)  # a path component that is a file: one line naming it, not a traceback
     if len(jobs) == 1:
         fn(setup(), todo[0])  # errors propagate: the CLI prints the one line and exits 2
         return 0

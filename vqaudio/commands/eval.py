@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vqaudio.codec import load_codec
-    from vqaudio.report import eval_files, evaluate, write_report
+    from vqaudio.report import eval_files, evaluate, make_output_dir, write_report
 
     baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     if args.max_files is not None and args.max_files < 1:
@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         step = max(1, len(fit) / max(1, args.pca_max_files))
         fit = [fit[int(i * step)] for i in range(min(len(fit), args.pca_max_files))]
     n_qs = n_q_list(args.n_q) if args.n_q is not None else None
+    make_output_dir(args.output)  # before the (long) evaluation, not after it
     result = evaluate(codec, files, names, n_qs, baselines, fit, keep=not args.no_plots, progress=not args.no_progress)
     md = write_report(result, args.output, plots=not args.no_plots)
     top = result["systems"][f"vqaudio n_q={max(result['n_qs'])}"]
