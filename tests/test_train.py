@@ -128,3 +128,31 @@ def test_cli_train_series_from_aeon(tmp_path, capsys):
     assert (exp / "plots" / "step-0000002-series.png").is_file()
     codes, stats = model.encode(torch.randn(1, 6, 100), return_stats=True)
     assert codes.shape == (1, 1, 25) and model.decode(codes, 100, stats).shape == (1, 6, 100)
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"weight_decay": "x"}, "weight_decay"), ({"betas": [0.9, "x"]}, "betas"), ({"betas": "ab"}, "betas"),
+    ({"eps": None}, "eps"), ({"grad_clip": "1"}, "grad_clip"), ({"min_lr_ratio": [0.1]}, "min_lr_ratio"),
+    ({"lr": "1e-3"}, "lr"), ({"lr": True}, "lr"), ({"weight_decay": float("nan")}, "weight_decay"),
+    ({"schedule": ["cosine"]}, "schedule"), ({"device": {"cpu": 1}}, "device"), ({"best_metric": 3}, "best_metric"),
+    ({"progress": "no"}, "progress"), ({"steps": "10"}, "steps"),
+])
+def test_train_config_rejects_wrongly_typed_values(bad, field):
+    from vqaudio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=field) as info:
+        TrainConfig.from_dict(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_wrongly_typed_train_config_is_one_line(tmp_path, capsys):
+    for bad in ({"weight_decay": "x"}, {"betas": [0.9, "x"]}):
+        cfg = tmp_path / "cfg.json"
+        cfg.write_text(json.dumps({"train": bad}))
+        for cmd in (["train", "--data", str(tmp_path / "nowhere"), "--exp", str(tmp_path / "e")],
+                    ["train-prior", "--codec", str(tmp_path / "nocodec"), "--data", str(tmp_path / "nowhere"),
+                     "--exp", str(tmp_path / "p")]):
+            assert main([*cmd, "--config", str(cfg)]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and str(cfg) in err and next(iter(bad)) in err, err
+

@@ -46,6 +46,7 @@ import inspect
 import itertools
 import json
 import math
+import numbers
 import os
 import random
 import sys
@@ -78,6 +79,11 @@ class Task(Protocol):
     def validate(self, batches: Any, exp_dir: Path | None = None, step: int = 0) -> dict[str, float]: ...
 
     def config_dict(self) -> dict: ...
+
+
+def _is_number(v: Any) -> bool:
+    """A finite real number (int, float or a NumPy scalar of them), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
 
 @dataclass
@@ -114,16 +120,33 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {v!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+        # real numbers (not bools, strings, lists or None), stored as floats; the ranges are checked below
+        for name in ("lr", "eps", "weight_decay", "min_lr_ratio", "grad_clip"):
+            v = getattr(self, name)
+            if not _is_number(v):
+                raise ConfigError(f"TrainConfig.{name} must be a finite number, got {v!r}")
+            setattr(self, name, float(v))
+        if not self.lr > 0:
             raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
-        if not (isinstance(self.betas, list) and len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas)):
+        if not (isinstance(self.betas, list) and len(self.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
             raise ConfigError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
-        if self.schedule not in ("constant", "cosine"):
+        self.betas = [float(b) for b in self.betas]
+        if not isinstance(self.schedule, str) or self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"TrainConfig.schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("TrainConfig: weight_decay and grad_clip must be >= 0, eps > 0, min_lr_ratio in [0, 1]")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.weight_decay < 0:
+            raise ConfigError(f"TrainConfig.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.grad_clip < 0:
+            raise ConfigError(f"TrainConfig.grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
+        if self.eps <= 0:
+            raise ConfigError(f"TrainConfig.eps must be > 0, got {self.eps!r}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+        if not isinstance(self.best_metric, str) or not self.best_metric:
+            raise ConfigError(f"TrainConfig.best_metric must be a metric name (a string), got {self.best_metric!r}")
+        if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
+        if not isinstance(self.progress, bool):
+            raise ConfigError(f"TrainConfig.progress must be true or false, got {self.progress!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
