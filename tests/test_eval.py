@@ -152,6 +152,8 @@ def test_eval_series(tmp_path):
     (["--baselines", "pca,mp3"], "unknown baseline(s) mp3"),
     (["--max-files", "0"], "--max-files must be >= 1"),
     (["--codec", "/nonexistent/codec"], "model folder does not exist"),
+    (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or mps, got 'gpu'"),
+    (["--device", "cuda:zero"], "--device must be"),
 ])
 def test_eval_errors_are_one_line(tmp_path, codec_dir, eval_dir, capsys, args, message):
     base = {"--codec": str(codec_dir), "--data": str(eval_dir), "-o": str(tmp_path / "r")}
@@ -176,6 +178,15 @@ def test_eval_output_is_a_file_fails_before_evaluating(tmp_path, codec_dir, eval
         err = capsys.readouterr().err.strip()
         assert err.startswith("vqaudio eval: error:") and "\n" not in err and f"{out}: is a file, not a folder" in err
     assert out.read_text() == "not a report folder"
+
+
+def test_eval_cuda_without_a_gpu_is_one_line(tmp_path, codec_dir, eval_dir, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["eval", "--codec", str(codec_dir), "--data", str(eval_dir), "-o", str(tmp_path / "r"), "--device", "cuda"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "vqaudio eval: error: --device cuda: no CUDA GPU is available here (use --device cpu)"
+    assert not (tmp_path / "r").exists()
 
 
 def test_eval_empty_folder(tmp_path, codec_dir, capsys):

@@ -253,6 +253,29 @@ def test_sample_does_not_overwrite_without_force(prior_dir: Path, codec_dir: Pat
     assert len(err.splitlines()) == 1 and "Traceback" not in err and str(tmp_path / "file") in err
 
 
+def test_sample_cli_bad_device_and_length(prior_dir: Path, codec_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    out = tmp_path / "o"
+    base = ["sample", "--prior", str(prior_dir), "--codec", str(codec_dir), "--label", "0", "-o", str(out)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    cases = [(["--frames", "3", "--device", "gpu"], "--device must be cpu, cuda, cuda:N or mps, got 'gpu'"),
+             (["--frames", "3", "--device", "cuda"], "--device cuda: no CUDA GPU is available"),
+             (["--frames", "3", "--device", "cuda:x"], "--device must be"),
+             (["--seconds", "1e308"], "--seconds must be a finite number in (0, 86400s]"),
+             (["--seconds", "inf"], "--seconds must be"), (["--seconds", "nan"], "--seconds must be"),
+             (["--seconds", "-1"], "--seconds must be"), (["--seconds", "86401"], "--seconds must be"),
+             (["--frames", "0"], "--frames must be an integer in [1, 86400000]"),
+             (["--frames", str(10**30)], "--frames must be"),
+             (["--frames", "3", "--temperature", "nan"], "--temperature must be")]
+    for args, message in cases:
+        assert cli(base + args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vqaudio sample: error:") and message in err and "\n" not in err, (args, err)
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="--frames must be"):
+        sample(prior_dir, None, n=1, frames=2.5, label=0, out_dir=out)
+    assert [p.name for p in sample(prior_dir, None, n=1, frames=np.int64(2), label=0, out_dir=out)] == ["sample_000.vqa"]
+
+
 # ---- training through vqaudio.train.fit --------------------------------------------------------------------
 def _markov_vqa_dir(codec_dir: Path, root: Path, n_files: int = 10, frames: int = 200) -> Path:
     """Markov token sequences written as .vqa files of the tiny codec (K=16, n_q=2), two label folders."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -366,6 +367,10 @@ def _prime_codes(model: WaveNetPrior, codec, prime: str | os.PathLike) -> Codes:
     return codes
 
 
+MAX_SAMPLE_SECONDS = 24 * 3600  # longest audio `sample` generates (a frame-by-frame loop: far beyond any sane use)
+MAX_SAMPLE_STEPS = 24 * 3600 * 1000  # the same bound for series, counted in time steps (24 h at 1 kHz)
+
+
 def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seconds: float | None = None,
            frames: int | None = None, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
            seed: int | None = None, prime: str | os.PathLike | None = None, label: int | str | None = None,
@@ -399,13 +404,17 @@ def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seco
         raise ConfigError(f"-n must be >= 1, got {n}")
     if (seconds is None) == (frames is None):
         raise ConfigError("give exactly one of seconds or frames")
+    rate = meta["sample_rate"] or 1
+    max_seconds = MAX_SAMPLE_SECONDS if meta["sample_rate"] else MAX_SAMPLE_STEPS
+    max_frames = math.ceil(max_seconds * rate / meta["hop"])
     if frames is None:
-        if not seconds > 0 or not math.isfinite(seconds):
-            raise ConfigError(f"--seconds must be > 0, got {seconds}")
-        rate = meta["sample_rate"] or 1
+        unit = "s" if meta["sample_rate"] else " time steps"
+        if not isinstance(seconds, numbers.Real) or not math.isfinite(seconds) or not 0 < seconds <= max_seconds:
+            raise ConfigError(f"--seconds must be a finite number in (0, {max_seconds:g}{unit}], got {seconds}")
         frames = math.ceil(seconds * rate / meta["hop"])
-    if frames < 1:
-        raise ConfigError(f"frames must be >= 1, got {frames}")
+    if isinstance(frames, bool) or not isinstance(frames, numbers.Integral) or not 1 <= frames <= max_frames:
+        raise ConfigError(f"--frames must be an integer in [1, {max_frames}], got {frames}")
+    frames = int(frames)
     lab = _label_id(model, label)
     pcodes = _prime_codes(model, codec, prime) if prime is not None else None
     ptok = pcodes.codes[0, : model.cfg.n_q] if pcodes is not None else None

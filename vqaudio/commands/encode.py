@@ -226,6 +226,28 @@ def sample_rate_arg(text: str) -> str | int:
     raise ConfigError(f"--sample-rate must be 'original', 'model' or a positive integer, got {text!r}")
 
 
+def device_arg(text: str, flag: str = "--device") -> str:
+    """A usable torch device for ``--device``: ``cpu``, ``cuda``, ``cuda:N`` (a GPU that is there) or ``mps``."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{flag} must be cpu, cuda, cuda:N or mps, got {text!r}") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"{flag} {text}: no CUDA GPU is available here (use --device cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"{flag} {text}: only {count} CUDA GPU(s) here (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"{flag} {text}: Apple MPS is not available here (use --device cpu)")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{flag} must be cpu, cuda, cuda:N or mps, got {text!r}")
+    return str(dev)
+
+
 def check_jobs(n: int) -> int:
     if n < 1:
         raise ConfigError(f"--jobs must be >= 1, got {n}")

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vqaudio.codec import load_codec
+    from vqaudio.commands.encode import device_arg
     from vqaudio.report import eval_files, evaluate, make_output_dir, write_report
 
     baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
@@ -60,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-files must be >= 1, got {args.max_files}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    device = device_arg(args.device)
     torch.set_num_threads(args.threads)
-    codec = load_codec(args.codec, device=args.device)
+    codec = load_codec(args.codec, device=device)
     files, names = eval_files(args.data, codec.kind)
     files, names = files[: args.max_files], names[: args.max_files]
     fit = None

@@ -35,20 +35,22 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from vqaudio import registry
     from vqaudio.codec import load_codec
+    from vqaudio.commands.encode import device_arg
     from vqaudio.prior import load_prior, sample
 
-    if args.temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 <= args.temperature < float("inf"):
+        raise ConfigError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     if args.top_k < 0:
         raise ConfigError(f"--top-k must be >= 0, got {args.top_k}")
     if not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
-    model = load_prior(args.prior).to(args.device)
+    device = device_arg(args.device)
+    model = load_prior(args.prior).to(device)
     codec_spec = args.codec
     shipped_name = model.cfg.codec.get("name")
     if codec_spec is None and shipped_name in registry.shipped():
         codec_spec = shipped_name
-    codec = load_codec(codec_spec, device=args.device) if codec_spec is not None else None
+    codec = load_codec(codec_spec, device=device) if codec_spec is not None else None
     paths = sample(model, codec, n=args.n, seconds=args.seconds, frames=args.frames, temperature=args.temperature,
                    top_k=args.top_k or None, top_p=args.top_p, seed=args.seed, prime=args.prime, label=args.label,
                    out_dir=args.output, force=args.force)
