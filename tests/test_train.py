@@ -156,3 +156,16 @@ def test_cli_wrongly_typed_train_config_is_one_line(tmp_path, capsys):
             err = capsys.readouterr().err.strip()
             assert len(err.splitlines()) == 1 and str(cfg) in err and next(iter(bad)) in err, err
 
+
+def test_resume_tolerates_a_truncated_or_corrupt_log(tmp_path, speech_dir, capsys):
+    exp = tmp_path / "exp"
+    assert main(_cli(exp, speech_dir, "--steps", "2")) == 0
+    lines = (exp / "log.jsonl").read_text().splitlines()
+    # a corrupt record in the middle and a truncated last line (a killed run, a full disk)
+    (exp / "log.jsonl").write_text(lines[0] + "\n" + "\x00\x00garbage\n" + "\n".join(lines[1:]) + '\n{"step": 3, "spl')
+    capsys.readouterr()
+    assert main(_cli(exp, speech_dir, "--steps", "3", "--resume")) == 0, capsys.readouterr().err
+    records = _log(exp)
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
+    assert [r["step"] for r in records if r["split"] == "valid"] == [2, 3]
+

@@ -326,13 +326,26 @@ def _restore_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta:
     np.random.set_state((npy[0], np.array(npy[1], dtype=np.uint32), *npy[2:]))
 
 
+def _log_step(line: str) -> float:
+    """The step of a ``log.jsonl`` line; ``inf`` (dropped on resume) for a blank, truncated or corrupt line.
+
+    A killed run or a full disk can leave a half-written last line; the checkpoint is the source of truth.
+    """
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError; too many digits; too deeply nested
+        return math.inf
+    step = record.get("step", 0) if isinstance(record, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else math.inf
+
+
 class _Log:
     """``exp_dir/log.jsonl`` writer (rank 0 only)."""
 
     def __init__(self, path: Path, enabled: bool, keep_until: int | None) -> None:
         self.path, self.enabled = path, enabled
         if enabled and keep_until is not None and path.exists():  # resume: drop records after the checkpoint
-            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= keep_until]
+            kept = [ln for ln in path.read_text(errors="replace").splitlines() if _log_step(ln) <= keep_until]
             with atomic_path(path) as tmp:
                 tmp.write_text("".join(ln + "\n" for ln in kept))
 
