@@ -169,3 +169,15 @@ def test_resume_tolerates_a_truncated_or_corrupt_log(tmp_path, speech_dir, capsy
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
     assert [r["step"] for r in records if r["split"] == "valid"] == [2, 3]
 
+
+def test_diverging_run_is_a_one_line_user_error(tmp_path, speech_dir, capsys):
+    from vqaudio.errors import VQAudioError
+
+    assert main(_cli(tmp_path / "exp", speech_dir, "--steps", "3", "--lr", "1e30")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "try a lower --lr" in err, err
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    torch.manual_seed(0)
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e30, progress=False)
+    with pytest.raises(VQAudioError, match="at step"):
+        fit(VQVAETask(VQVAE(VQVAEConfig(**TINY)), plots=False), train, valid, cfg, tmp_path / "api")

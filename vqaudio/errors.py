@@ -26,3 +26,7 @@ class CheckpointError(VQAudioError):
 
 class ConfigError(VQAudioError):
     """A configuration or command-line value is invalid."""
+
+
+class TrainingError(VQAudioError):
+    """Training cannot go on: the loss or the gradient norm is NaN or infinite (the run diverged)."""

@@ -29,7 +29,8 @@ better). ``resume=True`` continues from ``exp_dir/last`` exactly: the data order
 pure function of ``(seed, step)`` (:class:`GlobalBatches` and ``dataset.sample(index, epoch)``),
 and weights, optimizer moments, RNG states and the best metric are restored, so an interrupted
 and resumed run ends with the same weights as an uninterrupted one. ``log.jsonl`` is cut back to the
-checkpoint's step on resume.
+checkpoint's step on resume. A NaN or infinite loss or gradient norm (a diverging run) stops it
+with :class:`vqaudio.errors.TrainingError` (on every rank under DDP).
 
 Several processes: under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` etc. set) ``fit`` initialises
 the process group (NCCL on GPU, gloo on CPU), wraps the model in DDP and gives rank ``r`` the
@@ -63,7 +64,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from vqaudio.checkpoint import MANIFEST, load_checkpoint, load_weights, save_checkpoint
-from vqaudio.errors import ConfigError
+from vqaudio.errors import ConfigError, TrainingError
 from vqaudio.io import atomic_path
 
 __all__ = ["TrainConfig", "Task", "fit", "GlobalBatches", "VQVAETask", "train_vqvae", "init_distributed", "lr_at"]
@@ -439,13 +440,13 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         loss, metrics = task.training_step(batch, model=wrapped)
         value = float(loss.detach())
         if d.world == 1 and not math.isfinite(value):  # under DDP the (all-reduced) grad norm below, on every rank
-            raise FloatingPointError(f"training loss is {value} at step {step + 1}; try a lower --lr or --grad-clip")
+            raise TrainingError(f"training loss is {value} at step {step + 1}; try a lower --lr or --grad-clip")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             norm = float(nn.utils.clip_grad_norm_(params, cfg.grad_clip))
             if not math.isfinite(norm):
-                raise FloatingPointError(f"gradient norm is {norm} at step {step + 1}; try a lower --lr")
+                raise TrainingError(f"gradient norm is {norm} at step {step + 1}; try a lower --lr")
             metrics = {**metrics, "grad_norm": norm}
         opt.step()
         done = step + 1
