@@ -114,6 +114,16 @@ def test_stream_resampler_equals_whole_file(orig, new):
         torch.testing.assert_close(torch.cat(pieces, -1), whole, rtol=0, atol=0)
 
 
+def test_stream_resampler_refuses_rates_with_a_small_gcd():
+    """8000 -> 8001 Hz would build a [8001, 1, ~8000] kernel (GBs for a second of audio): refused, one line."""
+    for orig, new in ((8000, 8001), (44101, 8000), (8000, 44101)):
+        with pytest.raises(ConfigError, match=f"cannot resample {orig} Hz to {new} Hz") as info:
+            StreamResampler(orig, new)
+        assert "\n" not in str(info.value)
+    for a, b in ((44100, 8000), (48000, 44100), (22050, 16000), (11025, 8000), (96000, 44100), (32000, 44100)):
+        StreamResampler(a, b), StreamResampler(b, a)  # common pairs keep working
+
+
 def test_chunked_runner_equals_whole():
     """A strided conv with zero padding (edge effects) and a 9-unit receptive field."""
     w = torch.randn(3, 1, 40)
@@ -215,6 +225,39 @@ def test_decode_onto_a_folder_is_one_line_error(codec, speech_file, tmp_path):
         codec.decode_to_file(codes, out)
     assert str(info.value).startswith(str(out)) and "\n" not in str(info.value)
     assert out.is_dir() and [p.name for p in tmp_path.iterdir()] == ["a.wav"]  # no temporary left behind
+
+
+def test_odd_rates_are_one_line_errors(codec, speech_file, tmp_path):
+    """Odd rates (small gcd with the model's 8 kHz) are refused up front instead of allocating gigabytes."""
+    import dataclasses
+
+    from vqaudio import tokenfile
+    from vqaudio.tokenfile import resampled_length
+
+    codes = codec.encode_file(speech_file)
+    with pytest.raises(ConfigError, match="cannot resample 8000 Hz to 8001 Hz") as info:
+        codec.decode(codes, 8001)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="8001 Hz"):
+        codec.decode_to_file(codes, tmp_path / "out.wav", 8001)
+    assert not list(tmp_path.iterdir())  # nothing written
+    assert codec.decode(codes, 16000)[1] == 16000  # a common rate still works
+    # a token file (valid CRCs) claiming its input was at 44101 Hz: decoding at the original rate is refused
+    length = next(n for n in range(codes.length * 44101 // 8000 - 400, 10**9)
+                  if -(-resampled_length(n, 8000, 44101) // codes.hop) == codes.frames)
+    tokenfile.write(tmp_path / "odd.vqa", dataclasses.replace(codes, orig_sample_rate=44101, length=length))
+    odd = load_codes(tmp_path / "odd.vqa")
+    with pytest.raises(TokenFileError, match=r"odd\.vqa: original rate: cannot resample 8000 Hz to 44101 Hz") as info:
+        codec.decode(odd)
+    assert "\n" not in str(info.value)
+    assert codec.decode(odd, "model")[1] == 8000
+    # input audio at an odd rate
+    with pytest.raises(AudioError, match="cannot resample 44101 Hz to 8000 Hz"):
+        codec.encode(torch.zeros(1, 1000), 44101)
+    sf.write(tmp_path / "odd.wav", np.zeros(1000, np.float32), 44101)
+    with pytest.raises(AudioError, match="cannot resample 44101 Hz to 8000 Hz") as info:
+        codec.encode_file(tmp_path / "odd.wav")
+    assert str(info.value).startswith(str(tmp_path / "odd.wav")) and "\n" not in str(info.value)
 
 
 def test_decode_refuses_codes_of_another_model(codec, speech_file, tmp_path):

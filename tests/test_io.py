@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from vqaudio.errors import AudioError
-from vqaudio.io import is_audio_path, is_series_path, load_audio, load_series, save_audio, save_series
+from vqaudio.io import is_audio_path, is_series_path, load_audio, load_series, resample, save_audio, save_series
 
 
 def _one_line(err: pytest.ExceptionInfo, path) -> None:
@@ -150,3 +150,15 @@ def test_write_onto_a_folder_is_one_line_error(tmp_path, name, save):
     _one_line(info, path)
     assert path.is_dir() and (path / "keep").read_bytes() == b"x"
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left behind
+
+
+def test_resample_refuses_rates_with_a_small_gcd(tmp_path):
+    """8000 -> 8001 Hz needs a [8001, 1, ~8000] filter (GBs for longer input): a one-line AudioError instead."""
+    path = tmp_path / "a.wav"
+    save_audio(path, torch.zeros(1, 800), 8000)
+    with pytest.raises(AudioError, match="cannot resample 8000 Hz to 8001 Hz") as info:
+        load_audio(path, 8001)
+    _one_line(info, path)
+    with pytest.raises(AudioError, match="cannot resample 44101 Hz to 8000 Hz"):
+        resample(torch.zeros(1, 100), 44101, 8000)
+    assert resample(torch.zeros(1, 441), 44100, 8000).shape == (1, 80)  # common pairs keep working

@@ -41,6 +41,7 @@ from vqaudio.io import (
     is_audio_path,
     is_series_path,
     load_series,
+    resample_problem,
     save_series,
 )
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
@@ -97,12 +98,18 @@ class ChunkedRunner:
 class StreamResampler:
     """Streaming :func:`torchaudio.functional.resample` (windowed sinc): the concatenated output of
     :meth:`push` and :meth:`finish` equals resampling the whole signal at once (``[..., T]`` to
-    ``[..., ceil(T * new / orig)]``), up to float rounding."""
+    ``[..., ceil(T * new / orig)]``), up to float rounding.
+
+    Rate pairs with a small common divisor are refused with :class:`ConfigError` (see
+    :func:`vqaudio.io.resample_problem`): their filter would need gigabytes."""
 
     def __init__(self, orig_sr: int, new_sr: int, chunk_seconds: float = 10.0) -> None:
         self.identity = orig_sr == new_sr
         if self.identity:
             return
+        problem = resample_problem(orig_sr, new_sr)
+        if problem:
+            raise ConfigError(problem)
         self.resample = AT.Resample(orig_sr, new_sr, dtype=torch.float32)  # the kernel io.resample uses
         g = math.gcd(orig_sr, new_sr)
         unit, out_unit = orig_sr // g, new_sr // g  # conv stride: `unit` input samples -> `out_unit` outputs
@@ -289,6 +296,9 @@ class Codec:
         n_q = self._n_q(n_q)
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
             raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", source)
+        problem = resample_problem(sample_rate, self.sample_rate)
+        if problem:  # the input's rate: an odd-rate file
+            raise AudioError(f"{problem} (the model's rate)", source)
         resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds)
         encoder = self._encoder(n_q, None)
         out: list[Tensor] = []
@@ -384,6 +394,11 @@ class Codec:
         """
         self.check(codes)
         rate = self._output_rate(codes, sample_rate)
+        problem = None if rate is None else resample_problem(self.sample_rate, rate)
+        if problem and sample_rate == "original":  # the token file's recorded rate
+            raise TokenFileError(f"original rate: {problem}; decode at the model's rate (--sample-rate model)", codes.source)
+        if problem:
+            raise ConfigError(f"output sample rate: {problem}")
         stats = None
         if codes.stats is not None:
             stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(1, -1, 1) for k in ("mean", "std")))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ __all__ = [
     "load_audio",
     "load_series",
     "resample",
+    "resample_problem",
     "save_audio",
     "save_series",
 ]
@@ -103,10 +105,34 @@ def _check_values(x: torch.Tensor, path: Path) -> torch.Tensor:
     return x
 
 
+# torchaudio's windowed-sinc kernel is [new/g, 1, ~orig/g] for g = gcd(orig, new): rates with a small gcd
+# (8000 -> 8001, 44101 -> 8000) need gigabytes and minutes. Common rate pairs reduce to at most 441:320.
+MAX_RESAMPLE_RATIO = 4096
+
+
+def resample_problem(orig_sr: int, sample_rate: int) -> str | None:
+    """Why resampling ``orig_sr`` to ``sample_rate`` Hz is refused (one line), or ``None`` when it is fine:
+    refused when the reduced ratio ``max(orig_sr, sample_rate) // gcd`` exceeds :data:`MAX_RESAMPLE_RATIO`."""
+    if orig_sr == sample_rate:
+        return None
+    g = math.gcd(orig_sr, sample_rate)
+    if max(orig_sr, sample_rate) // g <= MAX_RESAMPLE_RATIO:
+        return None
+    return (f"cannot resample {orig_sr} Hz to {sample_rate} Hz: the reduced ratio {orig_sr // g}:{sample_rate // g} "
+            f"exceeds {MAX_RESAMPLE_RATIO} (the filter would need too much memory); use a common rate such as "
+            f"8000, 16000, 22050, 44100 or 48000 Hz")
+
+
 def resample(wav: torch.Tensor, orig_sr: int, sample_rate: int) -> torch.Tensor:
-    """Resample ``wav[..., T]`` from ``orig_sr`` to ``sample_rate`` Hz (windowed sinc, torchaudio)."""
+    """Resample ``wav[..., T]`` from ``orig_sr`` to ``sample_rate`` Hz (windowed sinc, torchaudio).
+
+    Raises :class:`AudioError` for rate pairs with a small common divisor (see :func:`resample_problem`).
+    """
     if orig_sr == sample_rate:
         return wav
+    problem = resample_problem(orig_sr, sample_rate)
+    if problem:
+        raise AudioError(problem)
     return AF.resample(wav, orig_sr, sample_rate)
 
 
@@ -127,6 +153,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
     wav = _check_values(torch.from_numpy(np.ascontiguousarray(data.T)), path)
     if sample_rate is not None:
+        problem = resample_problem(int(orig_sr), sample_rate)
+        if problem:
+            raise AudioError(problem, str(path))
         wav = resample(wav, int(orig_sr), sample_rate).contiguous()
     return wav, int(orig_sr)
 
