@@ -260,6 +260,29 @@ def test_odd_rates_are_one_line_errors(codec, speech_file, tmp_path):
     assert str(info.value).startswith(str(tmp_path / "odd.wav")) and "\n" not in str(info.value)
 
 
+def test_truncated_audio_is_refused(codec, speech_file, tmp_path):
+    """``head -c 5000 x.wav``: libsndfile reads the bytes present without complaint; encode must not."""
+    data = speech_file.read_bytes()
+    declared = sf.info(str(speech_file)).frames
+    (tmp_path / "tr.wav").write_bytes(data[:5000])
+    with pytest.raises(AudioError, match=f"truncated: header says {declared} samples, file holds 2478") as info:
+        codec.encode_file(tmp_path / "tr.wav")
+    assert str(info.value).startswith(str(tmp_path / "tr.wav")) and "\n" not in str(info.value)
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (20000, 2)).astype(np.float32)
+    sf.write(tmp_path / "x.aiff", x, 8000)
+    (tmp_path / "tr.aiff").write_bytes((tmp_path / "x.aiff").read_bytes()[:30000])
+    with pytest.raises(AudioError, match="truncated: header says 20000 samples"):
+        codec.encode_file(tmp_path / "tr.aiff")
+    # whole files of several layouts still encode, every sample counted
+    for name, subtype in (("a.wav", "PCM_24"), ("b.wav", "FLOAT"), ("c.aiff", None), ("d.flac", None), ("e.w64", None)):
+        sf.write(tmp_path / name, x, 8000, subtype=subtype)
+        assert codec.encode_file(tmp_path / name).length == 20000
+    with sf.SoundFile(str(tmp_path / "f.wav"), "w", 8000, 2, "PCM_16") as f:  # written block by block
+        for i in range(0, 20000, 3000):
+            f.write(x[i : i + 3000])
+    assert codec.encode_file(tmp_path / "f.wav").length == 20000
+
+
 def test_decode_refuses_codes_of_another_model(codec, speech_file, tmp_path):
     codes = codec.encode_file(speech_file)
     save_codes(tmp_path / "a.vqa", codes)

@@ -162,3 +162,22 @@ def test_resample_refuses_rates_with_a_small_gcd(tmp_path):
     with pytest.raises(AudioError, match="cannot resample 44101 Hz to 8000 Hz"):
         resample(torch.zeros(1, 100), 44101, 8000)
     assert resample(torch.zeros(1, 441), 44100, 8000).shape == (1, 80)  # common pairs keep working
+
+
+def test_header_frames(tmp_path, speech_file):
+    from vqaudio.io import header_frames
+
+    x = np.zeros((1000, 2), np.float32)
+    for name in ("a.wav", "a.aiff"):
+        sf.write(tmp_path / name, x, 8000)
+        assert header_frames(tmp_path / name) == 1000
+    data = speech_file.read_bytes()
+    (tmp_path / "tr.wav").write_bytes(data[:5000])
+    assert header_frames(tmp_path / "tr.wav") == sf.info(str(speech_file)).frames > sf.info(str(tmp_path / "tr.wav")).frames
+    raw = bytearray((tmp_path / "a.wav").read_bytes())
+    i = raw.index(b"data")
+    raw[i + 4 : i + 8] = b"\xff\xff\xff\xff"  # a streaming writer's "unknown length"
+    (tmp_path / "s.wav").write_bytes(raw)
+    assert header_frames(tmp_path / "s.wav") is None
+    sf.write(tmp_path / "a.flac", x, 8000)
+    assert header_frames(tmp_path / "a.flac") is None and header_frames(tmp_path / "missing.wav") is None

@@ -38,6 +38,7 @@ from vqaudio.io import (
     _AUDIO_FORMATS,
     _DEFAULT_SUBTYPE,
     atomic_path,
+    header_frames,
     is_audio_path,
     is_series_path,
     load_series,
@@ -178,6 +179,10 @@ def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[T
     if f.frames == 0 or f.channels == 0:
         f.close()
         raise AudioError("is empty (0 samples)", str(path))
+    declared = header_frames(path)  # libsndfile shortens a truncated WAV/AIFF to what is there, silently
+    if declared is not None and declared > f.frames:
+        f.close()
+        raise AudioError(f"truncated: header says {declared} samples, file holds {f.frames}", str(path))
 
     def blocks() -> Iterator[Tensor]:
         n = 0
@@ -193,6 +198,8 @@ def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[T
                 raise AudioError(f"cannot read audio (corrupt or truncated): {err}", str(path)) from None
         if n == 0:
             raise AudioError("is empty (0 samples)", str(path))
+        if n < f.frames and f.format not in ("MPEG", "OGG"):  # compressed: frames can be an estimate
+            raise AudioError(f"truncated: header says {f.frames} samples, file holds {n}", str(path))
 
     return int(f.samplerate), int(f.channels), int(f.frames), blocks()
 

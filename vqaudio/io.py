@@ -31,6 +31,7 @@ __all__ = [
     "AUDIO_SUFFIXES",
     "SERIES_SUFFIXES",
     "atomic_path",
+    "header_frames",
     "is_audio_path",
     "is_series_path",
     "load_audio",
@@ -82,6 +83,47 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_WAV_SAMPLE_TAGS = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible: block_align bytes per frame
+
+
+def header_frames(path: str | os.PathLike) -> int | None:
+    """Sample frames per channel that a WAV or AIFF header declares, or ``None`` when unknown (other
+    formats, compressed WAV, a streaming header with size 0 or 0xFFFFFFFF, an unparsable header).
+
+    libsndfile silently shortens a truncated WAV/AIFF to the bytes present (``frames`` then agrees
+    with what it reads), so detecting truncation needs the header's own count.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return None
+    if len(head) < 12:
+        return None
+    if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+        end = "<" if head[:4] == b"RIFF" else ">"
+        pos, block_align, tag = 12, 0, None
+        while pos + 8 <= len(head):
+            cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little" if end == "<" else "big")
+            if cid == b"fmt " and pos + 8 + 14 <= len(head):
+                tag = int.from_bytes(head[pos + 8 : pos + 10], "little" if end == "<" else "big")
+                block_align = int.from_bytes(head[pos + 20 : pos + 22], "little" if end == "<" else "big")
+            elif cid == b"data":
+                if tag not in _WAV_SAMPLE_TAGS or block_align == 0 or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            pos += 8 + size + (size & 1)
+        return None
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        pos = 12
+        while pos + 8 <= len(head):
+            cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "big")
+            if cid == b"COMM" and pos + 8 + 6 <= len(head):
+                return int.from_bytes(head[pos + 10 : pos + 14], "big") or None
+            pos += 8 + size + (size & 1)
+    return None
 
 
 def _check_readable(path: Path, suffixes: frozenset[str], kind: str) -> None:
