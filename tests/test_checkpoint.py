@@ -166,3 +166,49 @@ def test_bad_manifests(tmp_path):
         load_model(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_model(tmp_path / "absent")
+
+
+def test_export_model_keeps_identity_drops_state(tmp_path, capsys):
+    from vqaudio.checkpoint import export_model
+    from vqaudio.cli import main
+
+    model = _model()
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.json").write_text(json.dumps({"train": {"steps": 7, "lr": 0.1}}))
+    save_checkpoint(exp / "best", model, state={"opt": torch.ones(3)}, meta={"step": 5, "metrics": {"loss": 1.5}})
+    card = tmp_path / "README.md"
+    card.write_text("model card\n")
+    out = export_model(exp, tmp_path / "shipped", include=(card,))
+    m = read_manifest(out)
+    assert m["sha256"] == read_manifest(exp / "best")["sha256"]
+    assert m["state"] == {"meta": {"step": 5, "metrics": {"loss": 1.5}, "train": {"steps": 7, "lr": 0.1}}}
+    assert _files(out) == sorted([MANIFEST, m["weights"]["file"], "README.md"])
+    assert (out / "README.md").read_text() == "model card\n"
+    assert torch.equal(load_model(out).quantizer.layers[0].codebook, model.quantizer.layers[0].codebook)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+    with pytest.raises(CheckpointError, match="already exists; pass --force"):
+        export_model(exp, out)
+    other = _model()
+    other.quantizer.layers[0].codebook.add_(1.0)
+    save_model(exp / "best", other)
+    assert main(["export", str(exp), "-o", str(out), "--force"]) == 0
+    assert "to " + str(out) in capsys.readouterr().out
+    assert read_manifest(out)["sha256"] == read_manifest(exp / "best")["sha256"] != m["sha256"]
+    assert not (out / "README.md").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "a.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="not a checkpoint folder; refusing"):
+        export_model(exp, keep, force=True)
+    assert (keep / "a.txt").read_text() == "x"
+    for bad, match in (((tmp_path / "nope.txt",), "no such file"), ((exp / "best" / MANIFEST,), "clash")):
+        with pytest.raises(CheckpointError, match=match):
+            export_model(exp, tmp_path / "new", include=bad)
+    with pytest.raises(CheckpointError, match="must not be the source"):
+        export_model(exp / "best", exp / "best" / "x")
+    assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "y")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and not (tmp_path / "y").exists()

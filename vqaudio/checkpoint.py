@@ -29,6 +29,8 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from vqaudio.errors import CheckpointError, ConfigError
 from vqaudio.io import atomic_path
 
 __all__ = ["MANIFEST", "FORMAT", "MODEL_TYPES", "Checkpoint", "save_checkpoint", "load_checkpoint", "save_model",
-           "load_model", "read_manifest", "model_type_of", "build_model", "load_weights"]
+           "load_model", "read_manifest", "model_type_of", "build_model", "load_weights", "export_model"]
 
 MANIFEST = "config.json"
 FORMAT, VERSION = "vqaudio-checkpoint", 1
@@ -245,3 +247,66 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     Its ``checkpoint_sha256`` attribute is the weights' sha256 (the model's identity).
     """
     return build_model(load_checkpoint(path, with_state=False)).eval()
+
+
+def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[str | os.PathLike, ...] = (),
+                 force: bool = False) -> Path:
+    """Copy the model of ``src`` (a registered name, checkpoint or experiment folder) to a new folder ``dst``.
+
+    ``dst`` gets the verified weights (same sha256: token files keep decoding) and config, without
+    optimizer state; its meta keeps the training step, the validation metrics and, from an
+    experiment's ``train.json``, the training config. ``include`` files (a model card, a licence) are
+    copied next to them. The folder is built under a temporary name and renamed into place; an
+    existing ``dst`` is replaced only with ``force``, and only if it is a checkpoint folder.
+    """
+    from vqaudio.registry import is_checkpoint_dir, resolve
+
+    _, folder = resolve(src)
+    dst = Path(dst)
+    if dst.resolve() == folder.resolve() or folder.resolve() in dst.resolve().parents:
+        raise CheckpointError("the export folder must not be the source checkpoint or inside it", str(dst))
+    if dst.exists() or dst.is_symlink():
+        if not force:
+            raise CheckpointError("already exists; pass --force to replace it", str(dst))
+        if not dst.is_dir() or dst.is_symlink() or not is_checkpoint_dir(dst):
+            raise CheckpointError("exists and is not a checkpoint folder; refusing to replace it", str(dst))
+    files = [Path(f) for f in include]
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError("--include: no such file", str(f))
+        if f.name == MANIFEST or f.suffix == ".safetensors":
+            raise CheckpointError(f"--include: a file named {f.name!r} would clash with the checkpoint", str(f))
+    ckpt = load_checkpoint(folder)
+    model = build_model(ckpt)
+    meta = {k: ckpt.meta[k] for k in ("step", "metrics", "best_step") if ckpt.meta and k in ckpt.meta}
+    try:
+        meta["train"] = json.loads((folder.parent / "train.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if not dst.parent.is_dir():
+        raise CheckpointError("parent folder does not exist", str(dst.parent))
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    try:
+        save_checkpoint(tmp, model, meta=meta)
+        if read_manifest(tmp)["sha256"] != ckpt.sha256:
+            raise CheckpointError("re-serialised weights differ from the source (sha256); nothing exported", str(folder))
+        for f in files:
+            shutil.copyfile(f, tmp / f.name)
+        os.chmod(tmp, 0o777 & ~_umask())
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
+            os.replace(dst, old)
+            os.replace(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dst
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
