@@ -147,6 +147,7 @@ def test_config_json_round_trip_and_validation(tmp_path):
         {"kind": "video"}, {"strides": []}, {"strides": [2, 0]}, {"n_q": 0}, {"codebook_size": 1.5},
         {"channels": 2}, {"sample_rate": None}, {"activation": "relu"}, {"decay": 1.0}, {"weight_norm": "yes"},
         {"nonsense": 1}, {"strides": "2,4"}, {"fft_sizes": [256, 256], "n_mels": [8, 8]}, {"beta": float("nan")},
+        {"encoder_hidden": 0}, {"encoder_max_hidden": 2.5}, {"encoder_dilations": [1, 0]}, {"encoder_dilations": 3},
     ]
     for d in bad:
         with pytest.raises(ConfigError):
@@ -156,3 +157,22 @@ def test_config_json_round_trip_and_validation(tmp_path):
     (tmp_path / "bad.json").write_text('{"n_q": -1}')
     with pytest.raises(ConfigError, match="bad.json"):
         VQVAEConfig.load(tmp_path / "bad.json")
+
+
+def test_light_encoder_only_changes_the_encoder():
+    """encoder_* fields size the encoder alone; the decoder, hop and codes layout stay those of the config."""
+    torch.manual_seed(4)
+    cfg = dict(strides=[2, 4], hidden=8, max_hidden=32)
+    light = tiny(**cfg, encoder_hidden=4, encoder_max_hidden=8, encoder_dilations=[1])
+    full = tiny(**cfg)
+    enc = [m for m in light.encoder.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert [c.out_channels for c in enc if c.stride[0] > 1] == [8, 8]  # 4 -> 8 -> capped at 8
+    assert len(enc) == len([m for m in full.encoder.modules() if isinstance(m, torch.nn.Conv1d)]) - 2 * 2 * 2
+    assert str(light.decoder) == str(full.decoder) and light.hop == full.hop == 8
+    assert light.encoder_receptive_field < full.encoder_receptive_field
+    x = torch.randn(2, 1, 800)
+    codes = light.encode(x)
+    assert codes.shape == full.encode(x).shape and light.decode(codes).shape == x.shape
+    again = VQVAEConfig.from_json(light.config.to_json())
+    assert again == light.config and again.encoder_dilations == [1]
+    assert VQVAEConfig.from_dict({k: v for k, v in light.config.to_dict().items() if not k.startswith("encoder_")}) == full.config

@@ -19,7 +19,8 @@ HELP = "train a VQ-VAE tokenizer on audio or time series"
 # flag -> VQVAEConfig field (given flags override --config)
 MODEL_FLAGS = {"sample_rate": "sample_rate", "strides": "strides", "n_q": "n_q", "codebook_size": "codebook_size",
                "hidden": "hidden", "max_hidden": "max_hidden", "dim": "dim", "activation": "activation",
-               "quantizer_dropout": "quantizer_dropout"}
+               "quantizer_dropout": "quantizer_dropout", "encoder_hidden": "encoder_hidden",
+               "encoder_max_hidden": "encoder_max_hidden", "encoder_dilations": "encoder_dilations"}
 TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
                "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
                "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "seed": "seed",
@@ -46,12 +47,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGrou
     return t
 
 
-def strides_arg(text: str) -> list[int]:
+def ints_arg(text: str, flag: str = "--strides", example: str = "2,4,4") -> list[int]:
     try:
-        strides = [int(s) for s in text.split(",") if s.strip()]
+        return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--strides must be comma-separated integers like 2,4,4, got {text!r}") from None
-    return strides
+        raise ConfigError(f"{flag} must be comma-separated integers like {example}, got {text!r}") from None
 
 
 def register(subparsers) -> None:
@@ -70,6 +70,9 @@ def register(subparsers) -> None:
     g.add_argument("--codebook-size", type=int, metavar="K", help="codes per stage")
     g.add_argument("--hidden", type=int, help="channels of the first conv layer")
     g.add_argument("--max-hidden", type=int, help="channel cap of the deepest layers")
+    g.add_argument("--encoder-hidden", type=int, help="encoder only: channels of the first conv layer (default --hidden)")
+    g.add_argument("--encoder-max-hidden", type=int, help="encoder only: channel cap (default --max-hidden)")
+    g.add_argument("--encoder-dilations", metavar="1,3,9", help="encoder only: residual units per block, by dilation")
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
     g.add_argument("--activation", choices=["elu", "snake"])
     g.add_argument("--quantizer-dropout", type=float, metavar="P")
@@ -106,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and saved.is_file() and not args.config:
         train_d = dict(_read_json(str(saved)).get("train", {}))  # the run's own settings; flags still override
     if args.strides is not None:
-        args.strides = strides_arg(args.strides)
+        args.strides = ints_arg(args.strides)
+    if args.encoder_dilations is not None:
+        args.encoder_dilations = ints_arg(args.encoder_dilations, "--encoder-dilations", "1,3,9")
     model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
     if args.no_progress:

@@ -60,6 +60,11 @@ class VQVAEConfig:
     kernel: int = 7
     dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
     activation: str = "elu"
+    # encoder-only width and residual units (None: as the decoder). A light encoder makes encoding
+    # fast while the decoder keeps the capacity (speech-8k: hidden 16, dilations [1]).
+    encoder_hidden: int | None = None
+    encoder_max_hidden: int | None = None
+    encoder_dilations: list[int] | None = None
     weight_norm: bool = True
     n_q: int = 4
     codebook_size: int = 256
@@ -79,7 +84,7 @@ class VQVAEConfig:
     revin_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("strides", "dilations", "fft_sizes", "n_mels"):
+        for name in ("strides", "dilations", "encoder_dilations", "fft_sizes", "n_mels"):
             if isinstance(getattr(self, name), tuple):
                 setattr(self, name, list(getattr(self, name)))
         self.validate()
@@ -94,7 +99,8 @@ class VQVAEConfig:
         for name, hint in hints.items():
             v = getattr(self, name)
             if "list[int]" in hint:
-                ok = isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+                ok = (v is None and "None" in hint) or (
+                    isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v))
             elif hint == "bool":
                 ok = isinstance(v, bool)
             elif hint == "str":
@@ -115,6 +121,11 @@ class VQVAEConfig:
                 raise ConfigError(f"VQVAEConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.strides or any(s < 1 for s in self.strides):
             raise ConfigError(f"VQVAEConfig.strides must be a non-empty list of integers >= 1, got {self.strides}")
+        for name in ("encoder_hidden", "encoder_max_hidden"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"VQVAEConfig.{name} must be >= 1 or null, got {getattr(self, name)}")
+        if self.encoder_dilations is not None and any(d < 1 for d in self.encoder_dilations):
+            raise ConfigError(f"VQVAEConfig.encoder_dilations must be integers >= 1 or null, got {self.encoder_dilations}")
         if any(d < 1 for d in self.dilations) or any(n < 16 for n in self.fft_sizes) or any(m < 1 for m in self.n_mels):
             raise ConfigError("VQVAEConfig: dilations and n_mels must be >= 1 and fft_sizes >= 16")
         if self.fft_sizes and self.n_mels and len(self.fft_sizes) != len(self.n_mels):
@@ -195,7 +206,9 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = c = config
         kw = dict(hidden=c.hidden, max_hidden=c.max_hidden, kernel=c.kernel, dilations=tuple(c.dilations), act=c.activation, norm=c.weight_norm)
-        self.encoder = Encoder(c.channels, c.dim, c.strides, **kw)
+        enc = dict(kw, hidden=c.encoder_hidden or c.hidden, max_hidden=c.encoder_max_hidden or c.max_hidden,
+                   dilations=tuple(c.dilations if c.encoder_dilations is None else c.encoder_dilations))
+        self.encoder = Encoder(c.channels, c.dim, c.strides, **enc)
         self.quantizer = ResidualVQ(
             c.n_q, c.dim, c.codebook_size, quantizer_dropout=c.quantizer_dropout, beta=c.beta, ema=c.ema,
             decay=c.decay, eps=c.eps, dead_threshold=c.dead_threshold, kmeans_init=c.kmeans_init,
