@@ -1,7 +1,11 @@
 """Speech quality of a codec next to Codec2 3200/2400 and Opus 6k on the same held-out files.
 
-    .venv/bin/python benchmarks/bench_quality.py --codec recipes/asterisk/exp/full/vqvae \
-        [--data DIR|MANIFEST] [--n-q N] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_quality.py [--codec speech-8k] [--data DIR|MANIFEST] [--n-q 3,4] [--json OUT.json]
+
+Then the bar: every vqaudio row is set against each Codec2 mode whose bitrate it does not exceed
+(payload bits of the real ``.vqa`` files over the audio's duration; Codec2's real ``c2enc`` output),
+and wins a metric only if it is strictly better there. The target is vqaudio at <= 3.2 kbit/s beating
+Codec2 3200, and at <= 2.4 kbit/s beating Codec2 2400, on all three metrics.
 
 Default data: the asterisk recipe's held-out prompts (recipes/asterisk/conf/heldout.txt under $ASTERISK,
 default /usr/share/asterisk/sounds). PESQ-NB (8 kHz), STOI and log-mel distance are computed by
@@ -29,6 +33,32 @@ from vqaudio.report import eval_files, evaluate  # noqa: E402
 
 METRICS = ("pesq_nb", "stoi", "log_mel")
 HEADERS = {"pesq_nb": "PESQ-NB ↑", "stoi": "STOI ↑", "log_mel": "log-mel ↓"}
+HIGHER = {"pesq_nb": True, "stoi": True, "log_mel": False}
+BAR = {"codec2-3200": 3200.0, "codec2-2400": 2400.0}  # the Codec2 modes to beat, with their bitrate limits
+
+
+def bar_lines(systems: dict[str, dict]) -> list[str]:
+    """One verdict per (Codec2 mode, the highest-rate vqaudio row within that mode's bitrate limit)."""
+    codec_rows = sorted((s for s in systems.values() if s["system"] == "codec"), key=lambda s: s["bitrate"])
+    lines = []
+    for mode, limit in BAR.items():
+        ref = systems.get(mode)
+        fits = [s for s in codec_rows if s["bitrate"] <= limit]
+        if ref is None or not fits:
+            lines.append(f"bar {mode}: not evaluated ({'no ' + mode if ref is None else f'no vqaudio row <= {limit:.0f} bit/s'})")
+            continue
+        row = fits[-1]
+        parts, wins = [], 0
+        for m in METRICS:
+            a, b = row["mean"][m], ref["mean"][m]
+            win = a > b if HIGHER[m] else a < b
+            wins += win
+            ratio = a / b if b else float("nan")
+            parts.append(f"{m} {a:.3f} vs {b:.3f} ({ratio:.2f}x, {'better' if win else 'worse'})")
+        verdict = "MET" if wins == len(METRICS) else f"not met ({wins}/{len(METRICS)} metrics)"
+        lines.append(f"bar vqaudio n_q={row['n_q']} ({row['bitrate']:.0f} bit/s) vs {mode} ({ref['bitrate']:.0f} bit/s): "
+                     f"{verdict}: " + "; ".join(parts))
+    return lines
 
 
 def heldout_files(asterisk: Path) -> tuple[list[Path], list[str]]:
@@ -45,28 +75,34 @@ def heldout_files(asterisk: Path) -> tuple[list[Path], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--codec", required=True, help="codec name, checkpoint or experiment folder")
+    ap.add_argument("--codec", default="speech-8k", help="codec name, checkpoint or experiment folder (default speech-8k)")
     ap.add_argument("--data", help="folder or manifest (default: the asterisk held-out prompts)")
-    ap.add_argument("--n-q", type=int, help="quantiser levels of the codec (default: all)")
+    ap.add_argument("--n-q", help="comma-separated quantiser levels of the codec (default: all levels, and one fewer)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write every number here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         codec = load_codec(args.codec)
+        n_qs = [int(k) for k in args.n_q.split(",")] if args.n_q else sorted({max(1, codec.n_q - 1), codec.n_q})
         files, names = eval_files(args.data) if args.data else heldout_files(
             Path(os.environ.get("ASTERISK", "/usr/share/asterisk/sounds")))
-        result = evaluate(codec, files, names, n_qs=[args.n_q or codec.n_q],
+        result = evaluate(codec, files, names, n_qs=n_qs,
                           baselines=("codec2-3200", "codec2-2400", "opus-6k"), metrics=METRICS, keep=False)
+    except ValueError:
+        print(f"bench_quality: error: --n-q must be comma-separated integers, got {args.n_q!r}", file=sys.stderr)
+        return 2
     except VQAudioError as err:
         print(f"bench_quality: error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(files)} files, codec {codec.name} ({codec.sample_rate} Hz, hop {codec.hop}, K {codec.codebook_size})")
+    print(f"{len(files)} files, codec {codec.name} ({codec.sha256[:16]}; {codec.sample_rate} Hz, hop {codec.hop}, K {codec.codebook_size})")
     print(f"{'system':<16} {'bit/s':>7} " + " ".join(f"{HEADERS[m]:>10}" for m in METRICS))
-    for name, s in sorted(result["systems"].items(), key=lambda kv: kv[1]["system"] != "codec"):
+    for name, s in sorted(result["systems"].items(), key=lambda kv: (kv[1]["system"] != "codec", kv[0])):
         print(f"{name:<16} {s['bitrate']:7.0f} " + " ".join(f"{s['mean'][m]:10.3f}" for m in METRICS))
     for name, why in result["skipped"].items():
         print(f"not run: {name}: {why}")
+    for line in bar_lines(result["systems"]):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
