@@ -230,8 +230,23 @@ def test_bench_quality_uses_eval(tmp_path, codec_dir, eval_dir, capsys):
     out = tmp_path / "q.json"
     assert bench.main(["--codec", str(codec_dir), "--data", str(eval_dir), "--json", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["metrics"] == ["pesq_nb", "stoi", "log_mel"] and r["n_qs"] == [3]
+    assert r["metrics"] == ["pesq_nb", "stoi", "log_mel"] and r["n_qs"] == [2, 3]
     assert {s["system"] for s in r["systems"].values()} <= {"codec", "external"}
     assert {n for n, s in r["systems"].items() if s["system"] == "external"} == {c.name for c in B.EXTERNAL if c.available()}
-    assert "vqaudio n_q=3" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "vqaudio n_q=3" in out and out.count("\nbar ") == 2
     assert bench.main(["--codec", str(tmp_path / "missing")]) == 2
+    assert bench.main(["--codec", str(codec_dir), "--n-q", "x"]) == 2
+    assert "--n-q" in capsys.readouterr().err
+
+    def row(system, bitrate, pesq, stoi, mel, n_q=None):
+        return {"system": system, "bitrate": bitrate, "n_q": n_q, "mean": {"pesq_nb": pesq, "stoi": stoi, "log_mel": mel}}
+
+    systems = {"vqaudio n_q=3": row("codec", 2290, 2.5, 0.86, 0.33, 3), "vqaudio n_q=4": row("codec", 3050, 2.7, 0.87, 0.30, 4),
+               "codec2-3200": row("external", 3185, 2.6, 0.88, 0.34), "codec2-2400": row("external", 2389, 2.3, 0.85, 0.34)}
+    lines = bench.bar_lines(systems)
+    assert lines[0].startswith("bar vqaudio n_q=4 (3050 bit/s) vs codec2-3200") and "not met (2/3 metrics)" in lines[0]
+    assert "stoi 0.870 vs 0.880 (0.99x, worse)" in lines[0]
+    assert lines[1].startswith("bar vqaudio n_q=3 (2290 bit/s) vs codec2-2400") and ": MET:" in lines[1]
+    systems["vqaudio n_q=3"]["bitrate"] = 2401  # over the 2.4 kbit/s limit: not compared
+    assert bench.bar_lines(systems)[1] == "bar codec2-2400: not evaluated (no vqaudio row <= 2400 bit/s)"
