@@ -189,9 +189,13 @@ def test_decode_damaged_token_file(wav, ckpt, capsys, damage):
     assert not out.exists() and files(wav.parent) == ["speech.vqa", "speech.wav"]
 
 
-def test_model_errors(wav, ckpt, tmp_path, capsys):
-    run("encode", wav, expect=2)  # default model not shipped yet
+def test_model_errors(wav, ckpt, tmp_path, capsys, monkeypatch):
+    from vqaudio import registry
+
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", tmp_path / "empty")  # an install without the shipped model
+    run("encode", wav, expect=2)
     one_error_line(capsys, "speech-8k", "not shipped", "--model PATH")
+    monkeypatch.undo()
     run("encode", wav, "--model", ckpt)
     run("decode", wav.with_suffix(".vqa"), "-o", tmp_path / "y.wav", expect=2)  # recorded name: a folder, not registered
     one_error_line(capsys, "tiny-speech", "not a registered name", "--model PATH")

@@ -317,9 +317,13 @@ def test_input_errors_are_one_line(codec, tmp_path):
         codec.encode_file(tmp_path / "nan.wav")
 
 
-def test_load_codec_errors(tmp_path, ckpt):
+def test_load_codec_errors(tmp_path, ckpt, monkeypatch):
+    from vqaudio import registry
+
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", tmp_path / "empty")  # an install without the shipped model
     with pytest.raises(CheckpointError, match="not shipped"):
         load_codec("speech-8k")
+    monkeypatch.undo()
     with pytest.raises(CheckpointError, match="unknown model 'nope'"):
         load_codec("nope")
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
