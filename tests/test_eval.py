@@ -89,6 +89,15 @@ def test_eval_cli_writes_report(tmp_path, codec_dir, eval_dir, capsys):
     for k in (1, 2, 3):
         assert f"| vqaudio n_q={k} |" in md and f"| pca n_q={k} |" in md
     assert "![" in md and "rate_curve.png" in md
+    # an existing report is kept unless --force
+    before = (out / "report.json").read_bytes()
+    argv = ["eval", "--codec", str(codec_dir), "--data", str(eval_dir), "-o", str(out), "--no-progress", "--no-plots", "--n-q", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"vqaudio eval: error: {out}: already holds a report; pass --force to replace it, or choose another -o"
+    assert (out / "report.json").read_bytes() == before
+    assert main([*argv, "--force"]) == 0
+    assert json.loads((out / "report.json").read_text())["n_qs"] == [1]
 
 
 def test_lower_n_q_codes_are_a_prefix(codec_dir, eval_dir):

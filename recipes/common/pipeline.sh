@@ -59,7 +59,7 @@ stage_train() {
 
 stage_eval() {
     vqa eval --codec "$exp/vqvae" --data "$exp/data/heldout.txt" -o "$exp/eval" --pca-fit "$exp/data/train.txt" \
-        --no-progress
+        --no-progress --force
 }
 
 stage_tokens() {

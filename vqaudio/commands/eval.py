@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from vqaudio.errors import ConfigError
 
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads (default 1: eval runs many small ops, which extra threads slow down)")
     p.add_argument("--no-plots", action="store_true", help="no PNG figures")
+    p.add_argument("--force", action="store_true", help="replace the report already in REPORT_DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -61,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--max-files must be >= 1, got {args.max_files}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    out = Path(args.output)
+    if not args.force and any((out / f).exists() for f in ("report.json", "report.md")):
+        raise ConfigError("already holds a report; pass --force to replace it, or choose another -o", str(out))
     device = device_arg(args.device)
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec, device=device)
