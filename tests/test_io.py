@@ -89,6 +89,14 @@ def test_truncated_wav(tmp_path, speech_file):
     with pytest.raises(AudioError) as err:
         load_audio(path)
     _one_line(err, path)
+    # cut mid-data: libsndfile reads the bytes present without complaint; load_audio (training, eval) must not
+    declared = sf.info(str(speech_file)).frames
+    path.write_bytes(data[:5000])
+    with pytest.raises(AudioError, match=f"truncated: header says {declared} samples, file holds 2478") as err:
+        load_audio(path)
+    _one_line(err, path)
+    path.write_bytes(data)
+    assert load_audio(path)[0].shape[-1] == declared
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])

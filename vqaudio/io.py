@@ -193,6 +193,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         data, orig_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
+    declared = header_frames(path)  # libsndfile shortens a truncated WAV/AIFF to what is there, silently
+    if declared is not None and declared > data.shape[0]:
+        raise AudioError(f"truncated: header says {declared} samples, file holds {data.shape[0]}", str(path))
     wav = _check_values(torch.from_numpy(np.ascontiguousarray(data.T)), path)
     if sample_rate is not None:
         problem = resample_problem(int(orig_sr), sample_rate)
