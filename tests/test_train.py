@@ -182,3 +182,16 @@ def test_diverging_run_is_a_one_line_user_error(tmp_path, speech_dir, capsys):
     cfg = TrainConfig(steps=3, batch_size=4, lr=1e30, progress=False)
     with pytest.raises(VQAudioError, match="at step"):
         fit(VQVAETask(VQVAE(VQVAEConfig(**TINY)), plots=False), train, valid, cfg, tmp_path / "api")
+
+
+def test_unknown_best_metric_fails_before_training(tmp_path, speech_dir):
+    """A best_metric the task does not report is a one-line ConfigError before the first step, not at the first validation."""
+    from vqaudio.errors import ConfigError
+
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    task = _Interrupt(VQVAE(VQVAEConfig(**TINY)), at=1)  # a training step would raise KeyboardInterrupt
+    cfg = TrainConfig(steps=4, batch_size=4, valid_every=2, best_metric="los", progress=False)
+    with pytest.raises(ConfigError, match=r"best_metric 'los' is not a validation metric of this task \(one of l1, logmag, loss, "):
+        fit(task, train, valid, cfg, tmp_path / "exp")
+    assert task.calls == 0 and not (tmp_path / "exp" / "last").exists()
+    # (the probe restores the RNG states: test_resume_equals_uninterrupted_run runs it on both sides)

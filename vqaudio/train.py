@@ -356,7 +356,7 @@ class _Log:
                 f.write(json.dumps(record) + "\n")
 
 
-def _call_validate(task: Task, batches: Any, exp_dir: Path, step: int) -> dict[str, float]:
+def _call_validate(task: Task, batches: Any, exp_dir: Path | None, step: int) -> dict[str, float]:
     params = inspect.signature(task.validate).parameters
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in (("exp_dir", exp_dir), ("step", step)) if k in params or var_kw}
@@ -425,6 +425,14 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                                   generator=torch.Generator().manual_seed(cfg.seed))
 
+    if valid_loader is not None and rank0 and cfg.steps > start:
+        # sanity check on one validation batch before training, so that a best_metric the task does not
+        # report fails now, not at the first validation; RNG states are restored (exact resume)
+        with torch.random.fork_rng(devices=[d.device] if d.device.type == "cuda" else []), torch.no_grad():
+            probe = _call_validate(task, [_to_device(next(iter(valid_loader)), d.device)], None, start)
+        if cfg.best_metric not in probe:
+            raise ConfigError(f"TrainConfig.best_metric {cfg.best_metric!r} is not a validation metric of this task "
+                              f"(one of {', '.join(sorted(probe))})")
     bar = tqdm(total=cfg.steps, initial=start, disable=not (rank0 and cfg.progress), desc="train", dynamic_ncols=True)
     acc: dict[str, float] = {}
     n_acc, t_log, steps_per_s = 0, time.perf_counter(), 0.0
@@ -466,8 +474,6 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             if rank0:
                 batches = (_to_device(b, d.device) for b in itertools.islice(valid_loader, cfg.valid_batches or None))
                 valid_metrics = _call_validate(task, batches, exp, done)
-                if cfg.best_metric not in valid_metrics:
-                    raise ValueError(f"validation metric {cfg.best_metric!r} not among {sorted(valid_metrics)}")
                 log.write({"step": done, "split": "valid", **valid_metrics})
                 if valid_metrics[cfg.best_metric] < best:
                     best, best_step = valid_metrics[cfg.best_metric], done
