@@ -1,15 +1,15 @@
 """Codec throughput: encode and decode a 10-minute 8 kHz speech file, printed as x realtime.
 
-The model is the real VQ-VAE architecture with **untrained weights** (throughput does not depend on
-the weights): ``VQVAEConfig`` at 8 kHz, strides 2-4-4 = hop 32 (250 frames/s), 4 levels of 256
-codes, and by default a small width (``--hidden 8 --max-hidden 64``, 0.12 M parameters; the
-config's own default width, ``--hidden 32 --max-hidden 256``, has 1.36 M and ~16x the FLOPs).
+The model is ``--model`` (default: the shipped ``speech-8k``; any name, checkpoint or experiment
+folder), or with ``--untrained`` the VQ-VAE architecture with untrained weights (throughput does not
+depend on the weights): ``VQVAEConfig`` at 8 kHz, strides 2-4-4 = hop 32 (250 frames/s), 4 levels of
+256 codes and a small width (``--hidden 8 --max-hidden 64``, 0.12 M parameters).
 Encode is file -> .vqa (streamed read, chunked encoder with overlap, nearest-code search, bit
 packing); decode is .vqa -> wav (chunked decoder, streamed write). Best of ``--repeats`` runs;
 also prints peak RSS. Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_codec.py                 # 10 min of speech, 2 threads
-    .venv/bin/python benchmarks/bench_codec.py --hidden 32 --max-hidden 256
+    .venv/bin/python benchmarks/bench_codec.py                 # speech-8k, 10 min of speech, 2 threads
+    .venv/bin/python benchmarks/bench_codec.py --untrained --hidden 32 --max-hidden 256
 
 On a machine shared with other jobs, OpenMP threads that spin while waiting for each other can
 make 2 threads many times slower than 1: ``OMP_WAIT_POLICY=PASSIVE`` avoids that.
@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _util import set_threads  # noqa: E402
 
-from vqaudio.codec import Codec, load_codes, save_codes  # noqa: E402
+from vqaudio.codec import Codec, load_codec, load_codes, save_codes  # noqa: E402
 from vqaudio.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
 
 SPEECH = Path("/usr/share/asterisk/sounds/en")
@@ -54,16 +54,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--hidden", type=int, default=8, help="VQVAEConfig.hidden")
-    ap.add_argument("--max-hidden", type=int, default=64, help="VQVAEConfig.max_hidden")
+    ap.add_argument("--model", default="speech-8k", help="codec name, checkpoint or experiment folder")
+    ap.add_argument("--untrained", action="store_true", help="an untrained VQ-VAE of --hidden/--max-hidden instead")
+    ap.add_argument("--hidden", type=int, default=8, help="VQVAEConfig.hidden (--untrained)")
+    ap.add_argument("--max-hidden", type=int, default=64, help="VQVAEConfig.max_hidden (--untrained)")
     ap.add_argument("--repeats", type=int, default=2, help="report the best of this many runs")
-    ap.add_argument("--chunk-seconds", type=float, default=5.0)
+    ap.add_argument("--chunk-seconds", type=float, default=15.0)
     args = ap.parse_args()
     set_threads(args.threads)
-    torch.manual_seed(0)
-    config = VQVAEConfig(kmeans_init=False, hidden=args.hidden, max_hidden=args.max_hidden)
-    model = VQVAE(config)
-    codec = Codec(model, name="bench-untrained", chunk_seconds=args.chunk_seconds)
+    if args.untrained:
+        torch.manual_seed(0)
+        model = VQVAE(VQVAEConfig(kmeans_init=False, hidden=args.hidden, max_hidden=args.max_hidden))
+        codec = Codec(model, name="bench-untrained", chunk_seconds=args.chunk_seconds)
+    else:
+        codec = load_codec(args.model, chunk_seconds=args.chunk_seconds)
+        model = codec.model
+    config = model.config
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:
         src, vqa, out = Path(tmp) / "in.wav", Path(tmp) / "in.vqa", Path(tmp) / "out.wav"
@@ -79,7 +85,8 @@ def main() -> None:
             t_dec = min(t_dec, time.perf_counter() - t0)
         size = vqa.stat().st_size
     params = sum(p.numel() for p in model.parameters())
-    print(f"model: VQ-VAE, untrained weights, {params / 1e6:.2f} M parameters, hidden={config.hidden}, "
+    weights = "untrained weights" if args.untrained else f"{codec.name} ({codec.sha256[:16]})"
+    print(f"model: VQ-VAE, {weights}, {params / 1e6:.2f} M parameters, hidden={config.hidden}, "
           f"max_hidden={config.max_hidden}, dim={config.dim}, strides={config.strides} (hop {codec.hop}), "
           f"{config.sample_rate} Hz, n_q={config.n_q}, K={config.codebook_size}")
     print(f"input: {args.minutes:g} min of {what} at 8 kHz; {args.threads} threads; best of {args.repeats}; chunks of {args.chunk_seconds:g} s "

@@ -222,10 +222,11 @@ class Codec:
 
     ``name`` and ``sha256`` identify the weights in token files (``sha256`` defaults to
     :func:`weights_sha256`); ``chunk_seconds`` bounds the audio processed at once (series:
-    ``chunk_steps`` time steps).
+    ``chunk_steps`` time steps). Longer chunks spread the fixed cost of each conv call: 15 s
+    encodes speech-8k ~1.25x faster than 5 s, for tens of MB of activations at 8 kHz.
     """
 
-    def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 5.0,
+    def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 15.0,
                  chunk_steps: int = 1 << 17) -> None:
         self.name, self.sha256 = name, sha256 or weights_sha256(model)
         self.model = _inference_copy(model)
@@ -489,7 +490,7 @@ def load_codes(path: str | os.PathLike) -> Codes:
 
 
 def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               chunk_seconds: float = 5.0) -> Codec:
+               chunk_seconds: float = 15.0) -> Codec:
     """Load a codec by registered name (``None``: the default model) or checkpoint/experiment folder."""
     from vqaudio.checkpoint import load_model
 
