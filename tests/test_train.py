@@ -191,7 +191,37 @@ def test_unknown_best_metric_fails_before_training(tmp_path, speech_dir):
     train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
     task = _Interrupt(VQVAE(VQVAEConfig(**TINY)), at=1)  # a training step would raise KeyboardInterrupt
     cfg = TrainConfig(steps=4, batch_size=4, valid_every=2, best_metric="los", progress=False)
-    with pytest.raises(ConfigError, match=r"best_metric 'los' is not a validation metric of this task \(one of l1, logmag, loss, "):
-        fit(task, train, valid, cfg, tmp_path / "exp")
-    assert task.calls == 0 and not (tmp_path / "exp" / "last").exists()
-    # (the probe restores the RNG states: test_resume_equals_uninterrupted_run runs it on both sides)
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.json").write_text("the run's own settings")
+    with pytest.raises(ConfigError, match=r"best_metric 'los' is not a validation metric of this task \(it reports: l1, logmag, loss, "):
+        fit(task, train, valid, cfg, exp)
+    assert task.calls == 0 and not (exp / "last").exists()
+    assert (exp / "train.json").read_text() == "the run's own settings"  # nothing written before the check
+
+
+class _RandomValidate(VQVAETask):
+    """Draws random numbers in validate; records the first draw of every training step."""
+
+    def __init__(self, model):
+        super().__init__(model, plots=False)
+        self.draws = []
+
+    def validate(self, batches, exp_dir=None, step=0):
+        torch.rand(100)
+        return super().validate(batches, exp_dir, step)
+
+    def training_step(self, batch, model=None):
+        self.draws.append(torch.rand(1).item())
+        return super().training_step(batch, model)
+
+
+def test_validation_probe_leaves_the_rng_alone(tmp_path, speech_dir):
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    runs = []
+    for name, valid_set in (("probe", valid), ("none", None)):
+        torch.manual_seed(0)
+        task = _RandomValidate(VQVAE(VQVAEConfig(**TINY)))
+        fit(task, train, valid_set, TrainConfig(steps=2, batch_size=4, valid_every=5, progress=False), tmp_path / name)
+        runs.append(task.draws)
+    assert runs[0] == runs[1] and len(runs[0]) == 2

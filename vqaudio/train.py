@@ -363,6 +363,13 @@ def _call_validate(task: Task, batches: Any, exp_dir: Path | None, step: int) ->
     return {k: float(v) for k, v in task.validate(batches, **kwargs).items()}
 
 
+def _check_best_metric(cfg: TrainConfig, metrics: dict[str, float]) -> None:
+    if cfg.best_metric not in metrics:
+        known = ", ".join(sorted(metrics)) or "none"
+        raise ConfigError(f"TrainConfig.best_metric {cfg.best_metric!r} is not a validation metric of this task "
+                          f"(it reports: {known})")
+
+
 # ---- the loop ----------------------------------------------------------------------------------------------
 def fit(task: Task, train_set: Dataset, valid_set: Dataset | None, config: TrainConfig, exp_dir: str | os.PathLike,
         resume: bool = False) -> dict[str, Any]:
@@ -404,14 +411,6 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         np.random.seed(cfg.seed % 2**32)
         if resume and rank0:
             print(f"vqaudio train: nothing to resume in {exp}; starting a new run", file=sys.stderr)
-    log = _Log(exp / "log.jsonl", rank0, start if resume else None)
-    if rank0 and not resume:
-        (exp / "log.jsonl").unlink(missing_ok=True)
-    if rank0:
-        info = {"train": cfg.to_dict(), "task": task.config_dict(), "world_size": d.world}
-        with atomic_path(exp / "train.json") as tmp:
-            tmp.write_text(json.dumps(info, indent=2))
-
     wrapped: nn.Module = model
     if d.world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
@@ -425,14 +424,21 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         valid_loader = DataLoader(valid_set, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers,
                                   generator=torch.Generator().manual_seed(cfg.seed))
 
-    if valid_loader is not None and rank0 and cfg.steps > start:
-        # sanity check on one validation batch before training, so that a best_metric the task does not
-        # report fails now, not at the first validation; RNG states are restored (exact resume)
+    if valid_loader is not None and cfg.steps > start:
+        # sanity check on one validation batch before training (and before train.json or the log is
+        # touched), so that a best_metric the task does not report fails now on every rank, not at the
+        # first validation; RNG states are restored (exact resume)
         with torch.random.fork_rng(devices=[d.device] if d.device.type == "cuda" else []), torch.no_grad():
             probe = _call_validate(task, [_to_device(next(iter(valid_loader)), d.device)], None, start)
-        if cfg.best_metric not in probe:
-            raise ConfigError(f"TrainConfig.best_metric {cfg.best_metric!r} is not a validation metric of this task "
-                              f"(one of {', '.join(sorted(probe))})")
+        _check_best_metric(cfg, probe)
+    log = _Log(exp / "log.jsonl", rank0, start if resume else None)
+    if rank0 and not resume:
+        (exp / "log.jsonl").unlink(missing_ok=True)
+    if rank0:
+        info = {"train": cfg.to_dict(), "task": task.config_dict(), "world_size": d.world}
+        with atomic_path(exp / "train.json") as tmp:
+            tmp.write_text(json.dumps(info, indent=2))
+
     bar = tqdm(total=cfg.steps, initial=start, disable=not (rank0 and cfg.progress), desc="train", dynamic_ncols=True)
     acc: dict[str, float] = {}
     n_acc, t_log, steps_per_s = 0, time.perf_counter(), 0.0
@@ -474,6 +480,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             if rank0:
                 batches = (_to_device(b, d.device) for b in itertools.islice(valid_loader, cfg.valid_batches or None))
                 valid_metrics = _call_validate(task, batches, exp, done)
+                _check_best_metric(cfg, valid_metrics)
                 log.write({"step": done, "split": "valid", **valid_metrics})
                 if valid_metrics[cfg.best_metric] < best:
                     best, best_step = valid_metrics[cfg.best_metric], done
