@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vqaudio.codec import load_codec  # noqa: E402
+from vqaudio.commands.eval import n_q_list  # noqa: E402
 from vqaudio.errors import VQAudioError  # noqa: E402
 from vqaudio.report import eval_files, evaluate  # noqa: E402
 
@@ -77,21 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codec", default="speech-8k", help="codec name, checkpoint or experiment folder (default speech-8k)")
     ap.add_argument("--data", help="folder or manifest (default: the asterisk held-out prompts)")
-    ap.add_argument("--n-q", help="comma-separated quantiser levels of the codec (default: all levels, and one fewer)")
+    ap.add_argument("--n-q", help="quantiser levels of the codec, e.g. 3,4 or 1-4 (default: all levels, and one fewer)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write every number here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
         codec = load_codec(args.codec)
-        n_qs = [int(k) for k in args.n_q.split(",")] if args.n_q else sorted({max(1, codec.n_q - 1), codec.n_q})
+        n_qs = n_q_list(args.n_q) if args.n_q else sorted({max(1, codec.n_q - 1), codec.n_q})
         files, names = eval_files(args.data) if args.data else heldout_files(
             Path(os.environ.get("ASTERISK", "/usr/share/asterisk/sounds")))
         result = evaluate(codec, files, names, n_qs=n_qs,
                           baselines=("codec2-3200", "codec2-2400", "opus-6k"), metrics=METRICS, keep=False)
-    except ValueError:
-        print(f"bench_quality: error: --n-q must be comma-separated integers, got {args.n_q!r}", file=sys.stderr)
-        return 2
     except VQAudioError as err:
         print(f"bench_quality: error: {err}", file=sys.stderr)
         return 2

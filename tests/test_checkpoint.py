@@ -168,7 +168,7 @@ def test_bad_manifests(tmp_path):
         load_model(tmp_path / "absent")
 
 
-def test_export_model_keeps_identity_drops_state(tmp_path, capsys):
+def test_export_model_keeps_identity_drops_state(tmp_path, capsys, monkeypatch):
     from vqaudio.checkpoint import export_model
     from vqaudio.cli import main
 
@@ -193,10 +193,35 @@ def test_export_model_keeps_identity_drops_state(tmp_path, capsys):
     other = _model()
     other.quantizer.layers[0].codebook.add_(1.0)
     save_model(exp / "best", other)
-    assert main(["export", str(exp), "-o", str(out), "--force"]) == 0
+    with pytest.raises(CheckpointError, match="holds 'README.md', which the export would delete"):
+        export_model(exp, out, force=True)  # the model card would be lost
+    assert read_manifest(out)["sha256"] == m["sha256"]
+    card.write_text("model card v2\n")
+    assert main(["export", str(exp), "-o", str(out), "--force", "--include", str(card)]) == 0
     assert "to " + str(out) in capsys.readouterr().out
     assert read_manifest(out)["sha256"] == read_manifest(exp / "best")["sha256"] != m["sha256"]
-    assert not (out / "README.md").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert (out / "README.md").read_text() == "model card v2\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # re-exporting an export keeps the training config it carries
+    assert read_manifest(export_model(out, tmp_path / "again"))["state"]["meta"]["train"] == {"steps": 7, "lr": 0.1}
+
+    # a failed swap puts the previous export back
+    import os as _os
+
+    real_replace = _os.replace
+
+    def flaky(a, b):
+        if str(a).endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        return real_replace(a, b)
+
+    before = sorted(p.name for p in out.iterdir())
+    monkeypatch.setattr("vqaudio.checkpoint.os.replace", flaky)
+    with pytest.raises(CheckpointError, match="cannot write the export .No space left on device."):
+        export_model(exp, out, include=(card,), force=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == before and load_model(out) is not None
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
     keep = tmp_path / "notes"
     keep.mkdir()
@@ -204,11 +229,16 @@ def test_export_model_keeps_identity_drops_state(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not a checkpoint folder; refusing"):
         export_model(exp, keep, force=True)
     assert (keep / "a.txt").read_text() == "x"
-    for bad, match in (((tmp_path / "nope.txt",), "no such file"), ((exp / "best" / MANIFEST,), "clash")):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "README.md").write_text("other")
+    for bad, match in (((tmp_path / "nope.txt",), "not a file"), ((exp,), "not a file"), ((exp / "best" / MANIFEST,), "clash"),
+                       ((card, tmp_path / "sub" / "README.md"), "two files named 'README.md'")):
         with pytest.raises(CheckpointError, match=match):
             export_model(exp, tmp_path / "new", include=bad)
-    with pytest.raises(CheckpointError, match="must not be the source"):
-        export_model(exp / "best", exp / "best" / "x")
+    for dst in (exp / "best", exp / "best" / "x", exp):
+        with pytest.raises(CheckpointError, match="must not be the source checkpoint"):
+            export_model(exp / "best", dst, force=True)
+    assert load_model(exp / "best") is not None
     assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "y")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "new").exists() and not (tmp_path / "y").exists()

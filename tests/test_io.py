@@ -176,9 +176,24 @@ def test_header_frames(tmp_path, speech_file):
     from vqaudio.io import header_frames
 
     x = np.zeros((1000, 2), np.float32)
-    for name in ("a.wav", "a.aiff"):
-        sf.write(tmp_path / name, x, 8000)
-        assert header_frames(tmp_path / name) == 1000
+    for name, subtype in (("a.wav", "PCM_16"), ("a.aiff", "PCM_16"), ("b.wav", "PCM_24"), ("c.wav", "FLOAT"), ("d.wav", "ULAW")):
+        sf.write(tmp_path / name, x, 8000, subtype=subtype)
+        assert header_frames(tmp_path / name) is None  # complete
+        whole = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut-{name}").write_bytes(whole[: len(whole) - 100])
+        assert header_frames(tmp_path / f"cut-{name}") == 1000  # the data chunk runs past the end
+    # a wrong block_align (libsndfile ignores it for PCM) is not mistaken for truncation
+    raw = bytearray((tmp_path / "a.wav").read_bytes())
+    raw[32:34] = (2).to_bytes(2, "little")  # should be 4 (2 channels x 16 bits)
+    (tmp_path / "ba.wav").write_bytes(raw)
+    assert sf.info(str(tmp_path / "ba.wav")).frames == 1000 and header_frames(tmp_path / "ba.wav") is None
+    (tmp_path / "ba-cut.wav").write_bytes(raw[:-40])
+    assert header_frames(tmp_path / "ba-cut.wav") == 1000
+    # a chunk after the sample data (LIST/INFO) is no truncation either
+    raw = bytearray((tmp_path / "a.wav").read_bytes()) + b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+    raw[4:8] = (len(raw) - 8).to_bytes(4, "little")
+    (tmp_path / "list.wav").write_bytes(raw)
+    assert header_frames(tmp_path / "list.wav") is None and load_audio(tmp_path / "list.wav")[0].shape == (2, 1000)
     data = speech_file.read_bytes()
     (tmp_path / "tr.wav").write_bytes(data[:5000])
     assert header_frames(tmp_path / "tr.wav") == sf.info(str(speech_file)).frames > sf.info(str(tmp_path / "tr.wav")).frames

@@ -176,3 +176,4 @@ def test_light_encoder_only_changes_the_encoder():
     again = VQVAEConfig.from_json(light.config.to_json())
     assert again == light.config and again.encoder_dilations == [1]
     assert VQVAEConfig.from_dict({k: v for k, v in light.config.to_dict().items() if not k.startswith("encoder_")}) == full.config
+    assert not any(k.startswith("encoder_") for k in full.config.to_dict())  # older readers: no unknown keys

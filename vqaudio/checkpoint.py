@@ -254,39 +254,50 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[
     """Copy the model of ``src`` (a registered name, checkpoint or experiment folder) to a new folder ``dst``.
 
     ``dst`` gets the verified weights (same sha256: token files keep decoding) and config, without
-    optimizer state; its meta keeps the training step, the validation metrics and, from an
-    experiment's ``train.json``, the training config. ``include`` files (a model card, a licence) are
-    copied next to them. The folder is built under a temporary name and renamed into place; an
-    existing ``dst`` is replaced only with ``force``, and only if it is a checkpoint folder.
+    optimizer state; its meta keeps the training step, the validation metrics and the training
+    config (from an experiment's ``train.json``, or the source's own meta). ``include`` files (a model
+    card, a licence) are copied next to them. The folder is built under a temporary name and renamed
+    into place. An existing ``dst`` is replaced only with ``force``, only if it is a checkpoint folder
+    holding nothing but its checkpoint files and files named like ``include`` ones, and a failed
+    swap puts it back.
     """
     from vqaudio.registry import is_checkpoint_dir, resolve
 
     _, folder = resolve(src)
     dst = Path(dst)
-    if dst.resolve() == folder.resolve() or folder.resolve() in dst.resolve().parents:
-        raise CheckpointError("the export folder must not be the source checkpoint or inside it", str(dst))
+    here, there = folder.resolve(), dst.resolve()
+    if there == here or here in there.parents or there in here.parents:
+        raise CheckpointError(f"the export folder must not be the source checkpoint ({folder}), inside it, or hold it", str(dst))
+    files = [Path(f) for f in include]
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError("--include: not a file", str(f))
+        if f.name == MANIFEST or f.suffix == ".safetensors":
+            raise CheckpointError(f"--include: a file named {f.name!r} would clash with the checkpoint", str(f))
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        raise CheckpointError(f"--include: two files named {next(n for n in names if names.count(n) > 1)!r}")
     if dst.exists() or dst.is_symlink():
         if not force:
             raise CheckpointError("already exists; pass --force to replace it", str(dst))
         if not dst.is_dir() or dst.is_symlink() or not is_checkpoint_dir(dst):
             raise CheckpointError("exists and is not a checkpoint folder; refusing to replace it", str(dst))
-    files = [Path(f) for f in include]
-    for f in files:
-        if not f.is_file():
-            raise CheckpointError("--include: no such file", str(f))
-        if f.name == MANIFEST or f.suffix == ".safetensors":
-            raise CheckpointError(f"--include: a file named {f.name!r} would clash with the checkpoint", str(f))
+        extra = sorted(p.name for p in dst.iterdir() if p.name not in _referenced(dst) | {MANIFEST, *names})
+        if extra:
+            raise CheckpointError(f"holds {extra[0]!r}, which the export would delete (--include it, or move it); "
+                                  "refusing to replace it", str(dst))
+    if not dst.parent.is_dir():
+        raise CheckpointError("parent folder does not exist", str(dst.parent))
     ckpt = load_checkpoint(folder)
     model = build_model(ckpt)
-    meta = {k: ckpt.meta[k] for k in ("step", "metrics", "best_step") if ckpt.meta and k in ckpt.meta}
+    meta = {k: ckpt.meta[k] for k in ("step", "metrics", "best_step", "train") if ckpt.meta and k in ckpt.meta}
     try:
         meta["train"] = json.loads((folder.parent / "train.json").read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    if not dst.parent.is_dir():
-        raise CheckpointError("parent folder does not exist", str(dst.parent))
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
+    tmp = old = None
     try:
+        tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
         save_checkpoint(tmp, model, meta=meta)
         if read_manifest(tmp)["sha256"] != ckpt.sha256:
             raise CheckpointError("re-serialised weights differ from the source (sha256); nothing exported", str(folder))
@@ -294,15 +305,20 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[
             shutil.copyfile(f, tmp / f.name)
         os.chmod(tmp, 0o777 & ~_umask())
         if dst.exists():
-            old = dst.with_name(f".{dst.name}.{os.getpid()}.old")
-            os.replace(dst, old)
-            os.replace(tmp, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".old"))
+            os.replace(dst, old)  # onto an empty folder: allowed
+        os.replace(tmp, dst)
+        tmp = None
+    except OSError as err:
+        raise CheckpointError(f"cannot write the export ({err.strerror or err})", str(dst)) from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            if not dst.exists() and any(old.iterdir()):
+                os.replace(old, dst)  # the swap failed half-way: put the previous export back
+            else:
+                shutil.rmtree(old, ignore_errors=True)
     return dst
 
 

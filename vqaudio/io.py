@@ -89,40 +89,48 @@ _WAV_SAMPLE_TAGS = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible
 
 
 def header_frames(path: str | os.PathLike) -> int | None:
-    """Sample frames per channel that a WAV or AIFF header declares, or ``None`` when unknown (other
+    """Sample frames per channel that a WAV or AIFF header declares when its sample data chunk runs past
+    the end of the file (a truncated file); ``None`` when the chunk is complete, or unknown (other
     formats, compressed WAV, a streaming header with size 0 or 0xFFFFFFFF, an unparsable header).
 
     libsndfile silently shortens a truncated WAV/AIFF to the bytes present (``frames`` then agrees
-    with what it reads), so detecting truncation needs the header's own count.
+    with what it reads), so detecting truncation needs the header's own count. The WAV count uses
+    channels x bytes per sample, as libsndfile does for PCM, not a possibly wrong ``block_align``.
     """
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 20)
+            file_size = os.fstat(f.fileno()).st_size
     except OSError:
         return None
     if len(head) < 12:
         return None
     if head[:4] in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
-        end = "<" if head[:4] == b"RIFF" else ">"
-        pos, block_align, tag = 12, 0, None
+        order = "little" if head[:4] == b"RIFF" else "big"
+        pos, block, tag = 12, 0, None
         while pos + 8 <= len(head):
-            cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little" if end == "<" else "big")
-            if cid == b"fmt " and pos + 8 + 14 <= len(head):
-                tag = int.from_bytes(head[pos + 8 : pos + 10], "little" if end == "<" else "big")
-                block_align = int.from_bytes(head[pos + 20 : pos + 22], "little" if end == "<" else "big")
+            cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], order)
+            if cid == b"fmt " and pos + 8 + 16 <= len(head):
+                tag = int.from_bytes(head[pos + 8 : pos + 10], order)
+                channels = int.from_bytes(head[pos + 10 : pos + 12], order)
+                bits = int.from_bytes(head[pos + 22 : pos + 24], order)
+                block = channels * ((bits + 7) // 8) or int.from_bytes(head[pos + 20 : pos + 22], order)
             elif cid == b"data":
-                if tag not in _WAV_SAMPLE_TAGS or block_align == 0 or size in (0, 0xFFFFFFFF):
+                if tag not in _WAV_SAMPLE_TAGS or block == 0 or size in (0, 0xFFFFFFFF) or pos + 8 + size <= file_size:
                     return None
-                return size // block_align
+                return size // block
             pos += 8 + size + (size & 1)
         return None
     if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        pos = 12
+        pos, frames = 12, None
         while pos + 8 <= len(head):
             cid, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "big")
             if cid == b"COMM" and pos + 8 + 6 <= len(head):
-                return int.from_bytes(head[pos + 10 : pos + 14], "big") or None
+                frames = int.from_bytes(head[pos + 10 : pos + 14], "big") or None
+            elif cid == b"SSND":
+                return None if pos + 8 + size <= file_size else frames
             pos += 8 + size + (size & 1)
+        return frames
     return None
 
 

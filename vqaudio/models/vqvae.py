@@ -145,7 +145,13 @@ class VQVAEConfig:
         return math.prod(self.strides)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as JSON types; unset (None) ``encoder_*`` fields are left out, so checkpoints of
+        symmetric models stay readable by vqaudio versions that predate those fields."""
+        d = dataclasses.asdict(self)
+        for name in ("encoder_hidden", "encoder_max_hidden", "encoder_dilations"):
+            if d[name] is None:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VQVAEConfig:
