@@ -13,7 +13,9 @@ The task protocol
 - ``validate(batches, exp_dir=None, step=0) -> metrics`` — metrics (floats) over an iterable of
   validation batches; put the model in eval mode and back. ``exp_dir`` and ``step`` are passed
   only if the method accepts them (to write figures, e.g. ``exp_dir/plots/step-0000100-*.png``).
-  Runs on rank 0 only, with the plain model: it must not call collective operations.
+  Runs with the plain model and must not call collective operations: at each validation on rank 0
+  only, and once before training on one batch on every rank (a sanity check that ``best_metric`` is
+  among the metrics it reports; RNG states are restored after it).
 - ``config_dict() -> dict`` — JSON-serialisable description of the task, stored in ``train.json``.
 
 A prior task needs nothing else: ``fit(PriorTask(prior), train_windows, valid_windows, cfg, exp)``
