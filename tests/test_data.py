@@ -79,6 +79,36 @@ def test_bad_sources(tmp_path):
         split_names(["a", "b"], 1.5)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupt", "empty", "rate"])
+def test_bad_audio_file_fails_before_training(tmp_path, speech_files, damage):
+    """One damaged file among good ones: build_datasets names it at once (headers only), not mid-training."""
+    import shutil
+
+    import soundfile as sf
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for i, f in enumerate(speech_files[:5]):
+        shutil.copy(f, root / f"{i}.wav")
+    bad = root / "3.wav"
+    data = bad.read_bytes()
+    if damage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+        match = "truncated: header says"
+    elif damage == "corrupt":
+        bad.write_bytes(b"RIFF" + bytes(40))
+        match = "cannot read audio"
+    elif damage == "empty":
+        sf.write(bad, np.zeros((0, 1), np.float32), 8000)
+        match = "empty"
+    else:
+        sf.write(bad, np.zeros((100, 1), np.float32), 8001)
+        match = "8001"
+    with pytest.raises(AudioError, match=match) as err:
+        build_datasets(str(root), 1024, 8000)
+    assert str(err.value).startswith(str(bad)) and "\n" not in str(err.value)
+
+
 def test_split_is_stable_and_nonempty():
     names = [f"f{i}.wav" for i in range(200)]
     tr, va = split_names(names, 0.1)

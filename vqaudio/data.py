@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from vqaudio.errors import AudioError, ConfigError
-from vqaudio.io import is_audio_path, is_series_path, load_audio, load_series
+from vqaudio.io import check_audio_file, is_audio_path, is_series_path, load_audio, load_series
 
 __all__ = ["CropDataset", "AudioCrops", "SeriesCrops", "find_files", "read_manifest", "load_aeon", "split_names",
            "build_datasets"]
@@ -245,6 +245,8 @@ def build_datasets(
     if found == "audio":
         if not sample_rate:
             raise ConfigError("audio data needs a model sample rate")
+        for f in files:  # a corrupt, empty or truncated file fails now, not hours into training
+            check_audio_file(f, sample_rate)
         make = lambda idx: AudioCrops([files[i] for i in idx], sample_rate, segment, seed, cache)  # noqa: E731
         channels = 1
     else:

@@ -31,6 +31,7 @@ __all__ = [
     "AUDIO_SUFFIXES",
     "SERIES_SUFFIXES",
     "atomic_path",
+    "check_audio_file",
     "header_frames",
     "is_audio_path",
     "is_series_path",
@@ -211,6 +212,30 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
             raise AudioError(problem, str(path))
         wav = resample(wav, int(orig_sr), sample_rate).contiguous()
     return wav, int(orig_sr)
+
+
+def check_audio_file(path: str | os.PathLike, sample_rate: int | None = None) -> int:
+    """Check ``path`` from its header alone (cheap: no samples read) and return its frames per channel.
+
+    Raises the one-line :class:`AudioError` that :func:`load_audio` would for an unreadable, corrupt,
+    empty or truncated file, or a rate that cannot be resampled to ``sample_rate``. NaN samples are
+    only found by reading them.
+    """
+    path = Path(path)
+    _check_readable(path, AUDIO_SUFFIXES, "audio")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
+    if info.frames == 0 or info.channels == 0:
+        raise AudioError("is empty (0 samples)", str(path))
+    declared = header_frames(path)
+    if declared is not None and declared > info.frames:
+        raise AudioError(f"truncated: header says {declared} samples, file holds {info.frames}", str(path))
+    problem = resample_problem(int(info.samplerate), sample_rate) if sample_rate is not None else None
+    if problem:
+        raise AudioError(problem, str(path))
+    return int(info.frames)
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str | None = None) -> None:
