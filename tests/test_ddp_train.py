@@ -92,7 +92,8 @@ def test_torchrun_cli(tmp_path, small_speech):
     exp = tmp_path / "exp"
     args = ["-m", "vqaudio", "train", "--data", str(small_speech), "--exp", str(exp), "--steps", "2", "--batch-size", "4",
             "--segment", "256", "--hidden", "4", "--max-hidden", "8", "--dim", "4", "--n-q", "1", "--codebook-size", "8",
-            "--strides", "2,2", "--valid-every", "2", "--valid-batches", "1", "--no-progress", "--no-plots"]
+            "--strides", "2,2", "--valid-every", "2", "--valid-batches", "1", "--no-progress", "--no-plots",
+            "--adv-weight", "0.1", "--feature-weight", "1"]  # the discriminator's gradients are all-reduced too
     _run([*_torchrun(2), *args], tmp_path)
     train = json.loads((exp / "train.json").read_text())
     assert train["world_size"] == 2 and train["train"]["batch_size"] == 4
@@ -100,3 +101,7 @@ def test_torchrun_cli(tmp_path, small_speech):
     from vqaudio.checkpoint import load_model
 
     assert load_model(exp / "best").config.strides == [2, 2]
+    from vqaudio.checkpoint import load_checkpoint
+
+    assert any(k.startswith("task.adv.d.") for k in load_checkpoint(exp / "last").state)
+    assert "d_loss" in json.loads((exp / "log.jsonl").read_text().splitlines()[0])

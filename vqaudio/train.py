@@ -17,6 +17,10 @@ The task protocol
   only, and once before training on one batch on every rank (a sanity check that ``best_metric`` is
   among the metrics it reports; RNG states are restored after it).
 - ``config_dict() -> dict`` — JSON-serialisable description of the task, stored in ``train.json``.
+- optional ``setup(device, step, saved)`` — called once before training with the device, the
+  step training starts from and, on resume, ``(tensors, meta)`` of what ``state()`` saved (else
+  ``None``); and ``state() -> (tensors, meta)`` — extra training state (e.g. a discriminator and its
+  optimizer) stored in ``exp_dir/last`` under ``task.*``.
 
 A prior task needs nothing else: ``fit(PriorTask(prior), train_windows, valid_windows, cfg, exp)``
 with ``TrainConfig(best_metric="nll_bits")``.
@@ -65,6 +69,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from vqaudio.adversarial import AdversarialConfig, Adversary
 from vqaudio.checkpoint import MANIFEST, load_checkpoint, load_weights, save_checkpoint
 from vqaudio.errors import ConfigError, TrainingError
 from vqaudio.io import atomic_path
@@ -397,6 +402,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
     start, best, best_step = 0, math.inf, None
+    saved_task: tuple[dict[str, Tensor], Any] | None = None
     if (last / MANIFEST).exists():
         if not resume:
             raise ConfigError(f"{exp} already holds a training run ({last}); pass --resume to continue it or choose a new --exp")
@@ -407,12 +413,16 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         _restore_state(opt, ckpt.state, ckpt.meta)
         start, best_step = int(ckpt.meta["step"]), ckpt.meta.get("best_step")
         best = math.inf if ckpt.meta.get("best") is None else float(ckpt.meta["best"])
+        if ckpt.meta.get("task") is not None:
+            saved_task = ({k[5:]: v for k, v in ckpt.state.items() if k.startswith("task.")}, ckpt.meta["task"])
     else:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         if resume and rank0:
             print(f"vqaudio train: nothing to resume in {exp}; starting a new run", file=sys.stderr)
+    if hasattr(task, "setup"):
+        task.setup(d.device, start, saved_task)
     wrapped: nn.Module = model
     if d.world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
@@ -493,6 +503,9 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             if rank0:
                 tensors, meta = _state(opt)
                 meta.update(step=done, best=None if best == math.inf else best, best_step=best_step)
+                if hasattr(task, "state"):
+                    task_tensors, meta["task"] = task.state()
+                    tensors.update({f"task.{k}": v for k, v in task_tensors.items()})
                 save_checkpoint(last, model, state=tensors, meta=meta)
             _barrier(d)
         bar.update(1)
@@ -509,15 +522,47 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
 class VQVAETask:
     """Trains a :class:`vqaudio.models.VQVAE` on ``[B, C, T]`` batches; validation writes figures."""
 
-    def __init__(self, model: nn.Module, plots: bool = True, n_plot: int = 3) -> None:
+    def __init__(self, model: nn.Module, plots: bool = True, n_plot: int = 3,
+                 adversarial: AdversarialConfig | None = None) -> None:
         self.model, self.plots, self.n_plot = model, plots, n_plot
+        self.adversary: Adversary | None = None
+        self.step = 0
+        if adversarial is not None and adversarial.enabled:
+            if model.config.kind != "audio":
+                raise ConfigError("adversarial training needs an audio model (the discriminator looks at STFTs)")
+            self.adversary = Adversary(adversarial, model.config.fft_sizes)
+
+    def setup(self, device: torch.device, step: int, saved: tuple[dict[str, Tensor], Any] | None) -> None:
+        """Move the discriminator to ``device`` and restore it (a resumed run), or start it fresh."""
+        self.step = step
+        if self.adversary is None:
+            return
+        self.adversary.to(device)
+        if saved is not None and isinstance(saved[1], dict) and "adversary" in saved[1]:
+            self.adversary.load_state({k[4:]: v for k, v in saved[0].items() if k.startswith("adv.")}, saved[1]["adversary"])
+        elif step > 0 and int(os.environ.get("RANK", "0")) == 0:
+            print(f"vqaudio train: no discriminator in the checkpoint; starting a new one at step {step}", file=sys.stderr)
+
+    def state(self) -> tuple[dict[str, Tensor], dict | None]:
+        if self.adversary is None:
+            return {}, None
+        tensors, meta = self.adversary.state()
+        return {f"adv.{k}": v for k, v in tensors.items()}, {"adversary": meta}
 
     def training_step(self, batch: Tensor, model: nn.Module | None = None) -> tuple[Tensor, dict[str, float]]:
         out = (model or self.model)(batch)
+        loss = out.loss
         metrics = {k: float(v.detach()) for k, v in out.losses.items()}
         metrics["perplexity"] = float(out.stats["perplexity"].mean())
         metrics["usage"] = float(out.stats["usage"].mean())
-        return out.loss, metrics
+        if self.adversary is not None:
+            terms, adv_metrics = self.adversary.step(batch, out.recon, self.step)
+            if terms:
+                cfg = self.adversary.config
+                loss = loss + cfg.weight * terms["adv"] + cfg.feature_weight * terms["feat"]
+                metrics.update({k: float(v.detach()) for k, v in terms.items()}, **adv_metrics)
+        self.step += 1
+        return loss, metrics
 
     @torch.no_grad()
     def validate(self, batches: Any, exp_dir: Path | None = None, step: int = 0) -> dict[str, float]:
@@ -560,11 +605,15 @@ class VQVAETask:
         return metrics
 
     def config_dict(self) -> dict:
-        return {"task": "vqvae", "model": self.model.config.to_dict()}
+        d = {"task": "vqvae", "model": self.model.config.to_dict()}
+        if self.adversary is not None:
+            d["adversarial"] = self.adversary.config.to_dict()
+        return d
 
 
 def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config: TrainConfig, segment: int | None = None,
-                resume: bool = False, valid_fraction: float = 0.1, plots: bool = True) -> dict[str, Any]:
+                resume: bool = False, valid_fraction: float = 0.1, plots: bool = True,
+                adversarial: AdversarialConfig | None = None) -> dict[str, Any]:
     """Build the datasets of ``data`` (see :func:`vqaudio.data.build_datasets`) and :func:`fit` a VQ-VAE.
 
     On ``resume`` with an existing ``exp_dir/last`` the model config comes from that checkpoint.
@@ -588,6 +637,6 @@ def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config
         model_config = dataclasses.replace(model_config, **changes, fft_sizes=[], n_mels=[])
     torch.manual_seed(config.seed)
     model = VQVAE(model_config)
-    result = fit(VQVAETask(model, plots=plots), train_set, valid_set, config, exp_dir, resume=resume)
+    result = fit(VQVAETask(model, plots=plots, adversarial=adversarial), train_set, valid_set, config, exp_dir, resume=resume)
     result["data"] = info
     return result

@@ -59,7 +59,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", required=True, metavar="DIR|MANIFEST|aeon:NAME",
                    help="folder (recursive) or manifest (one path per line) of audio or .npy/.csv series, or aeon:NAME")
     p.add_argument("--exp", required=True, metavar="DIR", help="experiment folder (checkpoints, log.jsonl, plots)")
-    p.add_argument("--config", metavar="JSON", help='model config JSON (VQVAEConfig fields), or {"model": {...}, "train": {...}}')
+    p.add_argument("--config", metavar="JSON",
+                   help='model config JSON (VQVAEConfig fields), or {"model": {...}, "train": {...}, "adversarial": {...}}')
     p.add_argument("--resume", action="store_true", help="continue the run in --exp exactly where it stopped")
     p.add_argument("--segment", type=int, metavar="S", help="training crop length in samples (default: 4096 audio, longest series)")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of files held out for validation (default 0.1)")
@@ -76,6 +77,10 @@ def register(subparsers) -> None:
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
     g.add_argument("--activation", choices=["elu", "snake"])
     g.add_argument("--quantizer-dropout", type=float, metavar="P")
+    a = p.add_argument_group("adversarial training (override --config; off by default)")
+    a.add_argument("--adv-weight", type=float, metavar="W", help="weight of the multi-scale STFT discriminator's hinge loss")
+    a.add_argument("--feature-weight", type=float, metavar="W", help="weight of the relative feature-matching loss")
+    a.add_argument("--adv-start-step", type=int, metavar="N", help="switch the discriminator on at step N (default 0)")
     t = add_training_arguments(p)
     t.add_argument("--no-plots", action="store_true", help="no validation figures")
     p.set_defaults(func=run)
@@ -94,35 +99,42 @@ def _read_json(path: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vqaudio.adversarial import AdversarialConfig
     from vqaudio.models import VQVAEConfig
     from vqaudio.train import TrainConfig, train_vqvae
 
     model_d: dict = {}
     train_d: dict = {}
+    adv_d: dict = {}
     if args.config:
         d = _read_json(args.config)
-        if set(d) <= {"model", "train"}:
-            model_d, train_d = dict(d.get("model", {})), dict(d.get("train", {}))
+        if set(d) <= {"model", "train", "adversarial"}:
+            model_d, train_d, adv_d = dict(d.get("model", {})), dict(d.get("train", {})), dict(d.get("adversarial", {}))
         else:
             model_d = d
     saved = Path(args.exp) / "train.json"
     if args.resume and saved.is_file() and not args.config:
-        train_d = dict(_read_json(str(saved)).get("train", {}))  # the run's own settings; flags still override
+        run = _read_json(str(saved))  # the run's own settings; flags still override
+        train_d = dict(run.get("train", {}))
+        adv_d = dict((run.get("task") or {}).get("adversarial") or {})
     if args.strides is not None:
         args.strides = ints_arg(args.strides)
     if args.encoder_dilations is not None:
         args.encoder_dilations = ints_arg(args.encoder_dilations, "--encoder-dilations", "1,3,9")
     model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
+    adv_d.update({f: getattr(args, a) for a, f in (("adv_weight", "weight"), ("feature_weight", "feature_weight"),
+                                                  ("adv_start_step", "start_step")) if getattr(args, a) is not None})
     if args.no_progress:
         train_d["progress"] = False
     try:
         model_config = VQVAEConfig.from_dict(model_d)
         train_config = TrainConfig.from_dict(train_d)
+        adversarial = AdversarialConfig.from_dict(adv_d)
     except ConfigError as err:
         raise ConfigError(str(err), args.config) from None
     result = train_vqvae(args.data, args.exp, model_config, train_config, segment=args.segment, resume=args.resume,
-                         valid_fraction=args.valid_fraction, plots=not args.no_plots)
+                         valid_fraction=args.valid_fraction, plots=not args.no_plots, adversarial=adversarial)
     if os.environ.get("RANK", "0") == "0":
         valid = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result["valid"].items()))
         print(f"vqaudio train: {result['step']} steps in {args.exp} ({result['steps_per_s']:.2f} steps/s); "

@@ -1,0 +1,162 @@
+"""Adversarial training of an audio VQ-VAE: a multi-scale STFT discriminator with its own optimizer.
+
+:class:`Adversary` is owned by the VQ-VAE training task (``vqaudio.train.VQVAETask``). Each training
+step, after the generator's forward pass, :meth:`Adversary.step` first updates the discriminator on
+``(x, recon.detach())`` (hinge loss, AdamW with its own learning rate, gradients averaged over the
+torchrun ranks, clipped), then returns the generator's hinge loss and relative feature-matching loss
+against the updated discriminator, which the task adds to the reconstruction loss (EnCodec's order).
+Before ``start_step`` it does nothing, so a run can start reconstruction-only and switch on the
+adversary later, including when resuming a run that had none. The discriminator and its optimizer
+state travel in the training checkpoint (``exp/last``), never in the model checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from vqaudio.errors import ConfigError
+from vqaudio.models.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, feature_loss, generator_loss
+
+__all__ = ["AdversarialConfig", "Adversary"]
+
+
+@dataclass
+class AdversarialConfig:
+    """Settings of the adversary (JSON section ``"adversarial"`` of a ``vqaudio train --config``).
+
+    ``weight`` scales the generator's hinge loss and ``feature_weight`` the feature-matching loss;
+    both 0 (the default) means no discriminator at all. ``fft_sizes`` empty: the three smallest of
+    the model's spectral-loss sizes (``[128, 256, 512]`` at 8 kHz).
+    """
+
+    weight: float = 0.0
+    feature_weight: float = 0.0
+    start_step: int = 0
+    fft_sizes: list[int] = field(default_factory=list)
+    channels: int = 32
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        def number(name: str, lo: float) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
+                raise ConfigError(f"AdversarialConfig.{name} must be a number >= {lo}, got {v!r}")
+            setattr(self, name, float(v))
+
+        for name in ("weight", "feature_weight", "grad_clip"):
+            number(name, 0.0)
+        number("lr", 1e-12)
+        for name, lo in (("start_step", 0), ("channels", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ConfigError(f"AdversarialConfig.{name} must be an integer >= {lo}, got {v!r}")
+        if not (isinstance(self.fft_sizes, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 16
+                                                          for n in self.fft_sizes)):
+            raise ConfigError(f"AdversarialConfig.fft_sizes must be a list of integers >= 16, got {self.fft_sizes!r}")
+        betas = list(self.betas) if isinstance(self.betas, (list, tuple)) else None
+        if not (betas and len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                                 for b in betas)):
+            raise ConfigError(f"AdversarialConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = [float(b) for b in betas]
+
+    @property
+    def enabled(self) -> bool:
+        return self.weight > 0 or self.feature_weight > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdversarialConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"the adversarial config must be a JSON object, got {d!r}")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"AdversarialConfig: unknown keys {unknown}")
+        return cls(**d)
+
+
+class Adversary:
+    """A :class:`MultiScaleSTFTDiscriminator` and its optimizer; see the module docstring."""
+
+    def __init__(self, config: AdversarialConfig, default_fft_sizes: list[int], device: torch.device | str = "cpu") -> None:
+        self.config = config
+        sizes = config.fft_sizes or sorted(default_fft_sizes)[:3]
+        self.discriminator = MultiScaleSTFTDiscriminator(sizes, config.channels).to(device)
+        self.optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=config.lr, betas=tuple(config.betas))
+
+    def to(self, device: torch.device | str) -> Adversary:
+        self.discriminator.to(device)
+        return self
+
+    def _sync_grads(self) -> None:
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            grads = [p.grad for p in self.discriminator.parameters() if p.grad is not None]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= dist.get_world_size()
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def step(self, x: Tensor, recon: Tensor, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
+        """Update the discriminator on ``x`` / ``recon`` ``[B, 1, T]``; return the generator's loss terms.
+
+        Returns ``({"adv": hinge, "feat": feature matching}, metrics)``, both empty before ``start_step``.
+        """
+        if step < self.config.start_step:
+            return {}, {}
+        d = self.discriminator
+        d.train()
+        d.requires_grad_(True)
+        real_logits, _ = d(x)
+        fake_logits, _ = d(recon.detach())
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        self.optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self._sync_grads()
+        metrics = {"d_loss": float(d_loss.detach())}
+        if self.config.grad_clip > 0:
+            metrics["d_grad_norm"] = float(nn.utils.clip_grad_norm_(d.parameters(), self.config.grad_clip))
+        self.optimizer.step()
+        d.requires_grad_(False)  # the generator's backward goes through D without touching its weights
+        with torch.no_grad():
+            _, real_features = d(x)
+        fake_logits, fake_features = d(recon)
+        terms = {"adv": generator_loss(fake_logits), "feat": feature_loss(real_features, fake_features)}
+        return terms, metrics
+
+    def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Discriminator weights and optimizer state as (tensors, JSON) for a training checkpoint."""
+        tensors = {f"d.{k}": v for k, v in self.discriminator.state_dict().items()}
+        sd = self.optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, st in sd["state"].items():
+            for name, v in st.items():
+                if isinstance(v, Tensor):
+                    tensors[f"optim.{pid}.{name}"] = v
+                else:
+                    scalars.setdefault(str(pid), {})[name] = v
+        return tensors, {"param_groups": sd["param_groups"], "optim_scalars": scalars}
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Restore what :meth:`state` saved."""
+        self.discriminator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
+        state: dict[int, dict[str, Any]] = {}
+        for key, v in tensors.items():
+            if key.startswith("optim."):
+                _, pid, name = key.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v
+        for pid, st in meta.get("optim_scalars", {}).items():
+            state.setdefault(int(pid), {}).update(st)
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
