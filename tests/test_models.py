@@ -176,4 +176,17 @@ def test_light_encoder_only_changes_the_encoder():
     again = VQVAEConfig.from_json(light.config.to_json())
     assert again == light.config and again.encoder_dilations == [1]
     assert VQVAEConfig.from_dict({k: v for k, v in light.config.to_dict().items() if not k.startswith("encoder_")}) == full.config
-    assert not any(k.startswith("encoder_") for k in full.config.to_dict())  # older readers: no unknown keys
+    assert not any(k.startswith("encoder_") or k == "logmag_weight" for k in full.config.to_dict())  # older readers
+
+
+def test_logmag_weight_scales_the_log_stft_term():
+    torch.manual_seed(5)
+    x = torch.randn(2, 1, 512) * 0.1
+    losses = {}
+    for w in (0.0, 1.0, 2.5):
+        torch.manual_seed(6)
+        out = tiny(strides=[2, 4], logmag_weight=w).train()(x)
+        losses[w] = {k: float(v) for k, v in out.losses.items()}
+        assert losses[w]["spectral"] == pytest.approx(losses[w]["mel"] + w * losses[w]["logmag"], rel=1e-5)
+    assert losses[0.0]["logmag"] == pytest.approx(losses[2.5]["logmag"]) and losses[0.0]["logmag"] > 0  # same model, signal
+    assert VQVAEConfig.from_dict(tiny(logmag_weight=0.0).config.to_dict()).logmag_weight == 0.0

@@ -39,6 +39,11 @@ __all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "SeriesStats"]
 KINDS = ("audio", "series")
 
 
+# fields added after the first release, with the defaults that older readers implicitly assume
+_NEWER_FIELDS: dict[str, Any] = {"encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
+                                 "logmag_weight": 1.0}
+
+
 @dataclass
 class VQVAEConfig:
     """Hyper-parameters of :class:`VQVAE`; serialised as JSON next to the weights.
@@ -46,7 +51,7 @@ class VQVAEConfig:
     ``sample_rate`` is in Hz for audio (required) and optional for series (then rates are per
     time step). Audio models are mono (``channels=1``); series models have their dataset's channels.
     Loss weights: audio uses ``l1_weight`` (waveform) and ``spectral_weight`` (multi-resolution
-    log-mel + spectral convergence at ``fft_sizes`` / ``n_mels``, empty = defaults for the rate);
+    log-mel + ``logmag_weight`` x log-STFT magnitude at ``fft_sizes`` / ``n_mels``, empty = defaults for the rate);
     series use ``mse_weight`` on normalised data; both add ``vq_weight`` times the quantiser loss.
     """
 
@@ -77,6 +82,7 @@ class VQVAEConfig:
     kmeans_init: bool = True
     l1_weight: float = 1.0
     spectral_weight: float = 1.0
+    logmag_weight: float = 1.0  # weight of the log-STFT-magnitude term inside the spectral loss (0: log-mel only)
     mse_weight: float = 1.0
     vq_weight: float = 1.0
     fft_sizes: list[int] = field(default_factory=list)
@@ -136,7 +142,8 @@ class VQVAEConfig:
             raise ConfigError(f"VQVAEConfig.activation must be 'elu' or 'snake', got {self.activation!r}")
         if not 0.0 <= self.quantizer_dropout <= 1.0 or not 0.0 <= self.decay < 1.0:
             raise ConfigError("VQVAEConfig: quantizer_dropout must be in [0, 1] and decay in [0, 1)")
-        for name in ("beta", "eps", "dead_threshold", "l1_weight", "spectral_weight", "mse_weight", "vq_weight", "revin_eps"):
+        for name in ("beta", "eps", "dead_threshold", "l1_weight", "spectral_weight", "logmag_weight", "mse_weight", "vq_weight",
+                     "revin_eps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"VQVAEConfig.{name} must be >= 0, got {getattr(self, name)}")
 
@@ -145,11 +152,11 @@ class VQVAEConfig:
         return math.prod(self.strides)
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON types; unset (None) ``encoder_*`` fields are left out, so checkpoints of
-        symmetric models stay readable by vqaudio versions that predate those fields."""
+        """The fields as JSON types; fields added after version 0.1 are left out while they hold their
+        defaults, so such checkpoints stay readable by the vqaudio versions that predate them."""
         d = dataclasses.asdict(self)
-        for name in ("encoder_hidden", "encoder_max_hidden", "encoder_dilations"):
-            if d[name] is None:
+        for name, default in _NEWER_FIELDS.items():
+            if d[name] == default:
                 del d[name]
         return d
 
@@ -220,7 +227,7 @@ class VQVAE(nn.Module):
             decay=c.decay, eps=c.eps, dead_threshold=c.dead_threshold, kmeans_init=c.kmeans_init,
         )
         self.decoder = Decoder(c.channels, c.dim, c.strides, **kw)
-        self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels) if c.kind == "audio" else None
+        self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight) if c.kind == "audio" else None
 
     # -- geometry ------------------------------------------------------------------------------
     @property
