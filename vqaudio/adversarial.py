@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from vqaudio.checkpoint import load_optimizer_state, optimizer_state
 from vqaudio.errors import ConfigError
 from vqaudio.models.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, feature_loss, generator_loss
 
@@ -138,25 +139,11 @@ class Adversary:
 
     def state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Discriminator weights and optimizer state as (tensors, JSON) for a training checkpoint."""
-        tensors = {f"d.{k}": v for k, v in self.discriminator.state_dict().items()}
-        sd = self.optimizer.state_dict()
-        scalars: dict[str, dict[str, Any]] = {}
-        for pid, st in sd["state"].items():
-            for name, v in st.items():
-                if isinstance(v, Tensor):
-                    tensors[f"optim.{pid}.{name}"] = v
-                else:
-                    scalars.setdefault(str(pid), {})[name] = v
-        return tensors, {"param_groups": sd["param_groups"], "optim_scalars": scalars}
+        tensors, meta = optimizer_state(self.optimizer)
+        tensors.update({f"d.{k}": v for k, v in self.discriminator.state_dict().items()})
+        return tensors, meta
 
     def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Restore what :meth:`state` saved."""
         self.discriminator.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("d.")})
-        state: dict[int, dict[str, Any]] = {}
-        for key, v in tensors.items():
-            if key.startswith("optim."):
-                _, pid, name = key.split(".", 2)
-                state.setdefault(int(pid), {})[name] = v
-        for pid, st in meta.get("optim_scalars", {}).items():
-            state.setdefault(int(pid), {}).update(st)
-        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        load_optimizer_state(self.optimizer, tensors, meta)

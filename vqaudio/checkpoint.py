@@ -45,7 +45,8 @@ from vqaudio.errors import CheckpointError, ConfigError
 from vqaudio.io import atomic_path
 
 __all__ = ["MANIFEST", "FORMAT", "MODEL_TYPES", "Checkpoint", "save_checkpoint", "load_checkpoint", "save_model",
-           "load_model", "read_manifest", "model_type_of", "build_model", "load_weights", "export_model"]
+           "load_model", "read_manifest", "model_type_of", "build_model", "load_weights", "export_model",
+           "optimizer_state", "load_optimizer_state"]
 
 MANIFEST = "config.json"
 FORMAT, VERSION = "vqaudio-checkpoint", 1
@@ -247,6 +248,43 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     Its ``checkpoint_sha256`` attribute is the weights' sha256 (the model's identity).
     """
     return build_model(load_checkpoint(path, with_state=False)).eval()
+
+
+def _lists(x: Any) -> Any:
+    """``x`` with tuples as lists (JSON), recursively."""
+    if isinstance(x, (tuple, list)):
+        return [_lists(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _lists(v) for k, v in x.items()}
+    return x
+
+
+def optimizer_state(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer's state as ``(tensors, JSON)`` for a checkpoint (no pickle): tensors named
+    ``{prefix}{param id}.{name}``, and ``{"param_groups", "optim_scalars"}``."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for name, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{prefix}{pid}.{name}"] = v
+            else:
+                scalars.setdefault(str(pid), {})[name] = v
+    return tensors, {"param_groups": _lists(sd["param_groups"]), "optim_scalars": scalars}
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                         prefix: str = "optim.") -> None:
+    """Restore what :func:`optimizer_state` saved."""
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix):
+            pid, name = key[len(prefix):].split(".", 1)
+            state.setdefault(int(pid), {})[name] = v
+    for pid, st in meta["optim_scalars"].items():
+        state.setdefault(int(pid), {}).update(st)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[str | os.PathLike, ...] = (),

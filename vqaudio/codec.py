@@ -38,7 +38,7 @@ from vqaudio.io import (
     _AUDIO_FORMATS,
     _DEFAULT_SUBTYPE,
     atomic_path,
-    header_frames,
+    check_not_truncated,
     is_audio_path,
     is_series_path,
     load_series,
@@ -179,10 +179,11 @@ def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[T
     if f.frames == 0 or f.channels == 0:
         f.close()
         raise AudioError("is empty (0 samples)", str(path))
-    declared = header_frames(path)  # libsndfile shortens a truncated WAV/AIFF to what is there, silently
-    if declared is not None and declared > f.frames:
+    try:
+        check_not_truncated(path, f.frames)
+    except AudioError:
         f.close()
-        raise AudioError(f"truncated: header says {declared} samples, file holds {f.frames}", str(path))
+        raise
 
     def blocks() -> Iterator[Tensor]:
         n = 0

@@ -32,6 +32,7 @@ __all__ = [
     "SERIES_SUFFIXES",
     "atomic_path",
     "check_audio_file",
+    "check_not_truncated",
     "header_frames",
     "is_audio_path",
     "is_series_path",
@@ -135,6 +136,16 @@ def header_frames(path: str | os.PathLike) -> int | None:
     return None
 
 
+def check_not_truncated(path: str | os.PathLike, frames: int) -> None:
+    """Raise :class:`AudioError` when ``path``'s header declares more than the ``frames`` libsndfile reads.
+
+    libsndfile silently shortens a truncated WAV/AIFF to what is there (see :func:`header_frames`).
+    """
+    declared = header_frames(path)
+    if declared is not None and declared > frames:
+        raise AudioError(f"truncated: header says {declared} samples, file holds {frames}", str(path))
+
+
 def _check_readable(path: Path, suffixes: frozenset[str], kind: str) -> None:
     if path.suffix.lower() not in suffixes:
         raise AudioError(f"unsupported {kind} file suffix {path.suffix!r} (expected one of {', '.join(sorted(suffixes))})", str(path))
@@ -202,9 +213,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
         data, orig_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
-    declared = header_frames(path)  # libsndfile shortens a truncated WAV/AIFF to what is there, silently
-    if declared is not None and declared > data.shape[0]:
-        raise AudioError(f"truncated: header says {declared} samples, file holds {data.shape[0]}", str(path))
+    check_not_truncated(path, data.shape[0])
     wav = _check_values(torch.from_numpy(np.ascontiguousarray(data.T)), path)
     if sample_rate is not None:
         problem = resample_problem(int(orig_sr), sample_rate)
@@ -229,9 +238,7 @@ def check_audio_file(path: str | os.PathLike, sample_rate: int | None = None) ->
         raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
     if info.frames == 0 or info.channels == 0:
         raise AudioError("is empty (0 samples)", str(path))
-    declared = header_frames(path)
-    if declared is not None and declared > info.frames:
-        raise AudioError(f"truncated: header says {declared} samples, file holds {info.frames}", str(path))
+    check_not_truncated(path, info.frames)
     problem = resample_problem(int(info.samplerate), sample_rate) if sample_rate is not None else None
     if problem:
         raise AudioError(problem, str(path))

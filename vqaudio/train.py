@@ -70,7 +70,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from vqaudio.adversarial import AdversarialConfig, Adversary
-from vqaudio.checkpoint import MANIFEST, load_checkpoint, load_weights, save_checkpoint
+from vqaudio.checkpoint import (
+    MANIFEST,
+    load_checkpoint,
+    load_optimizer_state,
+    load_weights,
+    optimizer_state,
+    save_checkpoint,
+)
 from vqaudio.errors import ConfigError, TrainingError
 from vqaudio.io import atomic_path
 
@@ -295,35 +302,17 @@ def _jsonable(x: Any) -> Any:
 
 def _state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Optimizer + RNG state as (tensors, JSON): no pickle."""
-    sd = opt.state_dict()
-    tensors: dict[str, Tensor] = {"rng.torch": torch.get_rng_state()}
+    tensors, meta = optimizer_state(opt)
+    tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    scalars: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        for name, v in st.items():
-            if isinstance(v, Tensor):
-                tensors[f"optim.{pid}.{name}"] = v
-            else:
-                scalars.setdefault(str(pid), {})[name] = v
-    meta = {
-        "param_groups": _jsonable(sd["param_groups"]),
-        "optim_scalars": scalars,
-        "rng": {"python": _jsonable(random.getstate()), "numpy": _jsonable(np.random.get_state())},
-    }
+    meta["rng"] = {"python": _jsonable(random.getstate()), "numpy": _jsonable(np.random.get_state())}
     return tensors, meta
 
 
 def _restore_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    for pid, d in meta["optim_scalars"].items():
-        state.setdefault(int(pid), {}).update(d)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    load_optimizer_state(opt, tensors, meta)
     torch.set_rng_state(tensors["rng.torch"])
     cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
     if cuda_states and torch.cuda.is_available():
