@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from test_train import _Interrupt
 
 from vqaudio.adversarial import AdversarialConfig, Adversary
 from vqaudio.checkpoint import load_checkpoint, load_model
@@ -73,18 +74,6 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="audio model"):
         VQVAETask(VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=2, **TINY)), adversarial=ADV)
     assert VQVAETask(VQVAE(VQVAEConfig(**TINY)), adversarial=AdversarialConfig()).adversary is None  # weights 0: off
-
-
-class _Interrupt(VQVAETask):
-    def __init__(self, model, at, **kw):
-        super().__init__(model, plots=False, **kw)
-        self.calls, self.at = 0, at
-
-    def training_step(self, batch, model=None):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().training_step(batch, model)
 
 
 def test_fit_with_adversary_resumes_exactly(tmp_path, speech_dir):

@@ -49,8 +49,8 @@ def test_training_on_speech_lowers_loss_and_uses_the_codebook(tmp_path, speech_d
 class _Interrupt(VQVAETask):
     """Dies (like a killed job) on the ``at``-th training step."""
 
-    def __init__(self, model, at):
-        super().__init__(model, plots=False)
+    def __init__(self, model, at, **kw):
+        super().__init__(model, plots=False, **kw)
         self.calls, self.at = 0, at
 
     def training_step(self, batch, model=None):
