@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
@@ -250,12 +251,17 @@ def load_model(path: str | os.PathLike) -> nn.Module:
     return build_model(load_checkpoint(path, with_state=False)).eval()
 
 
-def _lists(x: Any) -> Any:
-    """``x`` with tuples as lists (JSON), recursively."""
+def jsonable(x: Any) -> Any:
+    """``x`` as JSON types, recursively: tuples and NumPy arrays as lists, NumPy scalars as numbers,
+    dict keys as strings (optimizer and RNG states in training checkpoints)."""
     if isinstance(x, (tuple, list)):
-        return [_lists(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, dict):
-        return {k: _lists(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
     return x
 
 
@@ -271,7 +277,7 @@ def optimizer_state(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tuple
                 tensors[f"{prefix}{pid}.{name}"] = v
             else:
                 scalars.setdefault(str(pid), {})[name] = v
-    return tensors, {"param_groups": _lists(sd["param_groups"]), "optim_scalars": scalars}
+    return tensors, {"param_groups": jsonable(sd["param_groups"]), "optim_scalars": scalars}
 
 
 def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],

@@ -72,6 +72,7 @@ from tqdm import tqdm
 from vqaudio.adversarial import AdversarialConfig, Adversary
 from vqaudio.checkpoint import (
     MANIFEST,
+    jsonable,
     load_checkpoint,
     load_optimizer_state,
     load_weights,
@@ -288,18 +289,6 @@ def _mean_over_ranks(values: dict[str, float], d: _Dist) -> dict[str, float]:
 
 
 # ---- training state ----------------------------------------------------------------------------------------
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, (tuple, list)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
-
-
 def _state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Optimizer + RNG state as (tensors, JSON): no pickle."""
     tensors, meta = optimizer_state(opt)
@@ -307,7 +296,7 @@ def _state(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    meta["rng"] = {"python": _jsonable(random.getstate()), "numpy": _jsonable(np.random.get_state())}
+    meta["rng"] = {"python": jsonable(random.getstate()), "numpy": jsonable(np.random.get_state())}
     return tensors, meta
 
 
