@@ -126,6 +126,30 @@ def test_folder_mirrored_skip_force_and_shards(speech_dir, ckpt, tmp_path, capsy
     assert files(tmp_path / "audio") == [Path(p).with_suffix(".wav").as_posix() for p in want]
 
 
+
+def test_manifest_inputs_mirrored(speech_dir, ckpt, tmp_path, capsys):
+    """A manifest (.txt/.lst/.scp) names the files to encode; -o mirrors them below the manifest's folder, or
+    below the listed files' common folder for a manifest elsewhere; decode takes a manifest of .vqa files."""
+    picked = sorted(speech_dir.rglob("*.wav"))[::5]
+    here = speech_dir / "some.lst"
+    here.write_text("# every fifth\n" + "\n".join(p.relative_to(speech_dir).as_posix() for p in picked) + "\n\n")
+    want = sorted(p.relative_to(speech_dir).with_suffix(".vqa").as_posix() for p in picked)
+    run("encode", here, "-o", tmp_path / "a", "--model", ckpt, "--no-progress")
+    assert files(tmp_path / "a") == want
+    elsewhere = tmp_path / "lists" / "some.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("\n".join(str(p) for p in picked[1:]))
+    run("encode", elsewhere, "-o", tmp_path / "b", "--model", ckpt, "--no-progress")
+    assert files(tmp_path / "b") == sorted(p.relative_to(speech_dir).with_suffix(".vqa").as_posix() for p in picked[1:])
+    vqas = tmp_path / "a" / "tokens.scp"
+    vqas.write_text("\n".join(want[:2]))
+    run("decode", vqas, "-o", tmp_path / "audio", "--model", ckpt, "--no-progress")
+    assert files(tmp_path / "audio") == [Path(p).with_suffix(".wav").as_posix() for p in want[:2]]
+    (tmp_path / "bad.txt").write_text("gone.wav\n")
+    capsys.readouterr()
+    run("encode", tmp_path / "bad.txt", "-o", tmp_path / "c", "--model", ckpt, expect=2)
+    assert "missing" in one_error_line(capsys, "bad.txt", "gone.wav")
+
 def test_jobs_give_identical_files(speech_dir, ckpt, tmp_path):
     small = tmp_path / "small"
     for p in sorted(speech_dir.rglob("*.wav"))[:4]:

@@ -36,6 +36,10 @@ def test_manifest_and_single_file(tmp_path, speech_files):
     (tmp_path / "bad.txt").write_text("missing.wav\n")
     with pytest.raises(AudioError, match="missing"):
         build_datasets(str(tmp_path / "bad.txt"), 512, 8000)
+    # only .txt/.lst/.list/.scp files are manifests: any other file is data (here: not readable audio)
+    (tmp_path / "list.dat").write_text(lst.read_text())
+    with pytest.raises(AudioError, match="list.dat"):
+        build_datasets(str(tmp_path / "list.dat"), 512, 8000)
 
 
 def test_short_and_stereo_audio_padded_and_mono(tmp_path):

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from vqaudio import tokenfile
 from vqaudio.checkpoint import save_model
 from vqaudio.cli import main as cli
-from vqaudio.errors import ConfigError, TokenFileError, VQAudioError
+from vqaudio.errors import AudioError, ConfigError, TokenFileError, VQAudioError
 from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior
 from vqaudio.prior import (
     PriorTask,
@@ -147,6 +147,27 @@ def test_extract_tokens_cached(codec_dir: Path, audio_dir: Path, tmp_path: Path,
     with pytest.raises(ConfigError, match="no such file"):
         extract_tokens(codec, tmp_path / "missing")
 
+
+
+def test_extract_tokens_from_a_manifest(codec_dir: Path, audio_dir: Path, tmp_path: Path) -> None:
+    """A manifest gives the files it lists, in order; labels come from the sub-folders below the listed files'
+    common folder (a manifest elsewhere listing absolute paths) or below the manifest's own folder."""
+    from vqaudio.codec import load_codec
+
+    codec = load_codec(codec_dir)
+    listed = sorted(audio_dir.rglob("*.wav"), reverse=True)[:4]
+    elsewhere = tmp_path / "lists" / "some.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("# four files\n" + "\n".join(str(p) for p in listed) + "\n")
+    corpus = extract_tokens(codec, elsewhere, labels=True)
+    assert corpus.sources == [str(p) for p in listed] and corpus.label_names == ["high", "low"]
+    assert corpus.labels == [["high", "low"].index(p.parent.name) for p in listed]
+    beside = audio_dir / "train.lst"
+    beside.write_text("\n".join(p.relative_to(audio_dir).as_posix() for p in listed))
+    assert extract_tokens(codec, beside, labels=True).labels == corpus.labels
+    (tmp_path / "bad.scp").write_text("nope.wav\n")
+    with pytest.raises(AudioError, match="missing"):
+        extract_tokens(codec, tmp_path / "bad.scp")
 
 @pytest.fixture
 def prior_dir(codec_dir: Path, tmp_path: Path) -> Path:

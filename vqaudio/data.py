@@ -4,8 +4,8 @@ Sources (:func:`build_datasets`, the ``--data`` of ``vqaudio train``):
 
 - a folder, searched recursively, of audio files (any suffix soundfile reads) or of series files
   (``.npy`` / ``.csv``, rows = time, columns = channels: see :mod:`vqaudio.io`);
-- a manifest: a text file with one path per line (relative paths are relative to the manifest;
-  blank lines and lines starting with ``#`` are skipped);
+- a manifest (``.txt``, ``.lst``, ``.list`` or ``.scp``): one path per line (relative paths are
+  relative to the manifest; blank lines and lines starting with ``#`` are skipped);
 - ``aeon:NAME``: a UCR/UEA classification set shipped inside the ``aeon`` package (GunPoint,
   ArrowHead, BasicMotions, JapaneseVowels, ...; train and test parts together, loaded offline);
 - a single audio or series file.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from torch.utils.data import Dataset
 from vqaudio.errors import AudioError, ConfigError
 from vqaudio.io import check_audio_file, is_audio_path, is_series_path, load_audio, load_series
 
-__all__ = ["CropDataset", "AudioCrops", "SeriesCrops", "find_files", "read_manifest", "load_aeon", "split_names",
+__all__ = ["CropDataset", "AudioCrops", "SeriesCrops", "find_files", "input_files", "is_manifest_path", "read_manifest", "relative_names", "load_aeon", "split_names",
            "build_datasets"]
 
 
@@ -132,11 +133,45 @@ class SeriesCrops(CropDataset):
         return F.pad(x[None], (0, self.segment - x.shape[-1]), mode="replicate")[0]
 
 
-def find_files(root: str | os.PathLike) -> list[Path]:
-    """Audio or series files under ``root`` (recursive, sorted; hidden files skipped)."""
+MANIFEST_SUFFIXES = frozenset({".txt", ".lst", ".list", ".scp"})
+
+
+def is_manifest_path(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a manifest by its suffix (``.txt``, ``.lst``, ``.list``, ``.scp``)."""
+    return Path(path).suffix.lower() in MANIFEST_SUFFIXES
+
+
+def find_files(root: str | os.PathLike, accept: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Files under ``root`` that ``accept`` takes (default: audio or series), recursive and sorted; hidden paths skipped."""
     root = Path(root)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and (is_audio_path(p) or is_series_path(p)))
-    return files
+    accept = accept or (lambda p: is_audio_path(p) or is_series_path(p))
+    return sorted(p for p in root.rglob("*") if p.is_file() and accept(p)
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def input_files(spec: str | os.PathLike, accept: Callable[[Path], bool] | None = None) -> tuple[list[Path], Path]:
+    """``(files, root)`` of one input: the files it names and the folder their relative names start from.
+
+    A folder: :func:`find_files` under it. A manifest (:func:`is_manifest_path`, unless ``accept`` takes
+    it): the files it lists, in order (:func:`read_manifest`). Any other file: itself.
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return find_files(path, accept), path
+    if not path.exists():
+        raise ConfigError("no such file or folder", str(path))
+    if is_manifest_path(path) and not (accept is not None and accept(path)):
+        return read_manifest(path), path.parent
+    return [path], path.parent
+
+
+def relative_names(files: list[Path], root: Path) -> list[str]:
+    """Names of ``files`` relative to ``root``; below their common folder if a manifest lists files outside it."""
+    names = [os.path.relpath(f, root) for f in files]
+    if any(n.startswith("..") for n in names):
+        base = os.path.commonpath([os.path.abspath(f.parent) for f in files])
+        names = [os.path.relpath(os.path.abspath(f), base) for f in files]
+    return names
 
 
 def read_manifest(path: str | os.PathLike) -> list[Path]:
@@ -192,20 +227,6 @@ def split_names(names: list[str], valid_fraction: float, seed: int = 0) -> tuple
     return [i for i in range(len(names)) if i not in held], valid
 
 
-def _source_files(spec: str) -> tuple[list[Path], Path]:
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        files = find_files(path)
-        if not files:
-            raise AudioError("no audio (.wav, .flac, ...) or series (.npy, .csv) files found", str(path))
-        return files, path
-    if not path.exists():
-        raise AudioError("no such file or folder", str(path))
-    if is_audio_path(path) or is_series_path(path):
-        return [path], path.parent
-    return read_manifest(path), path.parent
-
-
 DEFAULT_AUDIO_SEGMENT = 4096
 
 
@@ -229,7 +250,9 @@ def build_datasets(
         series, names = load_aeon(spec[5:])
         found = "series"
     else:
-        files, root = _source_files(spec)
+        files, root = input_files(spec)
+        if not files:
+            raise AudioError("no audio (.wav, .flac, ...) or series (.npy, .csv) files found", spec)
         audio = [f for f in files if is_audio_path(f)]
         found = "audio" if audio else "series"
         if audio and len(audio) != len(files):

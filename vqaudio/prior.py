@@ -226,41 +226,41 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _inputs(data: Path, kind: str) -> list[Path]:
-    """Audio (or series) files and ``.vqa`` files under ``data`` (recursively, sorted, hidden paths skipped)."""
+def _inputs(data: Path, kind: str) -> tuple[list[Path], list[str]]:
+    """``(files, names)``: audio (or series) and ``.vqa`` files of ``data`` (a folder, searched recursively, a
+    manifest or one file; see :func:`vqaudio.data.input_files`) and their names relative to it."""
+    from vqaudio.data import input_files, relative_names
     from vqaudio.io import is_audio_path, is_series_path
 
     ok = is_audio_path if kind == "audio" else is_series_path
-    if data.is_file():
-        return [data]
-    if not data.is_dir():
-        raise ConfigError("no such file or folder", str(data))
-    files = sorted(p for p in data.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                   p.relative_to(data).parts) and (ok(p) or p.suffix.lower() == tokenfile.SUFFIX))
+    files, root = input_files(data, lambda p: ok(p) or p.suffix.lower() == tokenfile.SUFFIX)
     if not files:
         raise ConfigError(f"no {kind} or .vqa files found", str(data))
-    return files
+    return files, relative_names(files, root)
 
 
 def extract_tokens(codec, data: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                    n_q: int | None = None, labels: bool = False, progress: bool = False) -> TokenCorpus:
-    """Token sequences of every audio/series file under ``data`` (``.vqa`` files are read as they are).
+    """Token sequences of every audio/series file of ``data`` (``.vqa`` files are read as they are).
+
+    ``data`` is a folder (recursive), a manifest (``.txt``/``.lst``/``.list``/``.scp``, a path per line) or a file.
 
     Encoded files are cached in ``cache_dir/<codec sha256[:16]>/n<n_q>/<file sha256[:32]>.vqa`` and reused
     on the next run (a stale or corrupt cache entry is re-encoded). ``labels``: the label of a file is its
-    first-level sub-folder under ``data`` (sorted names -> ids). Each channel of a file is one sequence
+    first-level sub-folder under ``data`` (for a manifest: under its folder, or under its files' common
+    folder when it lists files elsewhere; sorted names -> ids). Each channel of a file is one sequence
     ``int64[n_q, F]``.
     """
     data = Path(data)
     n_q = codec.n_q if n_q is None else n_q
     if not 1 <= n_q <= codec.n_q:
         raise ConfigError(f"n_q must be in [1, {codec.n_q}] for codec {codec.name!r}, got {n_q}")
-    files = _inputs(data, codec.kind)
+    files, rel = _inputs(data, codec.kind)
+    parts = [Path(r).parts for r in rel]
     cache = Path(cache_dir) / codec.sha256[:16] / f"n{n_q}" if cache_dir is not None else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    names = sorted({p.relative_to(data).parts[0] for p in files if len(p.relative_to(data).parts) > 1}) if labels \
-        else []
+    names = sorted({q[0] for q in parts if len(q) > 1}) if labels else []
     if labels and len(names) < 2:
         raise ConfigError("labels need at least two sub-folders (one per label) with files", str(data))
     corpus = TokenCorpus([], [], [], names, codec_meta(codec))
@@ -269,13 +269,12 @@ def extract_tokens(codec, data: str | os.PathLike, cache_dir: str | os.PathLike 
         from tqdm import tqdm
 
         bar = tqdm(total=len(files), desc="tokens", unit="file", leave=False)
-    for path in files:
+    for path, part in zip(files, parts, strict=True):
         codes = _codes_of(codec, path, cache, n_q)
         if labels:
-            parts = path.relative_to(data).parts
-            if len(parts) < 2:
+            if len(part) < 2:
                 raise ConfigError("with labels, every file must be inside a label sub-folder", str(path))
-            label = names.index(parts[0])
+            label = names.index(part[0])
         else:
             label = 0
         for item in codes.codes[:, :n_q]:

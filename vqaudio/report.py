@@ -41,18 +41,14 @@ _PREFIX = struct.Struct("<8sHI")  # .vqa magic, version, header length (docs/for
 
 def eval_files(spec: str | os.PathLike, kind: str = "audio") -> tuple[list[Path], list[str]]:
     """``(paths, names)`` of a folder (recursive), manifest or single file; names are relative to the root."""
-    from vqaudio.data import _source_files
+    from vqaudio.data import input_files, relative_names
 
-    files, root = _source_files(str(spec))
     ok = is_audio_path if kind == "audio" else is_series_path
+    files, root = input_files(spec, ok)
     files = [f for f in files if ok(f)]
     if not files:
         raise ConfigError(f"no {kind} files to evaluate", str(spec))
-    names = [os.path.relpath(f, root) for f in files]
-    if any(n.startswith("..") for n in names):  # a manifest listing files elsewhere: names below their common folder
-        base = os.path.commonpath([os.path.abspath(f.parent) for f in files])
-        names = [os.path.relpath(os.path.abspath(f), base) for f in files]
-    return files, names
+    return files, relative_names(files, root)
 
 
 def vqa_bits(path: str | os.PathLike) -> tuple[int, int]:

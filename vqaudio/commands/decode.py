@@ -61,7 +61,7 @@ class _Decode:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("decode", help=HELP, description=HELP + ".")
-    p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file or folder (recursive)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file, folder (recursive) or manifest (.txt/.lst/.scp: a path per line)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder (mirrors input folders); default: IN with .wav (.npy for series)")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",

@@ -50,31 +50,29 @@ def in_shard(rel: str, shard: tuple[int, int] | None) -> bool:
 
 def collect(inputs: list[str], out: str | None, accept: Callable[[Path], bool], out_suffix: str,
             file_out: Callable[[Path], bool] = lambda p: False) -> list[Job]:
-    """Map inputs (files, or folders searched recursively for files ``accept`` takes) to jobs.
+    """Map inputs (files, manifests, or folders searched recursively for files ``accept`` takes) to jobs.
 
     No ``out``: each output sits next to its input with ``out_suffix``. With ``out`` and a single
     file input: ``out`` is the output file (or, if it is an existing folder, the folder it goes in).
-    Otherwise ``out`` is a folder: a folder input's tree is mirrored under it, files go at its top.
+    Otherwise ``out`` is a folder: a folder's or manifest's tree is mirrored under it (a manifest's
+    paths from its own folder, or from the listed files' common folder), files go at its top.
     ``file_out(out)`` says whether ``out`` names a file even if it does not exist yet.
     """
+    from vqaudio.data import input_files, is_manifest_path, relative_names
+
     roots = [Path(p) for p in inputs]
     for r in roots:
         if not r.exists():
             raise ConfigError("no such file or folder", str(r))
-    single = len(roots) == 1 and roots[0].is_file()
+    single = len(roots) == 1 and roots[0].is_file() and not (is_manifest_path(roots[0]) and not accept(roots[0]))
     out_dir = Path(out) if out is not None else None
     jobs: list[Job] = []
     if out_dir is not None and single and (out_dir.is_file() or (file_out(out_dir) and not out_dir.is_dir())):
         jobs.append(Job(roots[0], out_dir, roots[0].name))
         roots = []  # checked below like every other job: -o IN must not replace the input, even with --force
     for root in roots:
-        if root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.is_file() and accept(p)
-                           and not any(part.startswith(".") for part in p.relative_to(root).parts))
-            pairs = [(p, p.relative_to(root)) for p in files]
-        else:
-            pairs = [(root, Path(root.name))]
-        for src, rel in pairs:
+        files, base = input_files(root, accept)
+        for src, rel in zip(files, map(Path, relative_names(files, base)), strict=True):
             dst = (out_dir / rel if out_dir is not None else src).with_suffix(out_suffix)
             jobs.append(Job(src, dst, rel.as_posix()))
     seen: dict[Path, Path] = {}
@@ -208,7 +206,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("encode", help=HELP, description=HELP + ". " + __doc__.splitlines()[2])
-    p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, series file (.npy/.csv) or folder (recursive)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, series file (.npy/.csv), folder (recursive) or manifest (.txt/.lst/.scp: a path per line)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder (mirrors input folders); default: IN with .vqa. "
                         "An audio suffix (e.g. out.wav) encodes and decodes in one go")
