@@ -149,6 +149,13 @@ def test_manifest_inputs_mirrored(speech_dir, ckpt, tmp_path, capsys):
     capsys.readouterr()
     run("encode", tmp_path / "bad.txt", "-o", tmp_path / "c", "--model", ckpt, expect=2)
     assert "missing" in one_error_line(capsys, "bad.txt", "gone.wav")
+    run("encode", here, "-o", tmp_path / "one.vqa", "--model", ckpt, expect=2)  # several files, not one
+    assert "give a folder" in one_error_line(capsys, "one.vqa") and not (tmp_path / "one.vqa").exists()
+    run("decode", here, "-o", tmp_path / "c", "--model", ckpt, expect=2)  # lists audio, not tokens
+    assert "not a .vqa file" in one_error_line(capsys, "some.lst")
+    (tmp_path / "notes.md").write_text("x")
+    run("encode", speech_dir / "part0", tmp_path / "notes.md", "-o", tmp_path / "c", "--model", ckpt, expect=2)
+    assert "not an audio file, nor a manifest" in one_error_line(capsys, "notes.md")
 
 def test_jobs_give_identical_files(speech_dir, ckpt, tmp_path):
     small = tmp_path / "small"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -36,10 +38,46 @@ def test_manifest_and_single_file(tmp_path, speech_files):
     (tmp_path / "bad.txt").write_text("missing.wav\n")
     with pytest.raises(AudioError, match="missing"):
         build_datasets(str(tmp_path / "bad.txt"), 512, 8000)
-    # only .txt/.lst/.list/.scp files are manifests: any other file is data (here: not readable audio)
+    # only .txt/.lst/.list/.scp files are manifests
     (tmp_path / "list.dat").write_text(lst.read_text())
-    with pytest.raises(AudioError, match="list.dat"):
+    with pytest.raises(ConfigError, match=r"list.dat: not an audio or series file, nor a manifest \(.list, .lst"):
         build_datasets(str(tmp_path / "list.dat"), 512, 8000)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("", "lists no files"),
+    ("# only a comment\n\n", "lists no files"),
+    ("a.wav\nsub\n", r"lists 1 folder\(s\), e.g. .*sub \(line 2\)"),
+    ("a.wav\n./a.wav\n", r"lists .*a.wav twice \(lines 1 and 2\)"),
+    ("a.wav\nnotes.md\n", r"lists 1 file\(s\) that are not an audio or series file, e.g. .*notes.md"),
+    ("a.wav\r\ngone.wav\r\n", r"lists 1 missing file\(s\), e.g. .*gone.wav \(line 2\)"),
+])
+def test_bad_manifests(tmp_path, speech_file, text, error):
+    """A manifest listing nothing, a folder, a file twice, a wrong kind of file or a missing file: one clear error."""
+    import shutil
+
+    shutil.copy(speech_file, tmp_path / "a.wav")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "notes.md").write_text("x")
+    (tmp_path / "m.lst").write_text(text)
+    with pytest.raises(AudioError, match=f"m.lst: manifest {error}"):
+        build_datasets(str(tmp_path / "m.lst"), 512, 8000)
+
+
+def test_manifest_bom_crlf_and_names(tmp_path, speech_files):
+    """A UTF-8 BOM and CRLF line ends are read; names are relative to the manifest, or to the listed files'
+    common folder when it lists files outside its own folder."""
+    from vqaudio.data import input_files, relative_names
+
+    (tmp_path / "in" / "x").mkdir(parents=True)
+    for n in ("a.wav", "x/b.wav"):
+        (tmp_path / "in" / n).symlink_to(speech_files[0])
+    (tmp_path / "in" / "m.txt").write_bytes(b"\xef\xbb\xbfa.wav\r\nx/b.wav\r\n")
+    files, root = input_files(tmp_path / "in" / "m.txt")
+    assert files == [tmp_path / "in" / "a.wav", tmp_path / "in" / "x" / "b.wav"] and root == tmp_path / "in"
+    assert relative_names(files, root) == ["a.wav", os.path.join("x", "b.wav")]
+    assert relative_names(files, tmp_path / "elsewhere") == ["a.wav", os.path.join("x", "b.wav")]
+    assert relative_names([tmp_path / "..x.wav"], tmp_path) == ["..x.wav"]  # a name starting with dots stays
 
 
 def test_short_and_stereo_audio_padded_and_mono(tmp_path):

@@ -2,8 +2,9 @@
 
 Sources (:func:`build_datasets`, the ``--data`` of ``vqaudio train``):
 
-- a folder, searched recursively, of audio files (any suffix soundfile reads) or of series files
-  (``.npy`` / ``.csv``, rows = time, columns = channels: see :mod:`vqaudio.io`);
+- a folder, searched recursively (hidden files and folders skipped), of audio files (any suffix
+  soundfile reads) or of series files (``.npy`` / ``.csv``, rows = time, columns = channels: see
+  :mod:`vqaudio.io`);
 - a manifest (``.txt``, ``.lst``, ``.list`` or ``.scp``): one path per line (relative paths are
   relative to the manifest; blank lines and lines starting with ``#`` are skipped);
 - ``aeon:NAME``: a UCR/UEA classification set shipped inside the ``aeon`` package (GunPoint,
@@ -149,43 +150,69 @@ def find_files(root: str | os.PathLike, accept: Callable[[Path], bool] | None = 
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def input_files(spec: str | os.PathLike, accept: Callable[[Path], bool] | None = None) -> tuple[list[Path], Path]:
+def input_files(spec: str | os.PathLike, accept: Callable[[Path], bool] | None = None,
+                what: str = "an audio or series") -> tuple[list[Path], Path]:
     """``(files, root)`` of one input: the files it names and the folder their relative names start from.
 
-    A folder: :func:`find_files` under it. A manifest (:func:`is_manifest_path`, unless ``accept`` takes
-    it): the files it lists, in order (:func:`read_manifest`). Any other file: itself.
+    A folder: :func:`find_files` under it. A manifest (:func:`is_manifest_path`): the files it lists, in
+    order (:func:`read_manifest`). A file ``accept`` takes (default: audio or series): itself. Anything
+    else, or a manifest listing a file ``accept`` does not take, is an error that names ``what`` is wanted.
     """
     path = Path(spec).expanduser()
+    accept = accept or (lambda p: is_audio_path(p) or is_series_path(p))
     if path.is_dir():
         return find_files(path, accept), path
     if not path.exists():
         raise ConfigError("no such file or folder", str(path))
-    if is_manifest_path(path) and not (accept is not None and accept(path)):
-        return read_manifest(path), path.parent
-    return [path], path.parent
+    if accept(path):
+        return [path], path.parent
+    if not is_manifest_path(path):
+        raise ConfigError(f"not {what} file, nor a manifest ({', '.join(sorted(MANIFEST_SUFFIXES))}: a path per line)",
+                          str(path))
+    files = read_manifest(path)
+    wrong = [str(f) for f in files if not accept(f)]
+    if wrong:
+        raise AudioError(f"manifest lists {len(wrong)} file(s) that are not {what} file, e.g. {wrong[0]}", str(path))
+    return files, path.parent
 
 
 def relative_names(files: list[Path], root: Path) -> list[str]:
-    """Names of ``files`` relative to ``root``; below their common folder if a manifest lists files outside it."""
+    """Names of ``files`` relative to ``root``, or, if a manifest lists a file outside ``root``, all of them
+    relative to the listed files' common folder (so adding such a file to a manifest renames the others)."""
     names = [os.path.relpath(f, root) for f in files]
-    if any(n.startswith("..") for n in names):
+    if any(n == os.pardir or n.startswith(os.pardir + os.sep) for n in names):
         base = os.path.commonpath([os.path.abspath(f.parent) for f in files])
         names = [os.path.relpath(os.path.abspath(f), base) for f in files]
     return names
 
 
 def read_manifest(path: str | os.PathLike) -> list[Path]:
-    """Paths listed in a manifest file, one per line, relative to the manifest's folder."""
+    """Paths listed in a manifest file (UTF-8), one per line, relative to the manifest's folder.
+
+    Blank lines and lines starting with ``#`` are skipped. A manifest listing no file, a missing file,
+    a folder or the same file twice is an error.
+    """
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise AudioError(f"cannot read manifest ({err})", str(path)) from None
-    files = [path.parent / s for s in (ln.strip() for ln in lines) if s and not s.startswith("#")]
-    missing = [str(f) for f in files if not f.is_file()]
+    entries = [(n, path.parent / s) for n, s in enumerate((ln.strip() for ln in lines), 1) if s and not s.startswith("#")]
+    if not entries:
+        raise AudioError("manifest lists no files", str(path))
+    folders = [f"{f} (line {n})" for n, f in entries if f.is_dir()]
+    if folders:
+        raise AudioError(f"manifest lists {len(folders)} folder(s), e.g. {folders[0]}: list files", str(path))
+    missing = [f"{f} (line {n})" for n, f in entries if not f.is_file()]
     if missing:
         raise AudioError(f"manifest lists {len(missing)} missing file(s), e.g. {missing[0]}", str(path))
-    return files
+    first: dict[str, int] = {}
+    for n, f in entries:
+        key = os.path.abspath(f)
+        if key in first:
+            raise AudioError(f"manifest lists {f} twice (lines {first[key]} and {n})", str(path))
+        first[key] = n
+    return [f for _, f in entries]
 
 
 def load_aeon(name: str) -> tuple[list[Tensor], list[str]]:

@@ -233,7 +233,8 @@ def _inputs(data: Path, kind: str) -> tuple[list[Path], list[str]]:
     from vqaudio.io import is_audio_path, is_series_path
 
     ok = is_audio_path if kind == "audio" else is_series_path
-    files, root = input_files(data, lambda p: ok(p) or p.suffix.lower() == tokenfile.SUFFIX)
+    files, root = input_files(data, lambda p: ok(p) or p.suffix.lower() == tokenfile.SUFFIX,
+                              "an audio or .vqa" if kind == "audio" else "a series or .vqa")
     if not files:
         raise ConfigError(f"no {kind} or .vqa files found", str(data))
     return files, relative_names(files, root)

@@ -44,8 +44,7 @@ def eval_files(spec: str | os.PathLike, kind: str = "audio") -> tuple[list[Path]
     from vqaudio.data import input_files, relative_names
 
     ok = is_audio_path if kind == "audio" else is_series_path
-    files, root = input_files(spec, ok)
-    files = [f for f in files if ok(f)]
+    files, root = input_files(spec, ok, "an audio" if kind == "audio" else "a series")
     if not files:
         raise ConfigError(f"no {kind} files to evaluate", str(spec))
     return files, relative_names(files, root)

@@ -61,7 +61,7 @@ class _Decode:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("decode", help=HELP, description=HELP + ".")
-    p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file, folder (recursive) or manifest (.txt/.lst/.scp: a path per line)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file, folder (recursive) or manifest (.txt/.lst/.list/.scp: a path per line)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder (mirrors input folders); default: IN with .wav (.npy for series)")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
@@ -77,14 +77,15 @@ def run(args: argparse.Namespace) -> int:
     def is_vqa(p: Path) -> bool:
         return p.suffix.lower() == ".vqa"
 
-    jobs = collect(args.inputs, args.output, is_vqa, ".wav", file_out=lambda p: bool(p.suffix))
+    jobs = collect(args.inputs, args.output, is_vqa, ".wav", file_out=lambda p: bool(p.suffix), what="a .vqa")
     jobs = [j for j in jobs if in_shard(j.rel, shard)]
     if not jobs:
         print("vqaudio decode: nothing to decode", file=sys.stderr)
         return 0
     if _kind(codecs, jobs) == "series":  # series models write .npy by default
         keep = {j.src for j in jobs}
-        jobs = [j for j in collect(args.inputs, args.output, is_vqa, ".npy", file_out=lambda p: bool(p.suffix)) if j.src in keep]
+        jobs = [j for j in collect(args.inputs, args.output, is_vqa, ".npy", file_out=lambda p: bool(p.suffix), what="a .vqa")
+                if j.src in keep]
     setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(args.model)
     return run_jobs(jobs, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
 

@@ -49,14 +49,15 @@ def in_shard(rel: str, shard: tuple[int, int] | None) -> bool:
 
 
 def collect(inputs: list[str], out: str | None, accept: Callable[[Path], bool], out_suffix: str,
-            file_out: Callable[[Path], bool] = lambda p: False) -> list[Job]:
+            file_out: Callable[[Path], bool] = lambda p: False, what: str = "an input") -> list[Job]:
     """Map inputs (files, manifests, or folders searched recursively for files ``accept`` takes) to jobs.
 
     No ``out``: each output sits next to its input with ``out_suffix``. With ``out`` and a single
     file input: ``out`` is the output file (or, if it is an existing folder, the folder it goes in).
     Otherwise ``out`` is a folder: a folder's or manifest's tree is mirrored under it (a manifest's
     paths from its own folder, or from the listed files' common folder), files go at its top.
-    ``file_out(out)`` says whether ``out`` names a file even if it does not exist yet.
+    ``file_out(out)`` says whether ``out`` names a file even if it does not exist yet; it is an error
+    with a manifest. ``what`` names the files ``accept`` takes, for errors ("an audio").
     """
     from vqaudio.data import input_files, is_manifest_path, relative_names
 
@@ -64,14 +65,16 @@ def collect(inputs: list[str], out: str | None, accept: Callable[[Path], bool], 
     for r in roots:
         if not r.exists():
             raise ConfigError("no such file or folder", str(r))
-    single = len(roots) == 1 and roots[0].is_file() and not (is_manifest_path(roots[0]) and not accept(roots[0]))
     out_dir = Path(out) if out is not None else None
     jobs: list[Job] = []
-    if out_dir is not None and single and (out_dir.is_file() or (file_out(out_dir) and not out_dir.is_dir())):
-        jobs.append(Job(roots[0], out_dir, roots[0].name))
-        roots = []  # checked below like every other job: -o IN must not replace the input, even with --force
+    if out_dir is not None and (out_dir.is_file() or (file_out(out_dir) and not out_dir.is_dir())):  # -o a file
+        if any(r.is_file() and not accept(r) and is_manifest_path(r) for r in roots):
+            raise ConfigError("-o names a file, but the input is a manifest of several files: give a folder", str(out_dir))
+        if len(roots) == 1 and roots[0].is_file():
+            jobs.append(Job(roots[0], out_dir, roots[0].name))
+            roots = []  # checked below like every other job: -o IN must not replace the input, even with --force
     for root in roots:
-        files, base = input_files(root, accept)
+        files, base = input_files(root, accept, what)
         for src, rel in zip(files, map(Path, relative_names(files, base)), strict=True):
             dst = (out_dir / rel if out_dir is not None else src).with_suffix(out_suffix)
             jobs.append(Job(src, dst, rel.as_posix()))
@@ -206,7 +209,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("encode", help=HELP, description=HELP + ". " + __doc__.splitlines()[2])
-    p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, series file (.npy/.csv), folder (recursive) or manifest (.txt/.lst/.scp: a path per line)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, series file (.npy/.csv), folder (recursive) or manifest (.txt/.lst/.list/.scp: a path per line)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder (mirrors input folders); default: IN with .vqa. "
                         "An audio suffix (e.g. out.wav) encodes and decodes in one go")
@@ -261,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
     if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
         raise ConfigError(f"--n-q must be in [1, {codec.n_q}] for model {codec.name!r}, got {args.n_q}")
     accept = is_series_path if codec.kind == "series" else is_audio_path
-    jobs = collect(args.inputs, args.output, accept, ".vqa", file_out=lambda p: bool(p.suffix))
+    jobs = collect(args.inputs, args.output, accept, ".vqa", file_out=lambda p: bool(p.suffix),
+                   what="a series" if codec.kind == "series" else "an audio")
     jobs = [j for j in jobs if in_shard(j.rel, shard)]
     if not jobs:
         print("vqaudio encode: nothing to encode", file=sys.stderr)

@@ -33,7 +33,7 @@ def n_q_list(text: str) -> list[int]:
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help=HELP, description=HELP + ". " + " ".join(__doc__.splitlines()[2:]))
     p.add_argument("--codec", required=True, metavar="NAME_OR_PATH", help="codec name, checkpoint or experiment folder")
-    p.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="folder (recursive), manifest or file to evaluate")
+    p.add_argument("--data", required=True, metavar="DIR|MANIFEST", help="folder (recursive), manifest (.txt/.lst/.list/.scp) or file to evaluate")
     p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="report folder (created)")
     p.add_argument("--n-q", metavar="LIST", help="quantiser levels to evaluate, e.g. 1,2,4 or 1-4 (default: all)")
     p.add_argument("--baselines", default="pca,codec2-3200,codec2-2400,opus-6k", metavar="LIST",

@@ -25,14 +25,15 @@ MODEL_FLAGS = {"layers": "layers", "cycle": "cycle", "kernel_size": "kernel_size
 def register(subparsers) -> None:
     p = subparsers.add_parser("train-prior", help=HELP, description=HELP + ". " + " ".join(__doc__.splitlines()[2:]))
     p.add_argument("--codec", required=True, metavar="CODEC", help="codec name, checkpoint or experiment folder")
-    p.add_argument("--data", required=True, metavar="DIR", help="folder (recursive) or manifest (.txt/.lst/.scp) of audio/series or .vqa files")
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help="folder (recursive) or manifest (.txt/.lst/.list/.scp) of audio/series or .vqa files")
     p.add_argument("--exp", required=True, metavar="DIR", help="experiment folder (checkpoints, log.jsonl, tokens)")
     p.add_argument("--config", metavar="JSON", help='WaveNetConfig fields, or {"model": {...}, "train": {...}}')
     p.add_argument("--resume", action="store_true", help="continue the run in --exp exactly where it stopped")
     p.add_argument("--cache", metavar="DIR", help="token cache folder (default EXP/tokens; share it between runs)")
     p.add_argument("--n-q", type=int, metavar="N", help="quantiser levels to model (default: all of the codec's)")
     p.add_argument("--labels", action="store_true",
-                   help="condition on a label: the first-level sub-folder of each file under --data (or under a manifest's folder)")
+                   help="condition on a label: the first-level sub-folder of each file under --data (for a manifest: under its folder, or the listed files' common folder)")
     p.add_argument("--seq-len", type=int, default=256, metavar="F", help="training window in frames (default 256)")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of files held out (default 0.1)")
     g = p.add_argument_group("model (override --config)")
