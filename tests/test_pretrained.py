@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDER = registry.PRETRAINED_DIR / "speech-8k"
 HELDOUT = [ln.strip() for ln in (ROOT / "recipes/asterisk/conf/heldout.txt").read_text().splitlines()
            if ln.strip() and not ln.startswith("#")]
-# Log-mel distance on held-out prompts: the shipped model scores about 0.30 (docs/models.md); an untrained or
-# mismatched model scores above 1.0.
-LOG_MEL_FLOOR = 0.45
+# Log-mel distance on the first 4 held-out prompts: the shipped model (step 15,000) scores 0.25 at n_q 4 and 3;
+# Codec2 3200/2400 score 0.34 on the 24 held-out prompts (docs/models.md), the step-5000 model 0.30, an
+# untrained or mismatched model above 1.0. The shipped model must stay ahead of Codec2 on this metric.
+LOG_MEL_FLOOR = 0.34
 
 
 @pytest.fixture(scope="module")
