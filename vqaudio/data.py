@@ -142,10 +142,14 @@ def is_manifest_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in MANIFEST_SUFFIXES
 
 
+def _audio_or_series(path: Path) -> bool:
+    return is_audio_path(path) or is_series_path(path)
+
+
 def find_files(root: str | os.PathLike, accept: Callable[[Path], bool] | None = None) -> list[Path]:
     """Files under ``root`` that ``accept`` takes (default: audio or series), recursive and sorted; hidden paths skipped."""
     root = Path(root)
-    accept = accept or (lambda p: is_audio_path(p) or is_series_path(p))
+    accept = accept or _audio_or_series
     return sorted(p for p in root.rglob("*") if p.is_file() and accept(p)
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
@@ -159,7 +163,7 @@ def input_files(spec: str | os.PathLike, accept: Callable[[Path], bool] | None =
     else, or a manifest listing a file ``accept`` does not take, is an error that names ``what`` is wanted.
     """
     path = Path(spec).expanduser()
-    accept = accept or (lambda p: is_audio_path(p) or is_series_path(p))
+    accept = accept or _audio_or_series
     if path.is_dir():
         return find_files(path, accept), path
     if not path.exists():
