@@ -265,28 +265,27 @@ def jsonable(x: Any) -> Any:
     return x
 
 
-def optimizer_state(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_state(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """An optimizer's state as ``(tensors, JSON)`` for a checkpoint (no pickle): tensors named
-    ``{prefix}{param id}.{name}``, and ``{"param_groups", "optim_scalars"}``."""
+    ``optim.{param id}.{name}``, and ``{"param_groups", "optim_scalars"}``."""
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in sd["state"].items():
         for name, v in st.items():
             if isinstance(v, torch.Tensor):
-                tensors[f"{prefix}{pid}.{name}"] = v
+                tensors[f"optim.{pid}.{name}"] = v
             else:
                 scalars.setdefault(str(pid), {})[name] = v
     return tensors, {"param_groups": jsonable(sd["param_groups"]), "optim_scalars": scalars}
 
 
-def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
-                         prefix: str = "optim.") -> None:
+def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Restore what :func:`optimizer_state` saved."""
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
-        if key.startswith(prefix):
-            pid, name = key[len(prefix):].split(".", 1)
+        if key.startswith("optim."):
+            _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = v
     for pid, st in meta["optim_scalars"].items():
         state.setdefault(int(pid), {}).update(st)
