@@ -10,7 +10,8 @@ frames (shifted right by a learned start vector), and a small per-stage MLP head
 current frame one after the other from the frame context plus the embeddings of the stages already chosen.
 
 Generation keeps, for each layer, a ring buffer of its last ``dilation * (kernel_size - 1)`` inputs, so a step
-costs O(layers) whatever the receptive field (fast-wavenet; r9y9/wavenet_vocoder ``incremental_forward``).
+costs O(layers) whatever the receptive field (fast-wavenet; r9y9/wavenet_vocoder ``incremental_forward``). On the
+CPU the whole layer stack of a step is one compiled op, and so is each stage's head (:mod:`vqaudio.ops.wavenet_step`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from vqaudio.ops.wavenet_step import wavenet_head, wavenet_step
 
 __all__ = ["WaveNetConfig", "WaveNetPrior", "GenState"]
 
@@ -74,14 +77,16 @@ class WaveNetConfig:
 
 @dataclass
 class GenState:
-    """Cache of an incremental generation: one ring buffer ``[d*(k-1), B, R]`` per layer and the step count."""
+    """Cache of an incremental generation, in the layout of :func:`vqaudio.ops.wavenet_step.wavenet_step`."""
 
-    buffers: list[Tensor]
+    buffer: Tensor  # [sum of spans, B, R]: layer l's ring buffer of its last d_l * (k-1) inputs, layer after layer
     t: int  # frames fed so far (the start vector counts as one)
-    weights: list[tuple[Tensor, ...]] = field(default_factory=list)  # per layer, see _GatedLayer.step_weights
-    bias: list[Tensor] = field(default_factory=list)  # per layer conv bias (+ label embedding): [G] or [B, G]
-    gated: Tensor | None = None  # [B, layers, G/2]: every layer's gated activation of the current step
-    skip: tuple[Tensor, Tensor] | None = None  # all layers' skip 1x1 convs as one [layers*G/2, S] matmul, bias [S]
+    conv_w: Tensor  # [L, k*R, G] tap-major conv weights
+    conv_b: Tensor  # [L, 1 or B, G] conv bias (+ label embedding)
+    res_w: Tensor  # [L, G/2, R] residual 1x1 weights, pre-scaled by sqrt(1/2)
+    res_b: Tensor  # [L, R] residual biases, pre-scaled by sqrt(1/2)
+    gated: Tensor  # [B, L, G/2]: every layer's gated activation of the current step
+    skip: tuple[Tensor, Tensor]  # all layers' skip 1x1 convs as one [L*G/2, S] matmul, bias [S]
 
 
 class _GatedLayer(nn.Module):
@@ -104,7 +109,7 @@ class _GatedLayer(nn.Module):
     def forward(self, x: Tensor, label: Tensor | None) -> tuple[Tensor, Tensor]:
         """x: [B, R, F] -> (x_next [B, R, F], skip [B, S, F]); causal (left zero padding)."""
         # k shifted copies and one matmul: the same maths as a dilated Conv1d, without PyTorch's slow CPU
-        # dilated-conv path (slow_conv_dilated2d), and the same tap-major weight as :meth:`step`
+        # dilated-conv path (slow_conv_dilated2d), and the same tap-major weight as the cached step
         xp, d, n = F.pad(x, (self.span, 0)), self.dilation, x.shape[2]
         taps = torch.cat([xp[:, :, i * d : i * d + n] for i in range(self.k)], dim=1)  # [B, k*R, F]
         a = torch.matmul(self.conv_weight().t(), taps) + self.conv.bias[:, None]
@@ -114,29 +119,14 @@ class _GatedLayer(nn.Module):
         o = torch.matmul(self.out.weight[:, :, 0], torch.tanh(ta) * torch.sigmoid(sb)) + self.out.bias[:, None]
         return (x + o[:, : self.r]) * _C, o[:, self.r :]
 
-    def step(self, x: Tensor, buf: Tensor, t: int, w: tuple[Tensor, ...], bias: Tensor, gated: Tensor) -> Tensor:
-        """One frame. x: [B, R] (input at time t) -> x_next [B, R]; the gate output goes to ``gated`` [B, G/2].
-
-        buf: [span, B, R] ring buffer, updated in place; w: :meth:`step_weights`; bias: [G] or [B, G].
-        """
-        d, k, n = self.dilation, self.k, self.span
-        # conv weight tap i multiplies x_{t - (k-1-i)*d}
-        taps = [buf[(t - (k - 1 - i) * d) % n] for i in range(k - 1)] + [x]
-        a = torch.addmm(bias, torch.cat(taps, dim=1), w[0])
-        buf[t % n].copy_(x)
-        ta, sb = a.chunk(2, dim=1)
-        torch.mul(torch.tanh(ta), torch.sigmoid(sb), out=gated)
-        return torch.add(torch.addmm(w[2], gated, w[1]), x, alpha=_C)  # c * (x + res)
-
     def conv_weight(self) -> Tensor:
         """Conv weight [G, R, k] as a matrix [k*R, G] matching ``cat(taps)`` (tap-major)."""
         w = self.conv.weight
         return w.permute(2, 1, 0).reshape(-1, w.shape[0])
 
-    def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(conv weight [k*R, G], residual 1x1 weight [G/2, R] and bias [R], both pre-scaled by c)."""
-        w, b = self.out.weight[: self.r, :, 0], self.out.bias[: self.r]
-        return self.conv_weight().contiguous(), w.t() * _C, b * _C
+    def residual_weights(self) -> tuple[Tensor, Tensor]:
+        """Residual 1x1 conv pre-scaled by c = sqrt(1/2): weight [G/2, R], bias [R]."""
+        return self.out.weight[: self.r, :, 0].t() * _C, self.out.bias[: self.r] * _C
 
     def skip_weights(self) -> tuple[Tensor, Tensor]:
         """Skip 1x1 conv: weight [G/2, S], bias [S]."""
@@ -210,6 +200,8 @@ class WaveNetPrior(nn.Module):
         return F.cross_entropy(logits.reshape(-1, self.cfg.codebook_size), codes.reshape(-1))
 
     # ---- cached generation -------------------------------------------------------------------------------
+    # init_state and step run under inference mode; the per-stage helpers below do not enter it themselves
+    # (a few microseconds per call, several calls per frame): generation calls them inside inference mode.
     @torch.inference_mode()
     def init_state(
         self, batch: int, label: Tensor | None = None, prime: Tensor | None = None
@@ -225,12 +217,15 @@ class WaveNetPrior(nn.Module):
                 raise ValueError(f"prime batch {prime.shape[0]} != {batch}")
         elif (self.cfg.n_labels > 0) != (label is not None):
             raise ValueError("label is required iff the prior has n_labels > 0")
-        bias = [ly.conv.bias + ly.label(label) if ly.label is not None else ly.conv.bias for ly in self.layers]
-        scale = math.sqrt(1.0 / len(self.layers))
+        L, R = len(self.layers), self.cfg.residual_channels
+        bias = [ly.conv.bias + ly.label(label) if ly.label is not None else ly.conv.bias[None] for ly in self.layers]
+        res = [ly.residual_weights() for ly in self.layers]
         skip = [ly.skip_weights() for ly in self.layers]
-        state = GenState([p.new_zeros(ly.span, batch, self.cfg.residual_channels) for ly in self.layers], 0,
-                         [ly.step_weights() for ly in self.layers], bias,
-                         p.new_zeros(batch, len(self.layers), self.cfg.gate_channels // 2),
+        scale = math.sqrt(1.0 / L)
+        state = GenState(p.new_zeros(sum(ly.span for ly in self.layers), batch, R), 0,
+                         torch.stack([ly.conv_weight() for ly in self.layers]), torch.stack(bias),
+                         torch.stack([w for w, _ in res]), torch.stack([b for _, b in res]),
+                         p.new_zeros(batch, L, self.cfg.gate_channels // 2),
                          (torch.cat([w for w, _ in skip]) * scale, sum(b for _, b in skip) * scale))
         if prime is None or prime.shape[2] == 0:
             return state, self.step(state, self.start.expand(batch, -1))
@@ -238,8 +233,10 @@ class WaveNetPrior(nn.Module):
         # step the last prime frame through the cache to get the context of frame P.
         P = prime.shape[2]
         x = torch.cat([self.start.expand(batch, 1, -1), self._frame_embed(prime[:, :, :-1])], dim=1).transpose(1, 2)
-        for layer, buf in zip(self.layers, state.buffers, strict=True):
+        off = 0
+        for layer in self.layers:
             n = layer.span
+            buf, off = state.buffer[off : off + n], off + n
             times = torch.arange(P - n, P, device=x.device)  # inputs at times P-n .. P-1 (negative: zero pad)
             past = F.pad(x, (max(0, n - P), 0))[:, :, -n:]
             buf[times % n] = past.permute(2, 0, 1)
@@ -250,31 +247,27 @@ class WaveNetPrior(nn.Module):
     @torch.inference_mode()
     def step(self, state: GenState, x: Tensor) -> Tensor:
         """Feed one frame input x[B, R] (an embedded frame or the start vector) -> next context ctx[B, H]."""
-        for i, (layer, buf, w, bias) in enumerate(zip(self.layers, state.buffers, state.weights, state.bias, strict=True)):
-            x = layer.step(x, buf, state.t, w, bias, state.gated[:, i])
+        x = wavenet_step(x, state.buffer, state.t, self.cfg.dilations, self.cfg.kernel_size, state.conv_w, state.conv_b,
+                         state.res_w, state.res_b, _C, state.gated)
         state.t += 1
         skips = torch.addmm(state.skip[1], state.gated.view(x.shape[0], -1), state.skip[0])  # all layers at once
         return self.post(skips)
 
-    @torch.inference_mode()
     def stage_logits(self, ctx: Tensor, prev: Tensor, q: int) -> Tensor:
         """Logits[B, K] of stage q given ctx[B, H] and the current frame's earlier stages prev int64[B, q]."""
         if q > 0:
             ctx = ctx + self.stage_embed(prev[:, :q] + self.offsets[:q]).sum(1)
         return self.stage_head(ctx, q)
 
-    @torch.inference_mode()
     def stage_head(self, acc: Tensor, q: int) -> Tensor:
         """Logits[B, K] of stage q from ``acc = ctx + sum_{j<q} E'_j[z^j]`` [B, H] (see :meth:`stage_embedding`)."""
-        h = torch.relu(torch.addmm(self.head_b1[q], torch.relu(acc + self.stage_bias[q]), self.head_w1[q]))
-        return torch.addmm(self.head_b2[q], h, self.head_w2[q])
+        return wavenet_head(acc, self.stage_bias[q], self.head_w1[q], self.head_b1[q], self.head_w2[q], self.head_b2[q])
 
-    @torch.inference_mode()
     def stage_embedding(self, z: Tensor, q: int) -> Tensor:
         """E'_q[z] [B, H] for stage-q tokens z int64[B]: what the heads of stages > q add to their input."""
-        return F.embedding(z + q * self.cfg.codebook_size, self.stage_embed.weight)
+        K = self.cfg.codebook_size
+        return self.stage_embed.weight[q * K : (q + 1) * K].index_select(0, z)
 
-    @torch.inference_mode()
     def embed_frame(self, frame: Tensor) -> Tensor:
         """frame int64[B, Q] -> summed stage embeddings [B, R] (the next input of :meth:`step`)."""
         return self.embed(frame + self.offsets).sum(1)
