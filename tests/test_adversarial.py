@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_train import _Interrupt
@@ -67,10 +68,12 @@ def test_adversary_updates_only_the_discriminator_and_starts_late():
 
 def test_config_validation():
     assert not AdversarialConfig().enabled and AdversarialConfig(feature_weight=1).enabled
-    for bad in ({"weight": -1}, {"weight": "x"}, {"start_step": 1.5}, {"fft_sizes": [8]}, {"betas": [0.5]},
-                {"channels": 0}, {"lr": 0}, {"nope": 1}):
+    for bad in ({"weight": -1}, {"weight": "x"}, {"weight": True}, {"weight": float("nan")}, {"start_step": 1.5},
+                {"fft_sizes": [8]}, {"betas": [0.5]}, {"betas": [0.5, True]}, {"channels": 0}, {"lr": 0}, {"nope": 1}):
         with pytest.raises(ConfigError):
             AdversarialConfig.from_dict(bad)
+    cfg = AdversarialConfig(weight=np.float32(2.0), betas=[np.float64(0.5), 0.9])  # as TrainConfig: NumPy scalars
+    assert cfg.weight == 2.0 and type(cfg.weight) is float and cfg.betas == [0.5, 0.9]
     with pytest.raises(ConfigError, match="audio model"):
         VQVAETask(VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=2, **TINY)), adversarial=ADV)
     assert VQVAETask(VQVAE(VQVAEConfig(**TINY)), adversarial=AdversarialConfig()).adversary is None  # weights 0: off

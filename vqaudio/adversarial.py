@@ -13,7 +13,6 @@ state travel in the training checkpoint (``exp/last``), never in the model check
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from vqaudio.checkpoint import load_optimizer_state, optimizer_state
-from vqaudio.errors import ConfigError
+from vqaudio.errors import ConfigError, is_finite_number
 from vqaudio.models.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, feature_loss, generator_loss
 
 __all__ = ["AdversarialConfig", "Adversary"]
@@ -49,7 +48,7 @@ class AdversarialConfig:
     def __post_init__(self) -> None:
         def number(name: str, lo: float) -> None:
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
+            if not is_finite_number(v) or v < lo:
                 raise ConfigError(f"AdversarialConfig.{name} must be a number >= {lo}, got {v!r}")
             setattr(self, name, float(v))
 
@@ -64,8 +63,7 @@ class AdversarialConfig:
                                                           for n in self.fft_sizes)):
             raise ConfigError(f"AdversarialConfig.fft_sizes must be a list of integers >= 16, got {self.fft_sizes!r}")
         betas = list(self.betas) if isinstance(self.betas, (list, tuple)) else None
-        if not (betas and len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
-                                                 for b in betas)):
+        if not (betas and len(betas) == 2 and all(is_finite_number(b) and 0 <= b < 1 for b in betas)):
             raise ConfigError(f"AdversarialConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = [float(b) for b in betas]
 

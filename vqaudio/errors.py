@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
 
 class VQAudioError(Exception):
     """Base class of every user-facing vqaudio error; its message is a single line."""
@@ -30,3 +36,8 @@ class ConfigError(VQAudioError):
 
 class TrainingError(VQAudioError):
     """Training cannot go on: the loss or the gradient norm is NaN or infinite (the run diverged)."""
+
+
+def is_finite_number(v: Any) -> bool:
+    """A finite real number (int, float or a NumPy scalar of them), not a bool: what config checks accept."""
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)

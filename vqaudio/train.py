@@ -53,7 +53,6 @@ import inspect
 import itertools
 import json
 import math
-import numbers
 import os
 import random
 import sys
@@ -79,7 +78,7 @@ from vqaudio.checkpoint import (
     optimizer_state,
     save_checkpoint,
 )
-from vqaudio.errors import ConfigError, TrainingError
+from vqaudio.errors import ConfigError, TrainingError, is_finite_number
 from vqaudio.io import atomic_path
 
 __all__ = ["TrainConfig", "Task", "fit", "GlobalBatches", "VQVAETask", "train_vqvae", "init_distributed", "lr_at"]
@@ -95,11 +94,6 @@ class Task(Protocol):
     def validate(self, batches: Any, exp_dir: Path | None = None, step: int = 0) -> dict[str, float]: ...
 
     def config_dict(self) -> dict: ...
-
-
-def _is_number(v: Any) -> bool:
-    """A finite real number (int, float or a NumPy scalar of them), not a bool."""
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
 
 @dataclass
@@ -139,12 +133,12 @@ class TrainConfig:
         # real numbers (not bools, strings, lists or None), stored as floats; the ranges are checked below
         for name in ("lr", "eps", "weight_decay", "min_lr_ratio", "grad_clip"):
             v = getattr(self, name)
-            if not _is_number(v):
+            if not is_finite_number(v):
                 raise ConfigError(f"TrainConfig.{name} must be a finite number, got {v!r}")
             setattr(self, name, float(v))
         if not self.lr > 0:
             raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr!r}")
-        if not (isinstance(self.betas, list) and len(self.betas) == 2 and all(_is_number(b) and 0 <= b < 1 for b in self.betas)):
+        if not (isinstance(self.betas, list) and len(self.betas) == 2 and all(is_finite_number(b) and 0 <= b < 1 for b in self.betas)):
             raise ConfigError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         self.betas = [float(b) for b in self.betas]
         if not isinstance(self.schedule, str) or self.schedule not in ("constant", "cosine"):
