@@ -10,7 +10,7 @@ import torch
 from vqaudio.models.wavenet import WaveNetConfig, WaveNetPrior
 from vqaudio.ops.wavenet_step import has_compiled_step, wavenet_head_reference, wavenet_step_reference
 
-compiled = pytest.mark.skipif(not has_compiled_step(), reason="vqaudio._C without the wavenet ops")
+compiled = pytest.mark.skipif(not has_compiled_step(), reason="compiled wavenet ops not loaded (no vqaudio._C, or VQAUDIO_KERNEL=reference)")
 
 
 def _step_args(B: int, R: int, G: int, dilations: list[int], k: int, label_rows: int, seed: int = 0) -> tuple:
@@ -95,3 +95,55 @@ def test_head_keeps_gradients_outside_inference_mode() -> None:
     logits = model.stage_head(torch.randn(3, 8), 1)
     logits.sum().backward()
     assert model.head_w2.grad is not None and model.head_w2.grad[1].abs().sum() > 0
+
+
+def test_step_reference_is_differentiable() -> None:
+    args = list(_step_args(2, 8, 12, [1, 2], 2, 1))
+    args[0].requires_grad_(True)
+    args[5].requires_grad_(True)
+    out = wavenet_step_reference(*args)
+    out = wavenet_step_reference(out, *args[1:2], 1, *args[3:])
+    out.sum().backward()
+    assert args[0].grad.abs().sum() > 0 and args[5].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="t must be >= 0"):
+        wavenet_step_reference(*args[:2], -1, *args[3:])
+
+
+def _float_model(n_labels: int) -> WaveNetPrior:
+    torch.manual_seed(4)
+    model = WaveNetPrior(WaveNetConfig(codebook_size=13, n_q=3, residual_channels=8, gate_channels=12, skip_channels=10,
+                                       head_channels=16, kernel_size=3, layers=6, cycle=3, n_labels=n_labels)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@pytest.mark.parametrize("n_labels", [0, 3])
+def test_generation_path_matches_full_forward(n_labels: int) -> None:
+    """float32 under inference mode (the compiled ops when built): cached logits == teacher-forced forward."""
+    model = _float_model(n_labels)
+    B, Q, F = 3, 3, 36
+    codes = torch.randint(0, 13, (B, Q, F))
+    label = torch.tensor([2, 0, 1]) if n_labels else None
+    full = model(codes, label)
+    with torch.inference_mode():
+        for P in (0, 1, 7):
+            state, ctx = model.init_state(B, label, codes[:, :, :P] if P else None)
+            for t in range(P, F):
+                acc = ctx
+                for q in range(Q):
+                    torch.testing.assert_close(model.stage_head(acc, q), full[:, q, t], atol=2e-5, rtol=0)
+                    acc = acc + model.stage_embedding(codes[:, q, t], q)
+                ctx = model.step(state, model.embed_frame(codes[:, :, t]))
+
+
+def test_a_scalar_label_is_one_label_for_the_batch() -> None:
+    model = _float_model(3)
+    codes = torch.randint(0, 13, (2, 3, 5))
+    with torch.inference_mode():
+        _, ctx0 = model.init_state(2, torch.tensor(1), codes)
+        _, ctx1 = model.init_state(2, torch.tensor([1, 1]), codes)
+        torch.testing.assert_close(ctx0, ctx1)
+        with pytest.raises(ValueError, match="label must hold 1 or 2 ids"):
+            model.init_state(2, torch.tensor([0, 1, 2]))

@@ -218,6 +218,10 @@ class WaveNetPrior(nn.Module):
         elif (self.cfg.n_labels > 0) != (label is not None):
             raise ValueError("label is required iff the prior has n_labels > 0")
         L, R = len(self.layers), self.cfg.residual_channels
+        if label is not None:
+            label = torch.as_tensor(label, device=p.device).reshape(-1)
+            if label.shape[0] not in (1, batch):
+                raise ValueError(f"label must hold 1 or {batch} ids, got {label.shape[0]}")
         bias = [ly.conv.bias + ly.label(label) if ly.label is not None else ly.conv.bias[None] for ly in self.layers]
         res = [ly.residual_weights() for ly in self.layers]
         skip = [ly.skip_weights() for ly in self.layers]

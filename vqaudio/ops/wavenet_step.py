@@ -10,10 +10,16 @@ by the tests.
 Shapes (B batch, R residual channels, G gate channels, L layers, k kernel size):
     x [B, R]; buffer [sum_l d_l (k-1), B, R], layer l's ring buffer = rows off_l .. off_l + d_l (k-1);
     conv_w [L, k R, G] (tap-major: tap i multiplies x_{t-(k-1-i) d}); conv_b [L, 1 or B, G];
-    res_w [L, G/2, R], res_b [L, R] (pre-scaled by ``residual_scale``); gated [B, L, G/2] (written).
+    res_w [L, G/2, R], res_b [L, R] (pre-scaled by ``residual_scale``); gated [B, L, G/2] (written); t >= 0.
+
+The compiled kernels have no backward: :func:`wavenet_step` and :func:`wavenet_head` call them only with
+autograd off (inference mode or no_grad) and every tensor float32 on the CPU.
 """
 
 from __future__ import annotations
+
+import os
+import warnings
 
 import torch
 from torch import Tensor
@@ -30,6 +36,10 @@ def _compiled() -> bool:
         torch.ops.vqaudio.wavenet_step_  # noqa: B018
         torch.ops.vqaudio.wavenet_head  # noqa: B018
     except (AttributeError, RuntimeError):
+        message = "vqaudio._C predates the wavenet_step_/wavenet_head ops (rebuild it); prior generation uses the slower PyTorch ops"
+        if os.environ.get("VQAUDIO_KERNEL", "").strip().lower() == "compiled":
+            raise ImportError(f"VQAUDIO_KERNEL=compiled but {message}") from None
+        warnings.warn(f"vqaudio: {message}", stacklevel=2)
         return False
     return True
 
@@ -52,9 +62,17 @@ def has_compiled_step() -> bool:
     return _COMPILED
 
 
+def _use_compiled(*tensors: Tensor) -> bool:
+    """The compiled kernels take float32 CPU tensors and have no backward."""
+    return (_COMPILED and not torch.is_grad_enabled()
+            and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors))
+
+
 def wavenet_step_reference(x: Tensor, buffer: Tensor, t: int, dilations: list[int], kernel_size: int, conv_w: Tensor,
                            conv_b: Tensor, res_w: Tensor, res_b: Tensor, residual_scale: float, gated: Tensor) -> Tensor:
     """The contract in PyTorch ops (see the module docstring); updates ``buffer`` and ``gated`` in place."""
+    if t < 0:
+        raise ValueError(f"wavenet_step_: t must be >= 0, got {t}")
     k, off = kernel_size, 0
     for i, d in enumerate(dilations):
         n = d * (k - 1)
@@ -64,8 +82,8 @@ def wavenet_step_reference(x: Tensor, buffer: Tensor, t: int, dilations: list[in
         a = torch.addmm(conv_b[i], torch.cat(taps, dim=1), conv_w[i])
         ring[t % n].copy_(x)
         ta, sb = a.chunk(2, dim=1)
-        g = gated[:, i]
-        torch.mul(torch.tanh(ta), torch.sigmoid(sb), out=g)
+        g = torch.tanh(ta) * torch.sigmoid(sb)
+        gated[:, i].copy_(g)
         x = torch.add(torch.addmm(res_b[i], g, res_w[i]), x, alpha=residual_scale)
     return x
 
@@ -74,8 +92,7 @@ def wavenet_step(x: Tensor, buffer: Tensor, t: int, dilations: list[int], kernel
                  conv_b: Tensor, res_w: Tensor, res_b: Tensor, residual_scale: float, gated: Tensor) -> Tensor:
     """x_next [B, R] after all layers; the compiled kernel for float32 CPU tensors, else the reference."""
     args = (x, buffer, t, dilations, kernel_size, conv_w, conv_b, res_w, res_b, residual_scale, gated)
-    if (_COMPILED and not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
-            and buffer.dtype == torch.float32):  # the compiled kernel has no backward
+    if _use_compiled(x, buffer, conv_w, conv_b, res_w, res_b, gated):
         return torch.ops.vqaudio.wavenet_step_(*args)
     return wavenet_step_reference(*args)
 
@@ -87,7 +104,6 @@ def wavenet_head_reference(acc: Tensor, stage_bias: Tensor, w1: Tensor, b1: Tens
 
 def wavenet_head(acc: Tensor, stage_bias: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> Tensor:
     """One stage's logits (see :func:`wavenet_head_reference`); the compiled kernel for float32 CPU tensors."""
-    if (_COMPILED and not torch.is_grad_enabled() and acc.device.type == "cpu" and acc.dtype == torch.float32
-            and w2.dtype == torch.float32):  # the compiled kernel has no backward
+    if _use_compiled(acc, stage_bias, w1, b1, w2, b2):
         return torch.ops.vqaudio.wavenet_head(acc, stage_bias, w1, b1, w2, b2)
     return wavenet_head_reference(acc, stage_bias, w1, b1, w2, b2)
