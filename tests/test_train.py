@@ -136,7 +136,7 @@ def test_cli_train_series_from_aeon(tmp_path, capsys):
     ({"eps": None}, "eps"), ({"grad_clip": "1"}, "grad_clip"), ({"min_lr_ratio": [0.1]}, "min_lr_ratio"),
     ({"lr": "1e-3"}, "lr"), ({"lr": True}, "lr"), ({"weight_decay": float("nan")}, "weight_decay"),
     ({"schedule": ["cosine"]}, "schedule"), ({"device": {"cpu": 1}}, "device"), ({"best_metric": 3}, "best_metric"),
-    ({"progress": "no"}, "progress"), ({"steps": "10"}, "steps"),
+    ({"progress": "no"}, "progress"), ({"steps": "10"}, "steps"), ({"best_mode": "largest"}, "best_mode"),
 ])
 def test_train_config_rejects_wrongly_typed_values(bad, field):
     from vqaudio.errors import ConfigError
@@ -225,3 +225,80 @@ def test_validation_probe_leaves_the_rng_alone(tmp_path, speech_dir):
         fit(task, train, valid_set, TrainConfig(steps=2, batch_size=4, valid_every=5, progress=False), tmp_path / name)
         runs.append(task.draws)
     assert runs[0] == runs[1] and len(runs[0]) == 2
+
+
+class _Scripted(VQVAETask):
+    """Reports ``score = values[step]`` at each validation (the loss terms too)."""
+
+    def __init__(self, model, values, **kw):
+        super().__init__(model, plots=False, **kw)
+        self.values = values
+
+    def validate(self, batches, exp_dir=None, step=0):
+        return {**super().validate(batches, exp_dir, step), "score": self.values[step], "stoi": self.values[step]}
+
+
+@pytest.mark.parametrize("metric, mode, best_step", [
+    ("score", "auto", 2), ("score", "min", 2), ("score", "max", 4), ("stoi", "auto", 4), ("stoi", "min", 2),
+])
+def test_best_is_picked_by_the_metric_in_its_direction(tmp_path, speech_dir, metric, mode, best_step):
+    """best_mode "auto" maximises the metrics where higher is better (PESQ, STOI, SI-SNR), minimises the rest."""
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    torch.manual_seed(0)
+    task = _Scripted(VQVAE(VQVAEConfig(**TINY)), {0: 9.0, 2: 3.0, 4: 5.0, 6: 4.0})
+    cfg = TrainConfig(steps=6, batch_size=4, valid_every=2, best_metric=metric, best_mode=mode, progress=False)
+    result = fit(task, train, valid, cfg, tmp_path / "exp")
+    assert result["best_step"] == best_step and result["best"] == task.values[best_step]
+    assert load_checkpoint(tmp_path / "exp" / "best").meta["step"] == best_step
+    last = load_checkpoint(tmp_path / "exp" / "last").meta
+    assert (last["best"], last["best_metric"], last["best_max"]) == (task.values[best_step], metric, cfg.maximise_best)
+
+
+def test_resume_under_a_new_best_rule_starts_best_afresh(tmp_path, speech_dir, capsys):
+    """best/ of a finished run picked by the lowest score is not compared with the highest score of the new rule."""
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    values = {0: 0.0, 2: 3.0, 4: 5.0, 6: 4.0, 8: 1.0}
+    exp = tmp_path / "exp"
+    torch.manual_seed(0)
+    first = fit(_Scripted(VQVAE(VQVAEConfig(**TINY)), values), train, valid,
+                TrainConfig(steps=4, batch_size=4, valid_every=2, best_metric="score", progress=False), exp)
+    assert first["best_step"] == 2
+    capsys.readouterr()
+    again = fit(_Scripted(VQVAE(VQVAEConfig(**TINY)), values), train, valid,
+                TrainConfig(steps=8, batch_size=4, valid_every=2, best_metric="score", best_mode="max", progress=False),
+                exp, resume=True)
+    err = capsys.readouterr().err
+    assert "was picked by the lowest validation score and is now picked by the highest validation score" in err, err
+    assert again["best_step"] == 6 and again["best"] == 4.0  # step 4's 5.0 was judged under the old rule
+    assert load_checkpoint(exp / "best").meta["step"] == 6
+
+
+def test_validation_reports_pesq_and_stoi_of_speech(speech_dir):
+    """Audio validation scores each crop with PESQ-NB and STOI (when installed); perceptual=False skips them."""
+    from vqaudio.metrics import optional_metrics, score
+
+    if any(optional_metrics().values()):
+        pytest.skip("pesq / pystoi not installed")
+    _, valid, _ = build_datasets(str(speech_dir), 8000, 8000, valid_fraction=0.3)
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(**TINY))
+    batches = list(DataLoader(valid, batch_size=4))
+    m = VQVAETask(model, plots=False).validate(batches)
+    assert 1.0 <= m["pesq_nb"] <= 4.6 and 0.0 <= m["stoi"] <= 1.0 and "pesq_wb" not in m, m
+    x = batches[0]  # the clean input against itself: the top of both scales
+    top = [score(x[i], x[i], 8000, metrics=("pesq_nb", "stoi")) for i in range(x.shape[0])]
+    assert all(t["stoi"] > 0.99 for t in top) and max(t["pesq_nb"] for t in top) > m["pesq_nb"]
+    assert not {"pesq_nb", "stoi"} & set(VQVAETask(model, plots=False, perceptual=False).validate(batches))
+
+
+def test_cli_best_metric_and_mode(tmp_path, speech_dir, capsys):
+    exp = tmp_path / "exp"
+    assert main(_cli(exp, speech_dir, "--steps", "2", "--best-metric", "mel", "--best-mode", "max")) == 0
+    saved = json.loads((exp / "train.json").read_text())["train"]
+    assert (saved["best_metric"], saved["best_mode"]) == ("mel", "max")
+    meta = load_checkpoint(exp / "last").meta
+    assert (meta["best_metric"], meta["best_max"]) == ("mel", True)
+    capsys.readouterr()
+    assert main(_cli(tmp_path / "bad", speech_dir, "--steps", "2", "--best-metric", "nope")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "best_metric 'nope'" in err, err

@@ -26,7 +26,7 @@ from torch import Tensor
 from vqaudio.io import resample
 
 __all__ = ["si_snr", "nmse", "log_mel_distance", "mrstft_distance", "pesq_score", "stoi_score", "optional_metrics",
-           "code_counts", "codebook_stats", "score", "align", "AUDIO_METRICS", "SERIES_METRICS", "HIGHER_IS_BETTER"]
+           "code_counts", "codebook_stats", "audio_metrics", "score", "align", "AUDIO_METRICS", "SERIES_METRICS", "HIGHER_IS_BETTER"]
 
 AUDIO_METRICS = ("si_snr", "log_mel", "mrstft", "pesq_nb", "pesq_wb", "stoi")
 SERIES_METRICS = ("si_snr", "nmse")
@@ -155,6 +155,14 @@ def align(ref: Tensor, est: Tensor, max_lag: int) -> Tensor:
     return torch.roll(torch.nn.functional.pad(est, (max_lag, max_lag)), lag)[max_lag : max_lag + n]
 
 
+def audio_metrics(sample_rate: int, names: tuple[str, ...] = AUDIO_METRICS) -> tuple[str, ...]:
+    """Those of ``names`` that can be computed here at ``sample_rate``: the optional packages installed,
+    ``pesq_wb`` only from 16 kHz up."""
+    avail = optional_metrics()
+    return tuple(m for m in names if not (m.startswith("pesq") and avail["pesq"]) and not (m == "stoi" and avail["stoi"])
+                 and not (m == "pesq_wb" and sample_rate < 16000))
+
+
 def score(ref: Tensor, est: Tensor, sample_rate: int | None, kind: str = "audio",
           metrics: tuple[str, ...] | None = None) -> dict[str, float]:
     """Metrics of a reconstruction ``est [C, T']`` of ``ref [C, T]`` (audio at ``sample_rate``), averaged
@@ -166,9 +174,7 @@ def score(ref: Tensor, est: Tensor, sample_rate: int | None, kind: str = "audio"
         names = metrics or SERIES_METRICS
         fns = {"si_snr": si_snr, "nmse": nmse}
     else:
-        avail = optional_metrics()
-        names = metrics or tuple(m for m in AUDIO_METRICS if not (m.startswith("pesq") and avail["pesq"])
-                                 and not (m == "stoi" and avail["stoi"]) and not (m == "pesq_wb" and sample_rate < 16000))
+        names = metrics or audio_metrics(sample_rate)
         fns = {"si_snr": si_snr, "log_mel": lambda a, b: log_mel_distance(a, b, sample_rate),
                "mrstft": lambda a, b: mrstft_distance(a, b, sample_rate),
                "pesq_nb": lambda a, b: pesq_score(a, b, sample_rate, "nb"),

@@ -80,6 +80,7 @@ from vqaudio.checkpoint import (
 )
 from vqaudio.errors import ConfigError, TrainingError, is_finite_number
 from vqaudio.io import atomic_path
+from vqaudio.metrics import HIGHER_IS_BETTER
 
 __all__ = ["TrainConfig", "Task", "fit", "GlobalBatches", "VQVAETask", "train_vqvae", "init_distributed", "lr_at"]
 
@@ -114,7 +115,8 @@ class TrainConfig:
     valid_every: int = 500
     valid_batches: int = 8  # 0: the whole validation set
     checkpoint_every: int = 500
-    best_metric: str = "loss"  # validation metric to minimise for exp_dir/best
+    best_metric: str = "loss"  # validation metric that picks exp_dir/best
+    best_mode: str = "auto"  # "min", "max", or "auto": max for pesq_nb/pesq_wb/stoi/si_snr, else min
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
@@ -153,10 +155,19 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if not isinstance(self.best_metric, str) or not self.best_metric:
             raise ConfigError(f"TrainConfig.best_metric must be a metric name (a string), got {self.best_metric!r}")
+        if not isinstance(self.best_mode, str) or self.best_mode not in ("auto", "min", "max"):
+            raise ConfigError(f"TrainConfig.best_mode must be 'auto', 'min' or 'max', got {self.best_mode!r}")
         if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
         if not isinstance(self.progress, bool):
             raise ConfigError(f"TrainConfig.progress must be true or false, got {self.progress!r}")
+
+    @property
+    def maximise_best(self) -> bool:
+        """Whether a higher ``best_metric`` is better (``best_mode``, or the metric's nature under "auto")."""
+        if self.best_mode == "auto":
+            return HIGHER_IS_BETTER.get(self.best_metric, False)
+        return self.best_mode == "max"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -342,6 +353,10 @@ def _call_validate(task: Task, batches: Any, exp_dir: Path | None, step: int) ->
     return {k: float(v) for k, v in task.validate(batches, **kwargs).items()}
 
 
+def _rule(metric: str, maximise: bool) -> str:
+    return f"the {'highest' if maximise else 'lowest'} validation {metric}"
+
+
 def _check_best_metric(cfg: TrainConfig, metrics: dict[str, float]) -> None:
     if cfg.best_metric not in metrics:
         known = ", ".join(sorted(metrics)) or "none"
@@ -373,7 +388,8 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
     model = task.model.to(d.device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    start, best, best_step = 0, math.inf, None
+    start, best, best_step = 0, math.inf, None  # best: sign * metric, lower is better
+    sign = -1.0 if cfg.maximise_best else 1.0
     saved_task: tuple[dict[str, Tensor], Any] | None = None
     if (last / MANIFEST).exists():
         if not resume:
@@ -384,7 +400,14 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             raise ConfigError(f"{last} has no training state to resume from")
         _restore_state(opt, ckpt.state, ckpt.meta)
         start, best_step = int(ckpt.meta["step"]), ckpt.meta.get("best_step")
-        best = math.inf if ckpt.meta.get("best") is None else float(ckpt.meta["best"])
+        best = math.inf if ckpt.meta.get("best") is None else sign * float(ckpt.meta["best"])
+        # checkpoints from before best_metric was saved: assume it has not changed
+        saved_rule = (ckpt.meta.get("best_metric", cfg.best_metric), bool(ckpt.meta.get("best_max", cfg.maximise_best)))
+        if saved_rule != (cfg.best_metric, cfg.maximise_best):
+            if rank0:
+                print(f"vqaudio train: best/ was picked by {_rule(*saved_rule)} and is now picked by "
+                      f"{_rule(cfg.best_metric, cfg.maximise_best)}: the next validation replaces it", file=sys.stderr)
+            best, best_step = math.inf, None
         if ckpt.meta.get("task") is not None:
             saved_task = ({k[5:]: v for k, v in ckpt.state.items() if k.startswith("task.")}, ckpt.meta["task"])
     else:
@@ -466,15 +489,16 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
                 valid_metrics = _call_validate(task, batches, exp, done)
                 _check_best_metric(cfg, valid_metrics)
                 log.write({"step": done, "split": "valid", **valid_metrics})
-                if valid_metrics[cfg.best_metric] < best:
-                    best, best_step = valid_metrics[cfg.best_metric], done
+                if sign * valid_metrics[cfg.best_metric] < best:
+                    best, best_step = sign * valid_metrics[cfg.best_metric], done
                     save_checkpoint(best_dir, model, meta={"step": done, "metrics": valid_metrics})
             _barrier(d)
 
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank0:
                 tensors, meta = _state(opt)
-                meta.update(step=done, best=None if best == math.inf else best, best_step=best_step)
+                meta.update(step=done, best=None if best == math.inf else sign * best, best_step=best_step,
+                            best_metric=cfg.best_metric, best_max=cfg.maximise_best)
                 if hasattr(task, "state"):
                     task_tensors, meta["task"] = task.state()
                     tensors.update({f"task.{k}": v for k, v in task_tensors.items()})
@@ -486,7 +510,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         save_checkpoint(best_dir, model, meta={"step": cfg.steps, "metrics": {}})
     _barrier(d)
     return {"step": max(start, cfg.steps), "best_step": best_step,
-            "best": None if best == math.inf else best, "valid": valid_metrics, "train": train_metrics,
+            "best": None if best == math.inf else sign * best, "valid": valid_metrics, "train": train_metrics,
             "steps_per_s": steps_per_s}
 
 
@@ -494,9 +518,11 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
 class VQVAETask:
     """Trains a :class:`vqaudio.models.VQVAE` on ``[B, C, T]`` batches; validation writes figures."""
 
+    PERCEPTUAL = ("pesq_nb", "pesq_wb", "stoi")
+
     def __init__(self, model: nn.Module, plots: bool = True, n_plot: int = 3,
-                 adversarial: AdversarialConfig | None = None) -> None:
-        self.model, self.plots, self.n_plot = model, plots, n_plot
+                 adversarial: AdversarialConfig | None = None, perceptual: bool = True) -> None:
+        self.model, self.plots, self.n_plot, self.perceptual = model, plots, n_plot, perceptual
         self.adversary: Adversary | None = None
         self.step = 0
         if adversarial is not None and adversarial.enabled:
@@ -538,19 +564,30 @@ class VQVAETask:
 
     @torch.no_grad()
     def validate(self, batches: Any, exp_dir: Path | None = None, step: int = 0) -> dict[str, float]:
-        """Mean losses, and per-stage codebook ``usage`` / ``perplexity`` over all validation codes."""
+        """Mean losses, per-stage codebook ``usage`` / ``perplexity`` over all validation codes, and for
+        audio the perceptual metrics (``pesq_nb``, ``stoi``; ``pesq_wb`` from 16 kHz up) that the
+        installed packages allow, each the mean over the crops it can score (PESQ skips silent crops)."""
+        from vqaudio import metrics as M
+
         model = self.model
         was = model.training
         model.eval()
         c = model.config
         counts = torch.zeros(c.n_q, c.codebook_size, dtype=torch.float64)
         sums: dict[str, float] = {}
+        perceptual = M.audio_metrics(c.sample_rate, self.PERCEPTUAL) if c.kind == "audio" and self.perceptual else ()
+        scored: dict[str, list[float]] = {m: [] for m in perceptual}
         n, first = 0, None
         for x in batches:
             out = model(x)
             b = x.shape[0]
             for k, v in {"loss": out.loss, **out.losses}.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * b
+            if perceptual:
+                ref, est = x.detach().float().cpu(), out.recon.detach().float().cpu()
+                for name, value in (kv for i in range(b) for kv in M.score(ref[i], est[i], c.sample_rate, metrics=perceptual).items()):
+                    if math.isfinite(value):
+                        scored[name].append(value)
             for q in range(out.codes.shape[1]):
                 counts[q] += torch.bincount(out.codes[:, q].flatten().cpu(), minlength=c.codebook_size).double()
             n += b
@@ -563,6 +600,7 @@ class VQVAETask:
         p = counts / counts.sum(1, keepdim=True).clamp_min(1)
         metrics["usage"] = float((counts > 0).double().mean())
         metrics["perplexity"] = float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum(1)).mean())
+        metrics.update({name: sum(v) / len(v) for name, v in scored.items() if v})
         if self.plots and exp_dir is not None and first is not None:
             from vqaudio import plots
 

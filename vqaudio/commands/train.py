@@ -24,7 +24,7 @@ MODEL_FLAGS = {"sample_rate": "sample_rate", "strides": "strides", "n_q": "n_q",
 TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
                "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
                "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "seed": "seed",
-               "num_workers": "num_workers", "device": "device"}
+               "num_workers": "num_workers", "device": "device", "best_metric": "best_metric", "best_mode": "best_mode"}
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -43,6 +43,10 @@ def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGrou
     t.add_argument("--seed", type=int)
     t.add_argument("--num-workers", type=int)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--best-metric", metavar="NAME",
+                   help="validation metric that picks best/ (default loss; e.g. pesq_nb, stoi, mel; nll_bits for a prior)")
+    t.add_argument("--best-mode", choices=["auto", "min", "max"],
+                   help="keep the lowest or highest --best-metric (auto: highest for pesq_nb, pesq_wb, stoi, si_snr)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     return t
 

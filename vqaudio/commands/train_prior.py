@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
     if args.no_progress:
         train_d["progress"] = False
-    train_d["best_metric"] = "nll_bits"
+    train_d.setdefault("best_metric", "nll_bits")
     try:
         model_config = WaveNetConfig.from_dict(model_d)
         train_config = TrainConfig.from_dict(train_d)
