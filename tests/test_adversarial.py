@@ -66,6 +66,23 @@ def test_adversary_updates_only_the_discriminator_and_starts_late():
     assert other.optimizer.state_dict()["state"][0]["exp_avg"].equal(adv.optimizer.state_dict()["state"][0]["exp_avg"])
 
 
+def test_discriminator_warms_up_alone():
+    """During warmup_steps after start_step the discriminator learns but the generator gets no terms."""
+    torch.manual_seed(1)
+    adv = Adversary(AdversarialConfig(weight=1.0, start_step=2, warmup_steps=2, channels=4), [64, 128, 256])
+    x = torch.randn(2, 1, 512)
+    recon = x + 0.3 * torch.randn_like(x)
+    for step in (2, 3):
+        before = {k: v.clone() for k, v in adv.discriminator.state_dict().items()}
+        terms, metrics = adv.step(x, recon, step=step)
+        assert terms == {} and metrics["d_loss"] > 0
+        assert any(not torch.equal(v, adv.discriminator.state_dict()[k]) for k, v in before.items())
+    terms, _ = adv.step(x, recon, step=4)
+    assert set(terms) == {"adv", "feat"}
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        AdversarialConfig(weight=1.0, warmup_steps=-1)
+
+
 def test_config_validation():
     assert not AdversarialConfig().enabled and AdversarialConfig(feature_weight=1).enabled
     for bad in ({"weight": -1}, {"weight": "x"}, {"weight": True}, {"weight": float("nan")}, {"start_step": 1.5},

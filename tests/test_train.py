@@ -302,3 +302,63 @@ def test_cli_best_metric_and_mode(tmp_path, speech_dir, capsys):
     assert main(_cli(tmp_path / "bad", speech_dir, "--steps", "2", "--best-metric", "nope")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "best_metric 'nope'" in err, err
+
+
+def test_frozen_submodules_keep_weights_and_codebooks(tmp_path, speech_dir):
+    """TrainConfig.frozen: the encoder and the codebooks (EMA buffers) stay as they were, the decoder
+    learns, quantiser dropout still applies (the RVQ container trains), and a resume is exact."""
+    from vqaudio.errors import ConfigError
+
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(**{**TINY, "quantizer_dropout": 0.5}))
+    fit(VQVAETask(model, plots=False), train, valid, TrainConfig(steps=3, batch_size=4, progress=False), tmp_path / "a")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, progress=False, frozen=["encoder", "quantizer.layers"],
+                      frozen_from_step=3)
+    seen = []
+    model.quantizer.register_forward_hook(lambda m, i, o: seen.append(m.training))
+    fit(VQVAETask(model, plots=False), train, valid, cfg, tmp_path / "a", resume=True)
+    after = model.state_dict()
+    for k, v in before.items():
+        same = torch.equal(v, after[k])
+        assert same == (k.startswith("encoder.") or k.startswith("quantizer.")), k
+    assert True in seen  # the RVQ container ran in training mode (quantiser dropout)
+    assert all(p.requires_grad is False for p in model.encoder.parameters())
+    with pytest.raises(ConfigError, match=r"no submodule 'encoderr' \(its top-level ones: encoder, quantizer, decoder"):
+        fit(VQVAETask(model, plots=False), train, valid, TrainConfig(steps=8, batch_size=4, progress=False,
+                                                                     frozen=["encoderr"]), tmp_path / "a", resume=True)
+    with pytest.raises(ConfigError, match="frozen"):
+        TrainConfig(frozen="encoder")
+
+
+def test_freezing_from_a_step_on_resumes_exactly(tmp_path, speech_dir):
+    """frozen_from_step in the middle of a run: before it everything trains, after it the encoder is
+    fixed, and a run killed after the switch resumes to the same weights as one that was not."""
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    cfg = TrainConfig(steps=6, batch_size=4, lr=3e-3, checkpoint_every=2, valid_every=3, progress=False,
+                      frozen=["encoder", "quantizer.layers"], frozen_from_step=2)
+
+    def model():
+        torch.manual_seed(0)
+        return VQVAE(VQVAEConfig(**{**TINY, "quantizer_dropout": 0.5}))
+
+    a = model()
+    encoders = []
+    task = VQVAETask(a, plots=False)
+    step = task.training_step
+
+    def spy(batch, model=None):
+        encoders.append({k: v.clone() for k, v in a.encoder.state_dict().items()})
+        return step(batch, model)
+
+    task.training_step = spy
+    fit(task, train, valid, cfg, tmp_path / "a")
+    same = [all(torch.equal(e[k], encoders[i + 1][k]) for k in e) for i, e in enumerate(encoders[:-1])]
+    assert same == [False, False, True, True, True]  # steps 0 and 1 train the encoder, 2.. do not
+    with pytest.raises(KeyboardInterrupt):  # dies in step 5 (0-based 4): resumes from the step-4 checkpoint
+        fit(_Interrupt(model(), at=5), train, valid, cfg, tmp_path / "b")
+    b = model()
+    fit(VQVAETask(b, plots=False), train, valid, cfg, tmp_path / "b", resume=True)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k

@@ -32,13 +32,17 @@ class AdversarialConfig:
     """Settings of the adversary (JSON section ``"adversarial"`` of a ``vqaudio train --config``).
 
     ``weight`` scales the generator's hinge loss and ``feature_weight`` the feature-matching loss;
-    both 0 (the default) means no discriminator at all. ``fft_sizes`` empty: the three smallest of
-    the model's spectral-loss sizes (``[128, 256, 512]`` at 8 kHz).
+    both 0 (the default) means no discriminator at all. The discriminator starts at ``start_step``
+    and trains alone for ``warmup_steps`` before the generator gets its losses (when switching it on
+    for a trained model, so the first adversarial gradients come from a discriminator that can tell
+    real from reconstructed). ``fft_sizes`` empty: the three smallest of the model's spectral-loss
+    sizes (``[128, 256, 512]`` at 8 kHz).
     """
 
     weight: float = 0.0
     feature_weight: float = 0.0
     start_step: int = 0
+    warmup_steps: int = 0
     fft_sizes: list[int] = field(default_factory=list)
     channels: int = 32
     lr: float = 3e-4
@@ -55,7 +59,7 @@ class AdversarialConfig:
         for name in ("weight", "feature_weight", "grad_clip"):
             number(name, 0.0)
         number("lr", 1e-12)
-        for name, lo in (("start_step", 0), ("channels", 1)):
+        for name, lo in (("start_step", 0), ("warmup_steps", 0), ("channels", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ConfigError(f"AdversarialConfig.{name} must be an integer >= {lo}, got {v!r}")
@@ -111,7 +115,8 @@ class Adversary:
     def step(self, x: Tensor, recon: Tensor, step: int) -> tuple[dict[str, Tensor], dict[str, float]]:
         """Update the discriminator on ``x`` / ``recon`` ``[B, 1, T]``; return the generator's loss terms.
 
-        Returns ``({"adv": hinge, "feat": feature matching}, metrics)``, both empty before ``start_step``.
+        Returns ``({"adv": hinge, "feat": feature matching}, metrics)``: both empty before ``start_step``,
+        the terms empty (the discriminator still trained) during the ``warmup_steps`` after it.
         """
         if step < self.config.start_step:
             return {}, {}
@@ -129,6 +134,8 @@ class Adversary:
             metrics["d_grad_norm"] = float(nn.utils.clip_grad_norm_(d.parameters(), self.config.grad_clip))
         self.optimizer.step()
         d.requires_grad_(False)  # the generator's backward goes through D without touching its weights
+        if step < self.config.start_step + self.config.warmup_steps:
+            return {}, metrics
         with torch.no_grad():
             _, real_features = d(x)
         fake_logits, fake_features = d(recon)

@@ -117,6 +117,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     best_metric: str = "loss"  # validation metric that picks exp_dir/best
     best_mode: str = "auto"  # "min", "max", or "auto": max for pesq_nb/pesq_wb/stoi/si_snr, else min
+    frozen: list[str] = field(default_factory=list)  # submodules kept as they are (e.g. ["encoder", "quantizer.layers"])
+    frozen_from_step: int = 0  # ... from this step on (fine-tuning the rest of a trained model)
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
@@ -128,7 +130,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {v!r}")
-        for name in ("warmup_steps", "valid_batches", "num_workers", "seed"):
+        for name in ("warmup_steps", "valid_batches", "num_workers", "seed", "frozen_from_step"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {v!r}")
@@ -157,6 +159,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.best_metric must be a metric name (a string), got {self.best_metric!r}")
         if not isinstance(self.best_mode, str) or self.best_mode not in ("auto", "min", "max"):
             raise ConfigError(f"TrainConfig.best_mode must be 'auto', 'min' or 'max', got {self.best_mode!r}")
+        if not (isinstance(self.frozen, list) and all(isinstance(n, str) and n for n in self.frozen)):
+            raise ConfigError(f"TrainConfig.frozen must be a list of submodule names, got {self.frozen!r}")
         if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
         if not isinstance(self.progress, bool):
@@ -353,6 +357,30 @@ def _call_validate(task: Task, batches: Any, exp_dir: Path | None, step: int) ->
     return {k: float(v) for k, v in task.validate(batches, **kwargs).items()}
 
 
+def _ddp(model: nn.Module, d: _Dist) -> nn.Module:
+    """``model`` wrapped for DistributedDataParallel when there are several ranks, else itself."""
+    if d.world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False)
+
+
+def _freeze(model: nn.Module, names: list[str], check_only: bool = False) -> list[nn.Module]:
+    """Stop training the submodules ``names`` of ``model``: no gradients for their parameters, and (for
+    the caller to keep at every step) eval mode, so that buffers updated in training (EMA codebooks,
+    dead-code restarts) stay as they are. Returns the modules; ``check_only``: only check the names."""
+    modules = dict(model.named_modules())
+    for name in names:
+        if name not in modules:
+            children = ", ".join(n for n, _ in model.named_children())
+            raise ConfigError(f"TrainConfig.frozen: the model has no submodule {name!r} (its top-level ones: {children})")
+    if check_only:
+        return []
+    for name in names:
+        modules[name].requires_grad_(False)
+    return [modules[name] for name in names]
+
+
 def _rule(metric: str, maximise: bool) -> str:
     return f"the {'highest' if maximise else 'lowest'} validation {metric}"
 
@@ -388,6 +416,8 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
     model = task.model.to(d.device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
+    _freeze(model, cfg.frozen, check_only=True)  # a misspelt name fails now, not at frozen_from_step
+    frozen: list[nn.Module] = []
     start, best, best_step = 0, math.inf, None  # best: sign * metric, lower is better
     sign = -1.0 if cfg.maximise_best else 1.0
     saved_task: tuple[dict[str, Tensor], Any] | None = None
@@ -418,10 +448,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             print(f"vqaudio train: nothing to resume in {exp}; starting a new run", file=sys.stderr)
     if hasattr(task, "setup"):
         task.setup(d.device, start, saved_task)
-    wrapped: nn.Module = model
-    if d.world > 1:
-        wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False)
+    wrapped = _ddp(model, d)
     sampler = GlobalBatches(len(train_set), cfg.batch_size, start, cfg.steps, cfg.seed, d.rank, d.world)
     # own generators: creating a loader iterator must not draw from the global RNG (exact resume)
     loader = DataLoader(_Keyed(train_set), batch_sampler=sampler, num_workers=cfg.num_workers,
@@ -457,7 +484,14 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         lr = lr_at(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
+        if cfg.frozen and not frozen and step >= cfg.frozen_from_step:
+            # the optimizer keeps the frozen parameters (without gradients AdamW skips them), so its saved
+            # state has one layout whatever is frozen; DDP must be rebuilt around the new set of gradients
+            frozen = _freeze(model, cfg.frozen)
+            wrapped = _ddp(model, d)
         model.train()
+        for m in frozen:
+            m.eval()
         loss, metrics = task.training_step(batch, model=wrapped)
         value = float(loss.detach())
         if d.world == 1 and not math.isfinite(value):  # under DDP the (all-reduced) grad norm below, on every rank
@@ -555,10 +589,11 @@ class VQVAETask:
         metrics["usage"] = float(out.stats["usage"].mean())
         if self.adversary is not None:
             terms, adv_metrics = self.adversary.step(batch, out.recon, self.step)
+            metrics.update(adv_metrics)
             if terms:
                 cfg = self.adversary.config
                 loss = loss + cfg.weight * terms["adv"] + cfg.feature_weight * terms["feat"]
-                metrics.update({k: float(v.detach()) for k, v in terms.items()}, **adv_metrics)
+                metrics.update({k: float(v.detach()) for k, v in terms.items()})
         self.step += 1
         return loss, metrics
 
