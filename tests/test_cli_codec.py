@@ -261,6 +261,11 @@ def test_series_model_cli(tmp_path, capsys):
     run("decode", tmp_path / "tok", "--model", ckpt, "--no-progress")
     y = np.load(tmp_path / "tok" / "a.npy")
     assert y.shape == x.shape and abs(y[:, 0].mean() - 50) < 5  # RevIN statistics restored
+    (tmp_path / "dec").mkdir()  # one file into an existing folder: .npy there; to a named file: that name
+    run("decode", tmp_path / "tok" / "b.vqa", "-o", tmp_path / "dec", "--model", ckpt, "--no-progress")
+    run("decode", tmp_path / "tok" / "b.vqa", "-o", tmp_path / "dec" / "named.npy", "--model", ckpt, "--no-progress")
+    assert files(tmp_path / "dec") == ["b.npy", "named.npy"]
+    assert np.array_equal(np.load(tmp_path / "dec" / "b.npy"), y)
     np.save(tmp_path / "c.npy", x[:, :1])
     run("encode", tmp_path / "c.npy", "--model", ckpt, expect=2)
     one_error_line(capsys, "c.npy", "1 channel(s)")

@@ -82,10 +82,9 @@ def run(args: argparse.Namespace) -> int:
     if not jobs:
         print("vqaudio decode: nothing to decode", file=sys.stderr)
         return 0
-    if _kind(codecs, jobs) == "series":  # series models write .npy by default
-        keep = {j.src for j in jobs}
-        jobs = [j for j in collect(args.inputs, args.output, is_vqa, ".npy", file_out=lambda p: bool(p.suffix), what="a .vqa")
-                if j.src in keep]
+    if _kind(codecs, jobs) == "series":  # series models write .npy, except to an -o file named by the user
+        named = Path(args.output) if args.output is not None else None
+        jobs = [j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in jobs]
     setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(args.model)
     return run_jobs(jobs, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
 
