@@ -62,6 +62,8 @@ def test_pesq_and_stoi_on_speech(speech):
     up = torch.nn.functional.interpolate(x[None, None], scale_factor=2, mode="linear")[0, 0]
     assert M.pesq_score(up, up, 16000, "wb") > 4.0
     assert M.stoi_score(x, x, 8000) > 0.99 > M.stoi_score(x, noisy, 8000) > M.stoi_score(x, torch.randn_like(x), 8000)
+    short = x[: 2048]  # 0.26 s: under pystoi's 30 frames (it returns 1e-5): no score, not a bad one
+    assert math.isnan(M.stoi_score(short, short, 8000))
     scores = M.score(x[None], noisy[None], 8000)
     assert set(scores) == {"si_snr", "log_mel", "mrstft", "pesq_nb", "stoi"}  # no PESQ-WB at 8 kHz
     assert "pesq_wb" in M.score(up[None], up[None], 16000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -273,6 +274,58 @@ def test_resume_under_a_new_best_rule_starts_best_afresh(tmp_path, speech_dir, c
     assert load_checkpoint(exp / "best").meta["step"] == 6
 
 
+def test_resume_under_the_same_best_rule_keeps_best(tmp_path, speech_dir, capsys):
+    """A resumed "max" run compares with the best value it saved: a later lower value does not replace best/."""
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    values = {0: 0.0, 2: 3.0, 4: 5.0, 6: 4.0}
+    cfg = dict(batch_size=4, valid_every=2, best_metric="score", best_mode="max", progress=False)
+    torch.manual_seed(0)
+    fit(_Scripted(VQVAE(VQVAEConfig(**TINY)), values), train, valid, TrainConfig(steps=4, **cfg), tmp_path / "exp")
+    capsys.readouterr()
+    again = fit(_Scripted(VQVAE(VQVAEConfig(**TINY)), values), train, valid, TrainConfig(steps=6, **cfg),
+                tmp_path / "exp", resume=True)
+    assert "picked by" not in capsys.readouterr().err
+    assert again["best_step"] == 4 and again["best"] == 5.0
+    assert load_checkpoint(tmp_path / "exp" / "best").meta["step"] == 4
+
+
+def test_resume_of_a_checkpoint_without_the_best_rule(tmp_path, speech_dir, capsys):
+    """Checkpoints from before the rule was saved were picked by the lowest train.json best_metric."""
+    from vqaudio.checkpoint import save_checkpoint
+
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    values = {0: 0.0, 2: 5.0, 4: 0.5, 6: 0.9}
+    exp = tmp_path / "exp"
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(**TINY))
+    fit(_Scripted(model, values), train, valid, TrainConfig(steps=4, batch_size=4, valid_every=2, best_metric="score",
+                                                            progress=False), exp)
+    ckpt = load_checkpoint(exp / "last")
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("best_metric", "best_max")}  # as older versions wrote it
+    save_checkpoint(exp / "last", model, state=ckpt.state, meta=meta)
+    capsys.readouterr()
+    again = fit(_Scripted(VQVAE(VQVAEConfig(**TINY)), values), train, valid,
+                TrainConfig(steps=6, batch_size=4, valid_every=2, best_metric="stoi", progress=False), exp, resume=True)
+    assert "picked by the lowest validation score and is now picked by the highest validation stoi" in capsys.readouterr().err
+    assert again["best_step"] == 6 and again["best"] == 0.9
+
+
+def test_log_means_count_only_the_steps_that_report_a_metric(tmp_path, speech_dir):
+    """A metric that starts mid-window (the adversarial terms after a warm-up) is averaged over its own steps."""
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+
+    class Late(VQVAETask):
+        def training_step(self, batch, model=None):
+            loss, metrics = super().training_step(batch, model)
+            return loss, {**metrics, **({"late": 2.0} if self.step > 2 else {})}
+
+    torch.manual_seed(0)
+    fit(Late(VQVAE(VQVAEConfig(**TINY)), plots=False), train, valid,
+        TrainConfig(steps=4, batch_size=4, log_every=4, progress=False), tmp_path / "exp")
+    (record,) = [r for r in _log(tmp_path / "exp") if r["split"] == "train"]
+    assert record["late"] == 2.0  # steps 3 and 4 only, not (2 + 2) / 4
+
+
 def test_validation_reports_pesq_and_stoi_of_speech(speech_dir):
     """Audio validation scores each crop with PESQ-NB and STOI (when installed); perceptual=False skips them."""
     from vqaudio.metrics import optional_metrics, score
@@ -289,6 +342,10 @@ def test_validation_reports_pesq_and_stoi_of_speech(speech_dir):
     top = [score(x[i], x[i], 8000, metrics=("pesq_nb", "stoi")) for i in range(x.shape[0])]
     assert all(t["stoi"] > 0.99 for t in top) and max(t["pesq_nb"] for t in top) > m["pesq_nb"]
     assert not {"pesq_nb", "stoi"} & set(VQVAETask(model, plots=False, perceptual=False).validate(batches))
+    # crops too short for both: reported as nan (never best/), not dropped or scored 1e-5
+    _, valid, _ = build_datasets(str(speech_dir), 1024, 8000, valid_fraction=0.3)
+    m = VQVAETask(model, plots=False).validate(list(DataLoader(valid, batch_size=4)))
+    assert math.isnan(m["stoi"]) and math.isnan(m["pesq_nb"]), m
 
 
 def test_cli_best_metric_and_mode(tmp_path, speech_dir, capsys):

@@ -128,16 +128,18 @@ def pesq_score(ref: Tensor, est: Tensor, sample_rate: int, mode: str = "nb") -> 
 
 
 def stoi_score(ref: Tensor, est: Tensor, sample_rate: int) -> float:
-    """STOI (0..1) of ``[T]`` signals (pystoi resamples to 10 kHz); ``nan`` when the package is missing."""
+    """STOI (0..1) of ``[T]`` signals (pystoi resamples to 10 kHz); ``nan`` when the package is missing
+    or when fewer than 30 frames of speech are left after pystoi's silence removal (it returns 1e-5 then)."""
     if optional_metrics()["stoi"]:
         return math.nan
     from pystoi import stoi
 
     ref, est = _pair(ref, est)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Not enough STFT frames" on very short files: nan below
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         value = float(stoi(ref.numpy(), est.numpy(), sample_rate, extended=False))
-    return value if math.isfinite(value) else math.nan
+    too_short = any("Not enough STFT frames" in str(w.message) for w in caught)  # pystoi's placeholder 1e-5
+    return value if math.isfinite(value) and not too_short else math.nan
 
 
 def align(ref: Tensor, est: Tensor, max_lag: int) -> Tensor:

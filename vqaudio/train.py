@@ -30,8 +30,8 @@ What ``fit`` does
 AdamW, linear warm-up then constant or cosine learning rate, gradient clipping; a tqdm bar; train
 and validation metrics as JSON lines in ``exp_dir/log.jsonl``; checkpoints ``exp_dir/last`` (model +
 optimizer + RNG + step: see :mod:`vqaudio.checkpoint`) every ``checkpoint_every`` steps and
-``exp_dir/best`` (model only) whenever the validation metric ``best_metric`` improves (lower is
-better). ``resume=True`` continues from ``exp_dir/last`` exactly: the data order and crops are a
+``exp_dir/best`` (model only) whenever the validation metric ``best_metric`` improves (lower or,
+with ``best_mode``, higher is better). ``resume=True`` continues from ``exp_dir/last`` exactly: the data order and crops are a
 pure function of ``(seed, step)`` (:class:`GlobalBatches` and ``dataset.sample(index, epoch)``),
 and weights, optimizer moments, RNG states and the best metric are restored, so an interrupted
 and resumed run ends with the same weights as an uninterrupted one. ``log.jsonl`` is cut back to the
@@ -117,8 +117,11 @@ class TrainConfig:
     checkpoint_every: int = 500
     best_metric: str = "loss"  # validation metric that picks exp_dir/best
     best_mode: str = "auto"  # "min", "max", or "auto": max for pesq_nb/pesq_wb/stoi/si_snr, else min
-    frozen: list[str] = field(default_factory=list)  # submodules kept as they are (e.g. ["encoder", "quantizer.layers"])
-    frozen_from_step: int = 0  # ... from this step on (fine-tuning the rest of a trained model)
+    # submodules kept as they are from frozen_from_step on (fine-tuning the rest of a trained model), e.g.
+    # ["encoder", "quantizer.layers"]: the codebooks, not the "quantizer" container (eval mode there would
+    # switch quantiser dropout off)
+    frozen: list[str] = field(default_factory=list)
+    frozen_from_step: int = 0
     seed: int = 0
     num_workers: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
@@ -334,8 +337,13 @@ def _log_step(line: str) -> float:
     return step if isinstance(step, int) and not isinstance(step, bool) else math.inf
 
 
+def _json_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with NaN / infinite numbers as ``None`` (JSON ``null``): a metric no item could be scored on."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+
+
 class _Log:
-    """``exp_dir/log.jsonl`` writer (rank 0 only)."""
+    """``exp_dir/log.jsonl`` writer (rank 0 only); unscored (NaN) metrics are written as ``null``."""
 
     def __init__(self, path: Path, enabled: bool, keep_until: int | None) -> None:
         self.path, self.enabled = path, enabled
@@ -347,7 +355,7 @@ class _Log:
     def write(self, record: dict[str, Any]) -> None:
         if self.enabled:
             with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(_json_metrics(record), allow_nan=False) + "\n")
 
 
 def _call_validate(task: Task, batches: Any, exp_dir: Path | None, step: int) -> dict[str, float]:
@@ -381,7 +389,18 @@ def _freeze(model: nn.Module, names: list[str], check_only: bool = False) -> lis
     return [modules[name] for name in names]
 
 
-def _rule(metric: str, maximise: bool) -> str:
+def _old_best_metric(exp: Path) -> str | None:
+    """``best_metric`` of a run whose checkpoints predate saving it (it was always minimised): from the
+    run's ``train.json``, not yet rewritten when a resume reads it; ``None`` if unreadable."""
+    try:
+        return json.loads((exp / "train.json").read_text())["train"]["best_metric"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _rule(metric: str | None, maximise: bool) -> str:
+    if metric is None:
+        return "an unknown rule"
     return f"the {'highest' if maximise else 'lowest'} validation {metric}"
 
 
@@ -431,8 +450,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         _restore_state(opt, ckpt.state, ckpt.meta)
         start, best_step = int(ckpt.meta["step"]), ckpt.meta.get("best_step")
         best = math.inf if ckpt.meta.get("best") is None else sign * float(ckpt.meta["best"])
-        # checkpoints from before best_metric was saved: assume it has not changed
-        saved_rule = (ckpt.meta.get("best_metric", cfg.best_metric), bool(ckpt.meta.get("best_max", cfg.maximise_best)))
+        saved_rule = (ckpt.meta.get("best_metric") or _old_best_metric(exp), bool(ckpt.meta.get("best_max", False)))
         if saved_rule != (cfg.best_metric, cfg.maximise_best):
             if rank0:
                 print(f"vqaudio train: best/ was picked by {_rule(*saved_rule)} and is now picked by "
@@ -474,7 +492,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             tmp.write_text(json.dumps(info, indent=2))
 
     bar = tqdm(total=cfg.steps, initial=start, disable=not (rank0 and cfg.progress), desc="train", dynamic_ncols=True)
-    acc: dict[str, float] = {}
+    acc: dict[str, list[float]] = {}  # per metric: [sum, steps] (adversarial terms start mid-window)
     n_acc, t_log, steps_per_s = 0, time.perf_counter(), 0.0
     train_metrics: dict[str, float] = {}
     valid_metrics: dict[str, float] = {}
@@ -506,13 +524,14 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         opt.step()
         done = step + 1
         for k, v in {"loss": value, **metrics}.items():
-            acc[k] = acc.get(k, 0.0) + float(v)
+            a = acc.setdefault(k, [0.0, 0])
+            a[0], a[1] = a[0] + float(v), a[1] + 1
         n_acc += 1
 
         if done % cfg.log_every == 0 or done == cfg.steps:
             now = time.perf_counter()
             steps_per_s = n_acc / max(now - t_log, 1e-9)
-            train_metrics = _mean_over_ranks({k: v / n_acc for k, v in acc.items()}, d)
+            train_metrics = _mean_over_ranks({k: total / n for k, (total, n) in acc.items()}, d)
             log.write({"step": done, "split": "train", "lr": lr, "steps_per_s": steps_per_s, **train_metrics})
             bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
             acc, n_acc, t_log = {}, 0, now
@@ -525,7 +544,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
                 log.write({"step": done, "split": "valid", **valid_metrics})
                 if sign * valid_metrics[cfg.best_metric] < best:
                     best, best_step = sign * valid_metrics[cfg.best_metric], done
-                    save_checkpoint(best_dir, model, meta={"step": done, "metrics": valid_metrics})
+                    save_checkpoint(best_dir, model, meta={"step": done, "metrics": _json_metrics(valid_metrics)})
             _barrier(d)
 
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
@@ -601,7 +620,8 @@ class VQVAETask:
     def validate(self, batches: Any, exp_dir: Path | None = None, step: int = 0) -> dict[str, float]:
         """Mean losses, per-stage codebook ``usage`` / ``perplexity`` over all validation codes, and for
         audio the perceptual metrics (``pesq_nb``, ``stoi``; ``pesq_wb`` from 16 kHz up) that the
-        installed packages allow, each the mean over the crops it can score (PESQ skips silent crops)."""
+        installed packages allow, each the mean over the crops it can score (silent or too short crops
+        are skipped; ``nan`` when none can be scored, which never becomes ``best/``)."""
         from vqaudio import metrics as M
 
         model = self.model
@@ -635,7 +655,7 @@ class VQVAETask:
         p = counts / counts.sum(1, keepdim=True).clamp_min(1)
         metrics["usage"] = float((counts > 0).double().mean())
         metrics["perplexity"] = float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum(1)).mean())
-        metrics.update({name: sum(v) / len(v) for name, v in scored.items() if v})
+        metrics.update({name: sum(v) / len(v) if v else math.nan for name, v in scored.items()})
         if self.plots and exp_dir is not None and first is not None:
             from vqaudio import plots
 
