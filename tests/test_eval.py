@@ -230,6 +230,28 @@ def test_stereo_file_is_coded_per_channel(tmp_path, codec_dir, eval_dir):
         assert per["stereo"]["bitrate"] == pytest.approx(2 * per["mono"]["bitrate"])
 
 
+def test_bench_quantization_gap(codec_dir, eval_dir, capsys):
+    """The decoder on z_e and on 1..n_q codebooks: the n_q rows agree with the codec's own decode path."""
+    import importlib.util
+
+    root = Path(__file__).parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location("bench_quantization_gap", root / "bench_quantization_gap.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    codec = load_codec(codec_dir)
+    x = torch.randn(1, 1, 1000) * 0.1
+    recon = bench.reconstructions(codec.model.eval(), x)
+    assert list(recon) == ["unquantised", "n_q=1", "n_q=2", "n_q=3"] and all(y.shape == x.shape for y in recon.values())
+    for n in (1, 3):  # the same as encode -> decode with n codebooks
+        y = codec.model.decode(codec.model.encode(x, n_q=n), x.shape[-1])
+        assert torch.allclose(recon[f"n_q={n}"], y, atol=1e-5)
+    assert not torch.allclose(recon["unquantised"], recon["n_q=3"], atol=1e-4)
+    assert bench.main(["--codec", str(codec_dir), "--data", str(eval_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "unquantised" in out and "n_q=3" in out and "gap, all codebooks vs unquantised: pesq_nb" in out
+    assert bench.main(["--codec", str(codec_dir.parent / "missing")]) == 2
+
+
 def test_bench_quality_uses_eval(tmp_path, codec_dir, eval_dir, capsys):
     import importlib.util
 
