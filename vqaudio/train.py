@@ -31,10 +31,10 @@ AdamW, linear warm-up then constant or cosine learning rate, gradient clipping; 
 and validation metrics as JSON lines in ``exp_dir/log.jsonl``; checkpoints ``exp_dir/last`` (model +
 optimizer + RNG + step: see :mod:`vqaudio.checkpoint`) every ``checkpoint_every`` steps and
 ``exp_dir/best`` (model only) whenever the validation metric ``best_metric`` improves (lower or,
-with ``best_mode``, higher is better). ``resume=True`` continues from ``exp_dir/last`` exactly: the data order and crops are a
-pure function of ``(seed, step)`` (:class:`GlobalBatches` and ``dataset.sample(index, epoch)``),
-and weights, optimizer moments, RNG states and the best metric are restored, so an interrupted
-and resumed run ends with the same weights as an uninterrupted one. ``log.jsonl`` is cut back to the
+with ``best_mode``, higher is better). ``resume=True`` continues from ``exp_dir/last`` exactly: the
+data order and crops are a pure function of ``(seed, step)`` (:class:`GlobalBatches` and
+``dataset.sample(index, epoch)``), and weights, optimizer moments, RNG states and the best metric
+are restored, so an interrupted and resumed run ends with the same weights as an uninterrupted one. ``log.jsonl`` is cut back to the
 checkpoint's step on resume. A NaN or infinite loss or gradient norm (a diverging run) stops it with
 :class:`vqaudio.errors.TrainingError` (under DDP on every rank, via the all-reduced gradient norm: grad_clip > 0).
 
@@ -373,19 +373,13 @@ def _ddp(model: nn.Module, d: _Dist) -> nn.Module:
         model, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False)
 
 
-def _freeze(model: nn.Module, names: list[str], check_only: bool = False) -> list[nn.Module]:
-    """Stop training the submodules ``names`` of ``model``: no gradients for their parameters, and (for
-    the caller to keep at every step) eval mode, so that buffers updated in training (EMA codebooks,
-    dead-code restarts) stay as they are. Returns the modules; ``check_only``: only check the names."""
+def _frozen_modules(model: nn.Module, names: list[str]) -> list[nn.Module]:
+    """The submodules ``names`` of ``model`` (``TrainConfig.frozen``); a one-line error for a missing one."""
     modules = dict(model.named_modules())
     for name in names:
         if name not in modules:
             children = ", ".join(n for n, _ in model.named_children())
             raise ConfigError(f"TrainConfig.frozen: the model has no submodule {name!r} (its top-level ones: {children})")
-    if check_only:
-        return []
-    for name in names:
-        modules[name].requires_grad_(False)
     return [modules[name] for name in names]
 
 
@@ -435,8 +429,8 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
     model = task.model.to(d.device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay)
-    _freeze(model, cfg.frozen, check_only=True)  # a misspelt name fails now, not at frozen_from_step
-    frozen: list[nn.Module] = []
+    to_freeze = _frozen_modules(model, cfg.frozen)  # a misspelt name fails now, not at frozen_from_step
+    frozen: list[nn.Module] = []  # to_freeze once frozen_from_step is reached
     start, best, best_step = 0, math.inf, None  # best: sign * metric, lower is better
     sign = -1.0 if cfg.maximise_best else 1.0
     saved_task: tuple[dict[str, Tensor], Any] | None = None
@@ -502,10 +496,12 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         lr = lr_at(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        if cfg.frozen and not frozen and step >= cfg.frozen_from_step:
-            # the optimizer keeps the frozen parameters (without gradients AdamW skips them), so its saved
-            # state has one layout whatever is frozen; DDP must be rebuilt around the new set of gradients
-            frozen = _freeze(model, cfg.frozen)
+        if to_freeze and not frozen and step >= cfg.frozen_from_step:
+            # no gradients, and eval mode at every step (below) so that buffers updated in training (EMA
+            # codebooks, dead-code restarts) stay as they are; the optimizer keeps the frozen parameters
+            # (without gradients AdamW skips them), so its saved state has one layout whatever is frozen;
+            # DDP must be rebuilt around the new set of gradients
+            frozen = [m.requires_grad_(False) for m in to_freeze]
             wrapped = _ddp(model, d)
         model.train()
         for m in frozen:
