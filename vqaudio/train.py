@@ -68,6 +68,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from vqaudio import metrics as M
 from vqaudio.adversarial import AdversarialConfig, Adversary
 from vqaudio.checkpoint import (
     MANIFEST,
@@ -80,7 +81,6 @@ from vqaudio.checkpoint import (
 )
 from vqaudio.errors import ConfigError, TrainingError, is_finite_number
 from vqaudio.io import atomic_path
-from vqaudio.metrics import HIGHER_IS_BETTER
 
 __all__ = ["TrainConfig", "Task", "fit", "GlobalBatches", "VQVAETask", "train_vqvae", "init_distributed", "lr_at"]
 
@@ -173,7 +173,7 @@ class TrainConfig:
     def maximise_best(self) -> bool:
         """Whether a higher ``best_metric`` is better (``best_mode``, or the metric's nature under "auto")."""
         if self.best_mode == "auto":
-            return HIGHER_IS_BETTER.get(self.best_metric, False)
+            return M.HIGHER_IS_BETTER.get(self.best_metric, False)
         return self.best_mode == "max"
 
     def to_dict(self) -> dict[str, Any]:
@@ -618,8 +618,6 @@ class VQVAETask:
         audio the perceptual metrics (``pesq_nb``, ``stoi``; ``pesq_wb`` from 16 kHz up) that the
         installed packages allow, each the mean over the crops it can score (silent or too short crops
         are skipped; ``nan`` when none can be scored, which never becomes ``best/``)."""
-        from vqaudio import metrics as M
-
         model = self.model
         was = model.training
         model.eval()
