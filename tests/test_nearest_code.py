@@ -458,3 +458,23 @@ def test_cuda_opcheck_and_ste():
     up = torch.randn_like(q)
     q.backward(up)
     assert torch.equal(x.grad, up)
+
+
+def test_bench_nearest_cuda_peers_and_no_gpu(capsys):
+    """The GPU benchmark's peers find the reference's codes; without a GPU it exits 2 with one line."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_nearest_cuda.py"
+    spec = importlib.util.spec_from_file_location("bench_nearest_cuda", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    g = torch.Generator().manual_seed(0)
+    x, e = torch.randn(500, 16, generator=g, dtype=torch.float64), torch.randn(64, 16, generator=g, dtype=torch.float64)
+    ref_idx, ref_d = reference.nearest_code(x, e)
+    for peer in (bench.matmul_argmin, bench.cdist_argmin):
+        idx, dist2 = peer(x, e)
+        assert torch.equal(idx, ref_idx) and torch.allclose(dist2, ref_d, atol=1e-9)
+    if not torch.cuda.is_available():
+        assert bench.main(["--rounds", "1"]) == 2
+        assert capsys.readouterr().err.strip() == "bench_nearest_cuda: no CUDA device"
