@@ -3,10 +3,11 @@
 // indices[n] = argmin_k ||x[n] - codebook[k]||^2 (ties to the lowest k), dist2[n] = that minimum.
 // The N x K distance matrix is never formed: rows are processed in blocks of MR, each block sweeps
 // the packed codebook with a register-blocked micro-kernel (csrc/cpu/microkernel.h) that keeps a
-// running (value, index) minimum of ||e||^2 - 2 x.e (||x||^2 is the same for every code, as in FAISS's
-// k = 1 path); dist2 is then summed directly for the winner only, so it has no cancellation. x and the codebook are centred on the codebook mean first (distances do not
-// change; cancellation does). Extra memory: the packed codebook and a centred copy (2 K x D) plus one
-// MR x D tile per thread.
+// running (value, index) minimum of ||e||^2 - 2 x.e (||x||^2 is the same for every code, as in
+// FAISS's k = 1 path); dist2 is then summed directly for the winner only, so it has no cancellation.
+// x and the codebook are centred on the codebook mean first (distances do not change; cancellation
+// does). Small D (kDirectMaxDim) and tiny codebooks compare direct differences instead, uncentred.
+// Extra memory: the packed codebook and a centred copy (2 K x D) plus one MR x D tile per thread.
 #include <ATen/Parallel.h>
 #include <Python.h>
 #include <torch/library.h>
@@ -134,15 +135,20 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   const int64_t N = x.size(0), D = x.size(1), K = codebook.size(0);
   const int64_t MR = kernel.MR, NR = kernel.NR;
   const int64_t npanels = (K + NR - 1) / NR;
+  // Direct differences (tiny codebooks, or small D: see nearest_code.h) need no centring; the
+  // expansion does.
+  const bool tiny = K <= kTinyCodebook;
+  const bool direct = tiny || D <= kDirectMaxDim;
 
   // Distances are translation invariant: centre x and the codebook on the codebook mean, so the
   // ||x||^2 - 2 x.e + ||e||^2 expansion does not cancel catastrophically for latents far from 0.
   const scalar_t* E = codebook.data_ptr<scalar_t>();
   const int64_t e0 = codebook.stride(0), e1 = codebook.stride(1);
-  std::vector<acc_t> mu = codebook_mean<scalar_t, acc_t>(E, e0, e1, K, D);
+  const std::vector<acc_t> mu = direct ? std::vector<acc_t>(D, acc_t(0)) : codebook_mean<scalar_t, acc_t>(E, e0, e1, K, D);
 
-  // Pack the centred codebook into panels of NR codes ([panel][d][j], scaled by -2) with their
-  // squared norms, and keep a row-major centred copy for the final distances.
+  // Pack the centred codebook into panels of NR codes ([panel][d][j], scaled by -2; +e for the
+  // direct sweep) with their squared norms (0 for the direct sweep), and keep a row-major centred
+  // copy for the final distances.
   const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
   at::Tensor panels = at::zeros({npanels * D * NR}, options);
   at::Tensor norms = at::full({npanels * NR}, std::numeric_limits<acc_t>::infinity(), options);
@@ -152,6 +158,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   acc_t* C = centred.data_ptr<acc_t>();
   // The micro-kernels load panels and norms with aligned vector loads (the CPU allocator aligns to 64).
   TORCH_INTERNAL_ASSERT(reinterpret_cast<uintptr_t>(P) % 64 == 0 && reinterpret_cast<uintptr_t>(Q) % 64 == 0);
+  const acc_t scale = direct ? acc_t(1) : acc_t(-2);
   std::atomic<bool> codebook_finite{true};
   at::parallel_for(0, K, 256, [&](int64_t k0, int64_t k1) {
     bool finite = true;
@@ -163,10 +170,10 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
         finite &= std::isfinite(raw);
         const acc_t v = raw - mu[d];
         C[k * D + d] = v;
-        dst[d * NR] = -2 * v;
+        dst[d * NR] = scale * v;
         norm += v * v;
       }
-      Q[k] = norm;
+      Q[k] = direct ? acc_t(0) : norm;
     }
     if (!finite) codebook_finite = false;
   });
@@ -181,7 +188,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   std::atomic<bool> x_finite{true};
   // At least ~256k multiply-adds per task: small calls run inline, with no thread start-up.
   const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, MR * npanels * NR * D));
-  if (K <= kTinyCodebook) {
+  if (tiny) {
     // A handful of codes: direct distances per row beat a 64-code panel and a lane reduction.
     at::parallel_for(0, nblocks, grain, [&](int64_t b0, int64_t b1) {
       std::vector<acc_t> tile(MR * D);
@@ -214,9 +221,9 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t row0 = b * MR, rows = std::min<int64_t>(MR, N - row0);
       pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, mu.data(), tile.data());
-      kernel.fn(tile.data(), D, P, Q, npanels, best.data(), arg.data());
+      (direct ? kernel.direct : kernel.fn)(tile.data(), D, P, Q, npanels, best.data(), arg.data());
       for (int64_t r = 0; r < rows; ++r) {
-        const acc_t dist = squared_distance(tile.data() + r * D, C + arg[r] * D, D);
+        const acc_t dist = direct ? best[r] : squared_distance(tile.data() + r * D, C + arg[r] * D, D);
         if (!std::isfinite(dist)) finite &= row_finite<scalar_t, acc_t>(X + (row0 + r) * s0, s1, D);
         out_idx[row0 + r] = arg[r];
         out_dist[row0 + r] = dist;

@@ -11,6 +11,12 @@ namespace vqaudio {
 // fused with the passes that read the data, so no N x D temporary is allocated for them.
 void check_inputs(const at::Tensor& x, const at::Tensor& codebook);
 
+// Up to this many dimensions both kernels compare direct differences sum_d (x_d - e_d)^2 instead of
+// the ||e||^2 - 2 x.e expansion: for small D the expansion's rounding is large next to the gaps
+// between codes and breaks exact ties (a row halfway between two codes of a float16/bfloat16 grid),
+// while the direct sum, on uncentred values, keeps them and costs little more there.
+constexpr int64_t kDirectMaxDim = 4;
+
 // float64 stays float64; float32, float16 and bfloat16 are accumulated and reported in float32.
 at::ScalarType dist_dtype(at::ScalarType input);
 

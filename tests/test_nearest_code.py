@@ -127,6 +127,34 @@ def test_exact_ties_go_to_lowest_index(kernel, dtype, isa):
     assert (dist2[-50:] == 0).all(), "an exact match has a non-zero distance"
 
 
+def grid_midpoints(d: int, dtype: torch.dtype, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A shuffled codebook on a uniform grid (with duplicates) and rows on it and halfway between codes.
+
+    Every row is an exact tie between two or more codes in real arithmetic, and every value is exact
+    in ``dtype``: an expansion ||e||² - 2x·e rounds those ties apart, direct differences keep them.
+    """
+    levels = torch.arange(-24, 25, dtype=torch.float64) / 8 + 3  # off-centre, so centring is not exact
+    e = levels[torch.randint(len(levels), (600, d), generator=g)]
+    x = (levels[torch.randint(len(levels) - 1, (4000, d), generator=g)] + 1 / 16).clone()
+    on_grid = torch.rand(4000, d, generator=g) < 0.3
+    x[on_grid] -= 1 / 16
+    return x.to(dtype), e.to(dtype)
+
+
+@compiled
+@pytest.mark.parametrize("d", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_small_dim_ties_exact(d, dtype, isa):
+    """Up to kDirectMaxDim dimensions the kernel compares direct differences: every tie on a grid goes
+    to the lowest index, exactly as in the reference."""
+    g = torch.Generator().manual_seed(5 + d)
+    x, e = grid_midpoints(d, dtype, g)
+    idx, dist2 = torch.ops.vqaudio.nearest_code(x, e)
+    ref_idx, _ = reference.nearest_code(x, e)
+    assert torch.equal(idx, ref_idx)
+    assert torch.equal(dist2.double(), exact_dist2(x, e, idx))  # grid values: exact in float32
+
+
 @compiled
 def test_ties_identical_across_isas(monkeypatch):
     g = torch.Generator().manual_seed(4)
@@ -418,18 +446,34 @@ def test_cuda_ties_and_strides(dtype):
 
 @cuda
 @compiled
+@pytest.mark.parametrize("d", [1, 3, 4])
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_cuda_small_dim_ties_exact(d, dtype):
+    g = torch.Generator().manual_seed(5 + d)
+    x, e = grid_midpoints(d, dtype, g)
+    idx, dist2 = torch.ops.vqaudio.nearest_code(x.cuda(), e.cuda())
+    ref_idx, _ = reference.nearest_code(x, e)
+    assert torch.equal(idx.cpu(), ref_idx)
+    assert torch.equal(dist2.cpu().double(), exact_dist2(x, e, ref_idx))
+
+
+@cuda
+@compiled
 def test_cuda_matches_cpu_bit_for_bit():
-    """Same centring, FMA main loop and unfused norms/dist2 as the FMA CPU kernels: identical results."""
+    """Same centring, FMA main loop and unfused norms/dist2 as the FMA CPU kernels (or, for small D,
+    the same FMA direct sweep): identical results."""
     if "avx2" not in available_isas():
         pytest.skip("the CPU kernels without FMA round differently")
     g = torch.Generator().manual_seed(12)
     base = torch.randn(64, generator=g)
     e = torch.stack([base[torch.randperm(64, generator=g)] for _ in range(512)])  # many near-ties
     x = 0.3 + 0.1 * torch.randn(3000, 64, generator=g)
-    cpu_idx, cpu_d = torch.ops.vqaudio.nearest_code(x, e)
-    gpu_idx, gpu_d = torch.ops.vqaudio.nearest_code(x.cuda(), e.cuda())
-    assert torch.equal(cpu_idx, gpu_idx.cpu())
-    assert torch.equal(cpu_d, gpu_d.cpu())
+    for cols in (slice(None), slice(0, 3)):  # the expansion, and the direct sweep of small D
+        xs, es = x[:, cols].contiguous(), e[:, cols].contiguous()
+        cpu_idx, cpu_d = torch.ops.vqaudio.nearest_code(xs, es)
+        gpu_idx, gpu_d = torch.ops.vqaudio.nearest_code(xs.cuda(), es.cuda())
+        assert torch.equal(cpu_idx, gpu_idx.cpu())
+        assert torch.equal(cpu_d, gpu_d.cpu())
 
 
 @cuda

@@ -12,8 +12,8 @@ namespace vqaudio {
 namespace cpu {
 namespace avx2 {
 
-Kernel<float> kernel_f32() { return {"avx2", kMR, kWf * kNV, &f32}; }
-Kernel<double> kernel_f64() { return {"avx2", kMR, kWd * kNV, &f64}; }
+Kernel<float> kernel_f32() { return {"avx2", kMR, kWf * kNV, &f32<false>, &f32<true>}; }
+Kernel<double> kernel_f64() { return {"avx2", kMR, kWd * kNV, &f64<false>, &f64<true>}; }
 
 }  // namespace avx2
 }  // namespace cpu

@@ -12,8 +12,8 @@ namespace vqaudio {
 namespace cpu {
 namespace avx512 {
 
-Kernel<float> kernel_f32() { return {"avx512", kMR, kWf * kNV, &f32}; }
-Kernel<double> kernel_f64() { return {"avx512", kMR, kWd * kNV, &f64}; }
+Kernel<float> kernel_f32() { return {"avx512", kMR, kWf * kNV, &f32<false>, &f32<true>}; }
+Kernel<double> kernel_f64() { return {"avx512", kMR, kWd * kNV, &f64<false>, &f64<true>}; }
 
 }  // namespace avx512
 }  // namespace cpu

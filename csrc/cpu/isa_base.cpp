@@ -12,8 +12,8 @@ namespace vqaudio {
 namespace cpu {
 namespace base {
 
-Kernel<float> kernel_f32() { return {"base", kMR, kWf * kNV, &f32}; }
-Kernel<double> kernel_f64() { return {"base", kMR, kWd * kNV, &f64}; }
+Kernel<float> kernel_f32() { return {"base", kMR, kWf * kNV, &f32<false>, &f32<true>}; }
+Kernel<double> kernel_f64() { return {"base", kMR, kWd * kNV, &f64<false>, &f64<true>}; }
 
 }  // namespace base
 }  // namespace cpu

@@ -20,6 +20,9 @@ struct Kernel {
   int MR;  // rows per call
   int NR;  // codes per panel
   RowBlockFn<T> fn;
+  // The same sweep on direct differences (microkernel.h, DIRECT): panels hold +e, norms are 0
+  // (+inf for padding) and best_val is min_k ||x - e_k||^2 itself.
+  RowBlockFn<T> direct;
 };
 
 #define VQ_DECLARE_ISA(ns)         \

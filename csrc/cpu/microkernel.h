@@ -11,12 +11,16 @@
 // values; the final cross-lane reduction breaks ties to the lowest index too. Every code's value is
 // computed by the same sequence of operations, so duplicated codebook rows tie exactly and resolve to
 // the lowest k, as in the reference. ||x||^2 is added by the caller to the winner only.
+//
+// DIRECT (small D, see nearest_code.h): the panel holds +e and the accumulators start at 0 (+inf
+// for padding codes) and add (x - e)^2 per d, so each lane holds the squared distance itself, summed
+// in order of d: no cancellation, and a row exactly between two codes ties exactly.
 
 namespace vqaudio {
 namespace cpu {
 namespace VQ_ISA {
 
-template <typename T, int W, int NV, int MR>
+template <typename T, int W, int NV, int MR, bool DIRECT>
 static void row_block(const T* __restrict x, int64_t D, const T* __restrict panels, const T* __restrict norms,
                       int64_t npanels, T* __restrict best_val, int64_t* __restrict best_idx) {
   typedef T vt __attribute__((vector_size(W * sizeof(T))));
@@ -54,7 +58,14 @@ static void row_block(const T* __restrict x, int64_t D, const T* __restrict pane
       for (int r = 0; r < MR; ++r) {
         const vt a = x[r * D + d] - vt{};  // broadcast (x - 0 folds to x; 0 + x would not)
 #pragma GCC unroll 16
-        for (int v = 0; v < NV; ++v) acc[r][v] += bv[v] * a;
+        for (int v = 0; v < NV; ++v) {
+          if constexpr (DIRECT) {
+            const vt diff = a - bv[v];
+            acc[r][v] += diff * diff;
+          } else {
+            acc[r][v] += bv[v] * a;
+          }
+        }
       }
     }
 
@@ -96,14 +107,16 @@ constexpr int kMR = 4, kNV = 2;
 constexpr int kWf = VQ_VEC_BYTES / 4;
 constexpr int kWd = VQ_VEC_BYTES / 8;
 
+template <bool DIRECT>
 static void f32(const float* x, int64_t D, const float* panels, const float* norms, int64_t npanels,
                 float* best_val, int64_t* best_idx) {
-  row_block<float, kWf, kNV, kMR>(x, D, panels, norms, npanels, best_val, best_idx);
+  row_block<float, kWf, kNV, kMR, DIRECT>(x, D, panels, norms, npanels, best_val, best_idx);
 }
 
+template <bool DIRECT>
 static void f64(const double* x, int64_t D, const double* panels, const double* norms, int64_t npanels,
                 double* best_val, int64_t* best_idx) {
-  row_block<double, kWd, kNV, kMR>(x, D, panels, norms, npanels, best_val, best_idx);
+  row_block<double, kWd, kNV, kMR, DIRECT>(x, D, panels, norms, npanels, best_val, best_idx);
 }
 
 }  // namespace VQ_ISA

@@ -11,6 +11,9 @@
 // is the K code norms, the D-vector mu and a 2-int error flag (plus an N x D copy of x, or K x D of
 // the codebook, only when they are not contiguous). Norms and dist2 are rounded as on the CPU. Every code's value is computed by the same sequence of
 // operations, so duplicated codebook rows tie exactly and resolve to the lowest k, as on the CPU.
+// For D <= kDirectMaxDim (nearest_code.h) the same tiles hold +e and the accumulators add
+// fma(x - e, x - e) from 0, uncentred: the value is the squared distance itself, summed in order of
+// d with FMA like the CPU's DIRECT micro-kernel, so a row halfway between two codes ties exactly.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/cuda/CUDAGraphsUtils.cuh>
@@ -78,7 +81,7 @@ __device__ __forceinline__ bool better(acc_t v, int i, acc_t best_v, int best_i)
   return v < best_v || (v == best_v && i < best_i);
 }
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, bool DIRECT>
 __global__ void __launch_bounds__(THREADS)
     nearest_code_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ e, const acc_t* __restrict__ mu,
                         const acc_t* __restrict__ enorm, int64_t N, int64_t K, int64_t D,
@@ -106,7 +109,7 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
       const int64_t c = k0 + tx + j * THREADS_N;
-      const acc_t start = c < K ? enorm[c] : acc_t(0);
+      const acc_t start = (c < K && !DIRECT) ? enorm[c] : acc_t(0);
 #pragma unroll
       for (int i = 0; i < TM; ++i) acc[i][j] = start;
     }
@@ -119,7 +122,8 @@ __global__ void __launch_bounds__(THREADS)
       for (int t = tid; t < BN * BK; t += THREADS) {
         const int c = t / BK, dd = t % BK;
         const int64_t gc = k0 + c, gd = d0 + dd;
-        es[dd][c] = (gc < K && gd < D) ? acc_t(-2) * (static_cast<acc_t>(e[gc * D + gd]) - mu[gd]) : acc_t(0);
+        const acc_t centred = (gc < K && gd < D) ? static_cast<acc_t>(e[gc * D + gd]) - mu[gd] : acc_t(0);
+        es[dd][c] = DIRECT ? centred : acc_t(-2) * centred;
       }
       __syncthreads();
 #pragma unroll
@@ -132,7 +136,14 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
         for (int i = 0; i < TM; ++i)
 #pragma unroll
-          for (int j = 0; j < TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+          for (int j = 0; j < TN; ++j) {
+            if constexpr (DIRECT) {
+              const acc_t diff = a[i] - b[j];  // padded dimensions are 0 - 0
+              acc[i][j] = fma(diff, diff, acc[i][j]);
+            } else {
+              acc[i][j] = fma(a[i], b[j], acc[i][j]);
+            }
+          }
       }
       __syncthreads();
     }
@@ -165,7 +176,8 @@ __global__ void __launch_bounds__(THREADS)
     }
     // dist2 of the winner summed directly, in the CPU's order (csrc/nearest_code.cpp,
     // squared_distance): 8 partial sums over d = j, j + 8, ..., the D % 8 tail into sum 0, then
-    // summed 0..7, all unfused. Lanes 0..7 of the row group hold the partial sums.
+    // summed 0..7, all unfused. Lanes 0..7 of the row group hold the partial sums. The direct sweep's
+    // value v is already that distance (as on the CPU); the pass still checks x for NaN/Inf.
     const int64_t row = row0 + ty + i * (BM / TM);
     const bool valid = row < N;
     const int64_t k = bi;
@@ -189,7 +201,7 @@ __global__ void __launch_bounds__(THREADS)
     if (!finite) flags[kXNotFinite] = 1;
     if (tx == 0 && valid) {
       out_idx[row] = k;
-      out_dist[row] = dist;
+      out_dist[row] = DIRECT ? v : dist;
     }
   }
 }
@@ -209,7 +221,10 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cuda", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    if (D > 0) {  // a grid of 0 blocks is a launch error
+    const bool direct = D <= kDirectMaxDim;
+    if (direct) {
+      mu.zero_();  // direct differences need no centring
+    } else if (D > 0) {  // a grid of 0 blocks is a launch error
       code_mean_kernel<scalar_t, acc_t><<<(D + 255) / 256, 256, 0, stream>>>(codebook.data_ptr<scalar_t>(), K, D,
                                                                             mu.data_ptr<acc_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -220,7 +235,8 @@ std::tuple<at::Tensor, at::Tensor> nearest_code_cuda(const at::Tensor& x_in, con
     if (N > 0) {
       const int64_t blocks = (N + BM - 1) / BM;
       TORCH_CHECK(blocks <= INT_MAX, "nearest_code: too many rows for one launch (N = ", N, ")");
-      nearest_code_kernel<scalar_t, acc_t><<<static_cast<unsigned>(blocks), THREADS, 0, stream>>>(
+      auto kernel = direct ? nearest_code_kernel<scalar_t, acc_t, true> : nearest_code_kernel<scalar_t, acc_t, false>;
+      kernel<<<static_cast<unsigned>(blocks), THREADS, 0, stream>>>(
           x.data_ptr<scalar_t>(), codebook.data_ptr<scalar_t>(), mu.data_ptr<acc_t>(), norms.data_ptr<acc_t>(), N, K, D,
           indices.data_ptr<int64_t>(), dist2.data_ptr<acc_t>(), flags.data_ptr<int>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
