@@ -35,8 +35,9 @@ with ``best_mode``, higher is better). ``resume=True`` continues from ``exp_dir/
 data order and crops are a pure function of ``(seed, step)`` (:class:`GlobalBatches` and
 ``dataset.sample(index, epoch)``), and weights, optimizer moments, RNG states and the best metric
 are restored, so an interrupted and resumed run ends with the same weights as an uninterrupted one.
-``log.jsonl`` is cut back to the checkpoint's step on resume. A NaN or infinite loss or gradient norm (a diverging run) stops it with
-:class:`vqaudio.errors.TrainingError` (under DDP on every rank, via the all-reduced gradient norm: grad_clip > 0).
+``log.jsonl`` is cut back to the checkpoint's step on resume. A NaN or infinite loss or gradient
+norm (a diverging run) stops it with :class:`vqaudio.errors.TrainingError` (under DDP on every rank,
+via the all-reduced gradient norm: grad_clip > 0).
 
 Several processes: under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` etc. set) ``fit`` initialises
 the process group (NCCL on GPU, gloo on CPU), wraps the model in DDP and gives rank ``r`` the
