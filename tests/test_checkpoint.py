@@ -193,7 +193,7 @@ def test_export_model_keeps_identity_drops_state(tmp_path, capsys, monkeypatch):
     other = _model()
     other.quantizer.layers[0].codebook.add_(1.0)
     save_model(exp / "best", other)
-    with pytest.raises(CheckpointError, match="holds 'README.md', which the export would delete"):
+    with pytest.raises(CheckpointError, match="holds 'README.md', which the output would delete"):
         export_model(exp, out, force=True)  # the model card would be lost
     assert read_manifest(out)["sha256"] == m["sha256"]
     card.write_text("model card v2\n")
@@ -217,7 +217,7 @@ def test_export_model_keeps_identity_drops_state(tmp_path, capsys, monkeypatch):
 
     before = sorted(p.name for p in out.iterdir())
     monkeypatch.setattr("vqaudio.checkpoint.os.replace", flaky)
-    with pytest.raises(CheckpointError, match="cannot write the export .No space left on device."):
+    with pytest.raises(CheckpointError, match="cannot write the output folder .No space left on device."):
         export_model(exp, out, include=(card,), force=True)
     monkeypatch.undo()
     assert sorted(p.name for p in out.iterdir()) == before and load_model(out) is not None
@@ -236,7 +236,7 @@ def test_export_model_keeps_identity_drops_state(tmp_path, capsys, monkeypatch):
         with pytest.raises(CheckpointError, match=match):
             export_model(exp, tmp_path / "new", include=bad)
     for dst in (exp / "best", exp / "best" / "x", exp):
-        with pytest.raises(CheckpointError, match="must not be the source checkpoint"):
+        with pytest.raises(CheckpointError, match="must not be a source checkpoint"):
             export_model(exp / "best", dst, force=True)
     assert load_model(exp / "best") is not None
     assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "y")]) == 2

@@ -47,7 +47,8 @@ from vqaudio.io import atomic_path
 
 __all__ = ["MANIFEST", "FORMAT", "MODEL_TYPES", "Checkpoint", "save_checkpoint", "load_checkpoint", "save_model",
            "load_model", "read_manifest", "model_type_of", "build_model", "load_weights", "export_model",
-           "optimizer_state", "load_optimizer_state"]
+           "optimizer_state", "load_optimizer_state", "read_experiment_train",
+           "write_model_folder", "EXPORT_META"]
 
 MANIFEST = "config.json"
 FORMAT, VERSION = "vqaudio-checkpoint", 1
@@ -292,25 +293,61 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+# what an exported model's meta keeps from its source's
+EXPORT_META = ("step", "metrics", "best_step", "train", "averaged", "averaged_keep_last")
+
+
 def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[str | os.PathLike, ...] = (),
                  force: bool = False) -> Path:
     """Copy the model of ``src`` (a registered name, checkpoint or experiment folder) to a new folder ``dst``.
 
     ``dst`` gets the verified weights (same sha256: token files keep decoding) and config, without
-    optimizer state; its meta keeps the training step, the validation metrics and the training
-    config (from an experiment's ``train.json``, or the source's own meta). ``include`` files (a model
-    card, a licence) are copied next to them. The folder is built under a temporary name and renamed
-    into place. An existing ``dst`` is replaced only with ``force``, only if it is a checkpoint folder
-    holding nothing but its checkpoint files and files named like ``include`` ones, and a failed
-    swap puts it back.
+    optimizer state; its meta keeps the training step, the validation metrics, the training config
+    (:func:`read_experiment_train`) and, for an averaged model, its sources. ``include`` files (a
+    model card, a licence) are copied next to them. Written by :func:`write_model_folder`.
     """
-    from vqaudio.registry import is_checkpoint_dir, resolve
+    from vqaudio.registry import resolve
 
     _, folder = resolve(src)
+    ckpt = load_checkpoint(folder)
+    model = build_model(ckpt)
+    meta = {k: ckpt.meta[k] for k in EXPORT_META if ckpt.meta and k in ckpt.meta}
+    train = read_experiment_train(ckpt)
+    if train is not None:
+        meta["train"] = train
+    return write_model_folder(dst, model, meta, include, force, sources=(folder,), sha256=ckpt.sha256)
+
+
+def read_experiment_train(ckpt: Checkpoint) -> dict[str, Any] | None:
+    """The training config of a checkpoint: its experiment's ``train.json`` (``ckpt`` is the
+    experiment's ``best/``, ``last/`` or one of its ``snapshots/``), else the ``train`` entry of its
+    own meta, else ``None``."""
+    exp = ckpt.path.parent.parent if ckpt.path.parent.name == "snapshots" else ckpt.path.parent
+    try:
+        return json.loads((exp / "train.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return (ckpt.meta or {}).get("train")
+
+
+def write_model_folder(dst: str | os.PathLike, model: nn.Module, meta: dict[str, Any],
+                       include: tuple[str | os.PathLike, ...] = (), force: bool = False,
+                       sources: tuple[Path, ...] = (), sha256: str | None = None) -> Path:
+    """Save ``model`` with ``meta`` (no optimizer state) and the ``include`` files as the new folder ``dst``.
+
+    The folder is built under a temporary name and renamed into place. An existing ``dst`` is
+    replaced only with ``force``, only if it is a checkpoint folder holding nothing but its
+    checkpoint files and files named like ``include`` ones, and a failed swap puts it back. ``dst``
+    must not be, hold or lie inside any of the ``sources`` folders; with ``sha256`` the saved
+    weights must have that hash (an export is a bit-exact copy).
+    """
+    from vqaudio.registry import is_checkpoint_dir
+
     dst = Path(dst)
-    here, there = folder.resolve(), dst.resolve()
-    if there == here or here in there.parents or there in here.parents:
-        raise CheckpointError(f"the export folder must not be the source checkpoint ({folder}), inside it, or hold it", str(dst))
+    there = dst.resolve()
+    for folder in sources:
+        here = folder.resolve()
+        if there == here or here in there.parents or there in here.parents:
+            raise CheckpointError(f"the output folder must not be a source checkpoint ({folder}), inside it, or hold it", str(dst))
     files = [Path(f) for f in include]
     for f in files:
         if not f.is_file():
@@ -327,23 +364,16 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[
             raise CheckpointError("exists and is not a checkpoint folder; refusing to replace it", str(dst))
         extra = sorted(p.name for p in dst.iterdir() if p.name not in _referenced(dst) | {MANIFEST, *names})
         if extra:
-            raise CheckpointError(f"holds {extra[0]!r}, which the export would delete (--include it, or move it); "
+            raise CheckpointError(f"holds {extra[0]!r}, which the output would delete (--include it, or move it); "
                                   "refusing to replace it", str(dst))
     if not dst.parent.is_dir():
         raise CheckpointError("parent folder does not exist", str(dst.parent))
-    ckpt = load_checkpoint(folder)
-    model = build_model(ckpt)
-    meta = {k: ckpt.meta[k] for k in ("step", "metrics", "best_step", "train") if ckpt.meta and k in ckpt.meta}
-    try:
-        meta["train"] = json.loads((folder.parent / "train.json").read_text())["train"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
     tmp = old = None
     try:
         tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp"))
         save_checkpoint(tmp, model, meta=meta)
-        if read_manifest(tmp)["sha256"] != ckpt.sha256:
-            raise CheckpointError("re-serialised weights differ from the source (sha256); nothing exported", str(folder))
+        if sha256 is not None and read_manifest(tmp)["sha256"] != sha256:
+            raise CheckpointError("re-serialised weights differ from the source (sha256); nothing written", str(dst))
         for f in files:
             shutil.copyfile(f, tmp / f.name)
         os.chmod(tmp, 0o777 & ~_umask())
@@ -353,13 +383,13 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[
         os.replace(tmp, dst)
         tmp = None
     except OSError as err:
-        raise CheckpointError(f"cannot write the export ({err.strerror or err})", str(dst)) from None
+        raise CheckpointError(f"cannot write the output folder ({err.strerror or err})", str(dst)) from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
             if not dst.exists() and any(old.iterdir()):
-                os.replace(old, dst)  # the swap failed half-way: put the previous export back
+                os.replace(old, dst)  # the swap failed half-way: put the previous folder back
             else:
                 shutil.rmtree(old, ignore_errors=True)
     return dst
