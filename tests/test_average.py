@@ -1,0 +1,122 @@
+"""Checkpoint averaging: the exact mean, what is kept from the last checkpoint, provenance, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vqaudio.average import average_checkpoints, average_weights
+from vqaudio.checkpoint import export_model, load_checkpoint, load_model, read_manifest, save_checkpoint, save_model
+from vqaudio.cli import main
+from vqaudio.errors import CheckpointError
+from vqaudio.models import VQVAE, VQVAEConfig
+
+
+def _model(seed: int, **kw) -> VQVAE:
+    torch.manual_seed(seed)
+    cfg = {"hidden": 8, "max_hidden": 16, "dim": 8, "n_q": 2, "codebook_size": 16, "strides": [2, 4], **kw}
+    model = VQVAE(VQVAEConfig(**cfg))
+    model.train()(torch.randn(4, 1, 256))  # k-means init + one EMA step: codebooks and counters set
+    return model
+
+
+def test_average_weights_is_the_mean_and_keeps_the_rest_from_the_last():
+    ws = [{"a": torch.tensor([1.0, 2.0]), "q.codebook": torch.tensor([0.0]), "n": torch.tensor(3),
+           "h": torch.tensor([1.0], dtype=torch.float16)},
+          {"a": torch.tensor([3.0, 6.0]), "q.codebook": torch.tensor([4.0]), "n": torch.tensor(5),
+           "h": torch.tensor([2.0], dtype=torch.float16)}]
+    out = average_weights(ws)
+    assert torch.equal(out["a"], torch.tensor([2.0, 4.0])) and torch.equal(out["q.codebook"], torch.tensor([2.0]))
+    assert torch.equal(out["n"], torch.tensor(5))  # integer: the last one's
+    assert out["h"].dtype == torch.float16 and float(out["h"]) == 1.5
+    kept = average_weights(ws, keep_last=("q.*",))
+    assert torch.equal(kept["q.codebook"], torch.tensor([4.0])) and torch.equal(kept["a"], out["a"])
+    assert kept["q.codebook"] is not ws[1]["q.codebook"]  # a copy, not the caller's tensor
+    with pytest.raises(ValueError, match="different tensors"):
+        average_weights([{"a": torch.zeros(1)}, {"b": torch.zeros(1)}])
+    with pytest.raises(ValueError, match="'a' is torch.float32\\[2\\]"):
+        average_weights([{"a": torch.zeros(2)}, {"a": torch.zeros(3)}])
+    with pytest.raises(ValueError, match="nothing to average"):
+        average_weights([])
+
+
+def test_average_checkpoints_end_to_end(tmp_path):
+    models = [_model(s) for s in range(3)]
+    for i, m in enumerate(models):
+        save_checkpoint(tmp_path / f"snap{i}", m, state={"opt": torch.ones(2)}, meta={"step": 100 * (i + 1)})
+    srcs = [tmp_path / f"snap{i}" for i in range(3)]
+    out, avg = average_checkpoints(srcs, tmp_path / "avg")
+    m = read_manifest(out)
+    assert avg.checkpoint_sha256 == m["sha256"] and not avg.training
+    meta = m["state"]["meta"]
+    assert meta["step"] == 300 and [a["step"] for a in meta["averaged"]] == [100, 200, 300]
+    assert [a["sha256"] for a in meta["averaged"]] == [read_manifest(s)["sha256"] for s in srcs]
+    assert "file" not in m["state"]  # model only, no optimizer state
+    loaded = load_model(out)
+    sds = [x.state_dict() for x in models]
+    for k, t in loaded.state_dict().items():
+        if t.is_floating_point():
+            want = torch.stack([sd[k].double() for sd in sds]).mean(0).float()
+            assert torch.equal(t, want), k
+        else:
+            assert torch.equal(t, sds[-1][k]), k
+    x = torch.randn(1, 1, 512)
+    assert loaded.decode(loaded.encode(x)).shape[-1] >= 512  # a working codec
+
+    out2, _ = average_checkpoints(srcs, tmp_path / "avg_q", keep_last=("quantizer.*",))
+    q = load_checkpoint(out2).weights
+    for k in q:
+        if k.startswith("quantizer."):
+            assert torch.equal(q[k], sds[-1][k]), k
+    assert read_manifest(out2)["state"]["meta"]["averaged_keep_last"] == ["quantizer.*"]
+
+    # one checkpoint averaged with itself is itself, bit for bit
+    one, _ = average_checkpoints([srcs[0], srcs[0]], tmp_path / "same")
+    assert read_manifest(one)["sha256"] == read_manifest(srcs[0])["sha256"]
+
+
+def test_average_keeps_the_training_config_and_export_keeps_the_provenance(tmp_path):
+    exp = tmp_path / "exp"
+    save_checkpoint(exp / "last", _model(0), meta={"step": 10})
+    (exp / "train.json").write_text(json.dumps({"train": {"steps": 10, "lr": 0.1}}))
+    save_model(tmp_path / "older", _model(1))
+    out, _ = average_checkpoints([tmp_path / "older", exp / "last"], tmp_path / "avg")
+    assert read_manifest(out)["state"]["meta"]["train"] == {"steps": 10, "lr": 0.1}
+    shipped = export_model(out, tmp_path / "shipped")
+    meta = read_manifest(shipped)["state"]["meta"]
+    assert meta["train"] == {"steps": 10, "lr": 0.1} and len(meta["averaged"]) == 2 and meta["step"] == 10
+
+
+def test_average_refuses_mismatched_models_and_protects_outputs(tmp_path):
+    save_model(tmp_path / "a", _model(0))
+    save_model(tmp_path / "b", _model(1, codebook_size=32))
+    with pytest.raises(CheckpointError, match=r"b/config.json: its model config differs"):
+        average_checkpoints([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(CheckpointError, match="must not be a source checkpoint"):
+        average_checkpoints([tmp_path / "a"], tmp_path / "a", force=True)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        average_checkpoints([tmp_path / "a", tmp_path / "missing"], tmp_path / "out")
+    with pytest.raises(CheckpointError, match="at least one"):
+        average_checkpoints([], tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="already exists"):
+        average_checkpoints([tmp_path / "a"], tmp_path / "out")
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        average_checkpoints([tmp_path / "a"], tmp_path / "out", force=True)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "keep me"
+
+
+def test_cli_average(tmp_path, capsys):
+    save_model(tmp_path / "a", _model(0))
+    save_model(tmp_path / "b", _model(1))
+    assert main(["average", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "avg"),
+                 "--keep-last", "quantizer.*"]) == 0
+    sha = read_manifest(tmp_path / "avg")["sha256"]
+    assert f"averaged 2 checkpoints into {tmp_path / 'avg'} (sha256 {sha[:16]})" in capsys.readouterr().out
+    assert main(["average", str(tmp_path / "a"), "-o", str(tmp_path / "avg")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "already exists; pass --force" in err and len(err.splitlines()) == 1
