@@ -419,3 +419,25 @@ def test_freezing_from_a_step_on_resumes_exactly(tmp_path, speech_dir):
     fit(VQVAETask(b, plots=False), train, valid, cfg, tmp_path / "b", resume=True)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
+
+
+def test_keep_every_keeps_snapshots_to_average(tmp_path, speech_dir):
+    """keep_every=2 keeps the model at steps 2, 4, 6 (model only, with the metrics of validated steps)."""
+    train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
+    torch.manual_seed(0)
+    task = _Scripted(VQVAE(VQVAEConfig(**TINY)), {0: 9.0, 3: 3.0, 6: 5.0})
+    exp = tmp_path / "exp"
+    fit(task, train, valid, TrainConfig(steps=6, batch_size=4, valid_every=3, keep_every=2, progress=False), exp)
+    snaps = sorted(p.name for p in (exp / "snapshots").iterdir())
+    assert snaps == ["step-0000002", "step-0000004", "step-0000006"]
+    metas = [load_checkpoint(exp / "snapshots" / s).meta for s in snaps]
+    assert [m["step"] for m in metas] == [2, 4, 6]
+    assert metas[0]["metrics"] == metas[1]["metrics"] == {} and metas[2]["metrics"]["score"] == 5.0
+    assert not load_checkpoint(exp / "snapshots" / snaps[-1]).state  # no optimizer state
+    last = load_checkpoint(exp / "last", with_state=False)
+    assert load_checkpoint(exp / "snapshots" / snaps[-1]).sha256 == last.sha256  # the same weights as last/ at step 6
+    assert main(["average", *(str(exp / "snapshots" / s) for s in snaps), "-o", str(tmp_path / "avg")]) == 0
+    avg = load_checkpoint(tmp_path / "avg").meta
+    assert [a["step"] for a in avg["averaged"]] == [2, 4, 6] and avg["train"]["keep_every"] == 2  # exp/train.json
+    with pytest.raises(Exception, match="keep_every must be an integer >= 0"):
+        TrainConfig(keep_every=-1)

@@ -31,7 +31,9 @@ AdamW, linear warm-up then constant or cosine learning rate, gradient clipping; 
 and validation metrics as JSON lines in ``exp_dir/log.jsonl``; checkpoints ``exp_dir/last`` (model +
 optimizer + RNG + step: see :mod:`vqaudio.checkpoint`) every ``checkpoint_every`` steps and
 ``exp_dir/best`` (model only) whenever the validation metric ``best_metric`` improves (lower or,
-with ``best_mode``, higher is better). ``resume=True`` continues from ``exp_dir/last`` exactly: the
+with ``best_mode``, higher is better); with ``keep_every``, the model every so many steps in
+``exp_dir/snapshots/step-NNNNNNN`` (with the validation metrics of that step, if it was validated), to
+average with ``vqaudio average``. ``resume=True`` continues from ``exp_dir/last`` exactly: the
 data order and crops are a pure function of ``(seed, step)`` (:class:`GlobalBatches` and
 ``dataset.sample(index, epoch)``), and weights, optimizer moments, RNG states and the best metric
 are restored, so an interrupted and resumed run ends with the same weights as an uninterrupted one.
@@ -116,6 +118,7 @@ class TrainConfig:
     valid_every: int = 500
     valid_batches: int = 8  # 0: the whole validation set
     checkpoint_every: int = 500
+    keep_every: int = 0  # also keep the model every N steps as exp_dir/snapshots/step-N (for `vqaudio average`); 0: none
     best_metric: str = "loss"  # validation metric that picks exp_dir/best
     best_mode: str = "auto"  # "min", "max", or "auto": max for pesq_nb/pesq_wb/stoi/si_snr, else min
     # submodules kept as they are from frozen_from_step on (fine-tuning the rest of a trained model), e.g.
@@ -134,7 +137,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 1, got {v!r}")
-        for name in ("warmup_steps", "valid_batches", "num_workers", "seed", "frozen_from_step"):
+        for name in ("warmup_steps", "valid_batches", "keep_every", "num_workers", "seed", "frozen_from_step"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {v!r}")
@@ -491,6 +494,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
     n_acc, t_log, steps_per_s = 0, time.perf_counter(), 0.0
     train_metrics: dict[str, float] = {}
     valid_metrics: dict[str, float] = {}
+    valid_step = -1  # the step valid_metrics belong to
     step = start
     for step, batch in enumerate(loader, start=start):
         batch = _to_device(batch, d.device)
@@ -537,6 +541,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             if rank0:
                 batches = (_to_device(b, d.device) for b in itertools.islice(valid_loader, cfg.valid_batches or None))
                 valid_metrics = _call_validate(task, batches, exp, done)
+                valid_step = done
                 _check_best_metric(cfg, valid_metrics)
                 log.write({"step": done, "split": "valid", **valid_metrics})
                 if sign * valid_metrics[cfg.best_metric] < best:
@@ -554,6 +559,9 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
                     tensors.update({f"task.{k}": v for k, v in task_tensors.items()})
                 save_checkpoint(last, model, state=tensors, meta=meta)
             _barrier(d)
+        if rank0 and cfg.keep_every and done % cfg.keep_every == 0:  # model only, read by no other rank
+            metrics = _json_metrics(valid_metrics) if valid_step == done else {}
+            save_checkpoint(exp / "snapshots" / f"step-{done:07d}", model, meta={"step": done, "metrics": metrics})
         bar.update(1)
     bar.close()
     if valid_loader is None and rank0 and cfg.steps > start:  # no validation data: best = last

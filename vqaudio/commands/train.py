@@ -23,7 +23,7 @@ MODEL_FLAGS = {"sample_rate": "sample_rate", "strides": "strides", "n_q": "n_q",
                "encoder_max_hidden": "encoder_max_hidden", "encoder_dilations": "encoder_dilations"}
 TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
                "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
-               "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "seed": "seed",
+               "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "keep_every": "keep_every", "seed": "seed",
                "num_workers": "num_workers", "device": "device", "best_metric": "best_metric", "best_mode": "best_mode"}
 
 
@@ -40,6 +40,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGrou
     t.add_argument("--valid-every", type=int)
     t.add_argument("--valid-batches", type=int)
     t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--keep-every", type=int, metavar="N",
+                   help="also keep the model every N steps in EXP/snapshots/ (to `vqaudio average`); default 0: none")
     t.add_argument("--seed", type=int)
     t.add_argument("--num-workers", type=int)
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
