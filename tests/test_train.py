@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from vqaudio.checkpoint import load_checkpoint, load_model
 from vqaudio.cli import main
 from vqaudio.data import build_datasets
+from vqaudio.errors import ConfigError
 from vqaudio.models import VQVAE, VQVAEConfig
 from vqaudio.train import TrainConfig, VQVAETask, fit
 
@@ -64,7 +65,7 @@ class _Interrupt(VQVAETask):
 def test_resume_equals_uninterrupted_run(tmp_path, speech_dir):
     train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
     cfg = TrainConfig(steps=7, batch_size=4, lr=3e-3, warmup_steps=2, schedule="cosine", valid_every=3, valid_batches=1,
-                      checkpoint_every=2, log_every=1, progress=False)
+                      checkpoint_every=2, keep_every=2, log_every=1, progress=False)
     mcfg = VQVAEConfig(**{**TINY, "quantizer_dropout": 0.5})  # dropout draws from the global RNG: it must be restored
 
     def model(seed):
@@ -85,6 +86,11 @@ def test_resume_equals_uninterrupted_run(tmp_path, speech_dir):
     strip = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]  # noqa: E731
     assert strip(_log(tmp_path / "a")) == strip(_log(tmp_path / "b"))  # same records, step 5 not duplicated
     assert load_checkpoint(tmp_path / "a" / "best").meta == load_checkpoint(tmp_path / "b" / "best").meta
+    snaps = [f"step-000000{i}" for i in (2, 4, 6)]  # step 6 kept by the resumed run only
+    for run in "ab":
+        assert sorted(p.name for p in (tmp_path / run / "snapshots").iterdir()) == snaps
+    for name in snaps:
+        assert load_checkpoint(tmp_path / "a" / "snapshots" / name).sha256 == load_checkpoint(tmp_path / "b" / "snapshots" / name).sha256
 
 
 def _cli(exp, data, *extra):
@@ -439,5 +445,9 @@ def test_keep_every_keeps_snapshots_to_average(tmp_path, speech_dir):
     assert main(["average", *(str(exp / "snapshots" / s) for s in snaps), "-o", str(tmp_path / "avg")]) == 0
     avg = load_checkpoint(tmp_path / "avg").meta
     assert [a["step"] for a in avg["averaged"]] == [2, 4, 6] and avg["train"]["keep_every"] == 2  # exp/train.json
-    with pytest.raises(Exception, match="keep_every must be an integer >= 0"):
+    with pytest.raises(ConfigError, match="keep_every must be an integer >= 0"):
         TrainConfig(keep_every=-1)
+    # a new run in a folder holding another run's snapshots would mix them
+    (exp / "last" / "config.json").unlink()
+    with pytest.raises(ConfigError, match="holds snapshots of an earlier run"):
+        fit(task, train, valid, TrainConfig(steps=2, batch_size=4, keep_every=2, progress=False), exp)

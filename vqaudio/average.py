@@ -2,18 +2,29 @@
 
 Averaging snapshots taken along the end of a run (ESPnet's ``average_checkpoints``, fairseq's
 ``average_checkpoints.py``, stochastic weight averaging) lands nearer the centre of the region the
-optimiser is circling than any one snapshot, and usually scores a little better than the last one.
+optimiser is circling than any one snapshot, and often scores a little better than the last one.
 
-Every floating-point tensor is averaged (in float64, then cast back); integer and boolean tensors
-(counters, flags, seeds) and the tensors named by ``keep_last`` are taken from the last checkpoint
-given. With EMA codebooks and dead-code restarts, a code that was restarted between two snapshots
-has unrelated rows in them, so ``keep_last=("quantizer.*",)`` keeps the last codebooks whole.
+What is averaged (in float64, then cast back):
+
+- every floating-point tensor, element-wise;
+- weight-normalised weights (``*.parametrizations.weight.original0`` = g, ``original1`` = v) as the
+  weights the layer computes, ``w = g v / ||v||``: the mean ``w̄`` is stored as ``v = w̄``,
+  ``g = ||w̄||``, so the averaged layer computes exactly ``w̄`` (averaging g and v apart would lean
+  towards the checkpoint whose v is longest);
+- EMA codebooks, their running sums and counts, each element-wise like any float tensor: the
+  averaged codebook is the mean of the codebooks (what encoding uses), no longer exactly the ratio of
+  the averaged EMA statistics; the next training step recomputes it from them.
+
+Integer and boolean tensors (counters, flags, seeds) and the tensors named by ``keep_last`` glob
+patterns come from the last checkpoint. A code restarted (dead-code restart) between two snapshots
+has unrelated rows in them: ``keep_last=("quantizer.*",)`` keeps the last codebooks whole.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +33,10 @@ from torch import nn
 
 from vqaudio.checkpoint import (
     MANIFEST,
+    Checkpoint,
     build_model,
     load_checkpoint,
+    model_config,
     read_experiment_train,
     read_manifest,
     write_model_folder,
@@ -32,64 +45,109 @@ from vqaudio.errors import CheckpointError
 
 __all__ = ["average_weights", "average_checkpoints"]
 
+_G, _V = ".parametrizations.weight.original0", ".parametrizations.weight.original1"
 
-def average_weights(weights: list[dict[str, torch.Tensor]], keep_last: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """The element-wise mean of ``weights`` (state dicts with the same names, shapes and dtypes).
 
-    Tensors that are not floating point, or whose name matches a ``keep_last`` glob pattern, are
-    copied from ``weights[-1]``. Raises ``ValueError`` when the state dicts do not match.
+def _norm_except(v: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``||v||`` over the dimensions where ``g`` has size 1 (``g``'s shape), as weight norm computes it."""
+    dims = [d for d in range(v.dim()) if g.shape[d] == 1]
+    return torch.linalg.vector_norm(v, dim=dims, keepdim=True) if dims else v.abs()
+
+
+def average_weights(weights: Iterable[Mapping[str, torch.Tensor]], keep_last: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The mean of ``weights`` (state dicts with the same names, shapes and dtypes), see the module doc.
+
+    ``weights`` is consumed one state dict at a time (a generator keeps one checkpoint in memory).
+    Raises ``ValueError`` when a state dict does not match the first, or a ``keep_last`` pattern
+    matches no tensor.
     """
-    if not weights:
-        raise ValueError("nothing to average")
-    last = weights[-1]
-    for i, w in enumerate(weights[:-1]):
-        if set(w) != set(last):
-            diff = sorted(set(w) ^ set(last))
-            raise ValueError(f"checkpoint {i + 1} and the last hold different tensors (e.g. {diff[0]!r})")
+    sums: dict[str, torch.Tensor] = {}
+    first: Mapping[str, torch.Tensor] | None = None
+    last: Mapping[str, torch.Tensor] = {}
+    n = 0
+    for i, w in enumerate(weights):
+        if first is None:
+            first = w
+        elif set(w) != set(first):
+            diff = sorted(set(w) ^ set(first))
+            raise ValueError(f"checkpoint {i + 1} and the first hold different tensors (e.g. {diff[0]!r})")
         for k, t in w.items():
-            if t.shape != last[k].shape or t.dtype != last[k].dtype:
+            ref = first[k]
+            if t.shape != ref.shape or t.dtype != ref.dtype:
                 raise ValueError(f"tensor {k!r} is {t.dtype}{list(t.shape)} in checkpoint {i + 1} "
-                                 f"but {last[k].dtype}{list(last[k].shape)} in the last")
+                                 f"but {ref.dtype}{list(ref.shape)} in the first")
+            if not t.is_floating_point() or k.endswith(_G):
+                continue
+            if k.endswith(_V) and k[: -len(_V)] + _G in w:
+                g = w[k[: -len(_V)] + _G].double()
+                t = t.double() * (g / _norm_except(t.double(), g))  # the layer's weight
+            sums[k] = sums[k] + t.double() if k in sums else t.double().clone()
+        last, n = w, n + 1
+    if first is None:
+        raise ValueError("nothing to average")
+    for p in keep_last:
+        if not any(fnmatch.fnmatchcase(k, p) for k in last):
+            raise ValueError(f"--keep-last {p!r} matches no tensor (names look like {next(iter(last))!r})")
+
+    def kept(k: str) -> bool:
+        pair = k[: -len(_G)] + _V if k.endswith(_G) else k[: -len(_V)] + _G if k.endswith(_V) else k
+        return any(fnmatch.fnmatchcase(name, p) for p in keep_last for name in (k, pair))
+
     out: dict[str, torch.Tensor] = {}
     for k, t in last.items():
-        if not t.is_floating_point() or any(fnmatch.fnmatchcase(k, p) for p in keep_last):
+        if k not in sums or kept(k):
+            if k.endswith(_G) and k[: -len(_G)] + _V in sums and not kept(k):
+                continue  # set with its v below
             out[k] = t.clone()
-        else:
-            out[k] = torch.stack([w[k].double() for w in weights]).mean(0).to(t.dtype)
-    return out
+            continue
+        mean = sums[k] / n
+        if k.endswith(_V) and k[: -len(_V)] + _G in last:
+            g = last[k[: -len(_V)] + _G]
+            out[k[: -len(_V)] + _G] = _norm_except(mean, g).to(g.dtype)
+        out[k] = mean.to(t.dtype)
+    return {k: out[k] for k in last}  # the state dict's order
 
 
 def average_checkpoints(sources: list[str | os.PathLike], output: str | os.PathLike, keep_last: tuple[str, ...] = (),
                         force: bool = False) -> tuple[Path, nn.Module]:
     """Average the models of ``sources`` (checkpoint or experiment folders, oldest first) into ``output``.
 
-    All sources must be the same kind of model with the same config. ``output`` is a new checkpoint
-    folder (model only, no optimizer state) written under a temporary name and renamed into place;
-    an existing one is replaced only with ``force`` (see :func:`vqaudio.checkpoint.write_model_folder`).
-    Its meta lists the sources (folder, sha256, step), the last source's step and the training config.
-    Returns ``(folder, model)`` with the model in eval mode.
+    All sources must be the same kind of model with the same config, each given once. ``output`` is
+    a new checkpoint folder (model only, no optimizer state) written under a temporary name and
+    renamed into place; an existing one is replaced only with ``force`` (see
+    :func:`vqaudio.checkpoint.write_model_folder`). Its meta lists the sources (folder, sha256, step),
+    the last source's step and the training config. Returns ``(folder, model)``, the model in eval mode.
     """
     from vqaudio.registry import resolve
 
     if not sources:
         raise CheckpointError("give at least one checkpoint to average")
-    folders = [resolve(s)[1] for s in sources]
-    ckpts = [load_checkpoint(f) for f in folders]
-    first = ckpts[0]
-    for c in ckpts[1:]:
-        if c.model_type != first.model_type or c.config != first.config:
-            what = "model type" if c.model_type != first.model_type else "model config"
-            raise CheckpointError(f"its {what} differs from {first.path / MANIFEST}'s; only checkpoints of one model "
-                                  "can be averaged", str(c.path / MANIFEST))
+    folders = [resolve(s)[1].resolve() for s in sources]
+    for i, f in enumerate(folders):
+        if f in folders[:i]:
+            raise CheckpointError("given twice; each checkpoint is averaged once", str(f))
+    read: list[Checkpoint] = []  # the checkpoints read so far, weights dropped once summed
+
+    def each() -> Iterable[dict[str, torch.Tensor]]:
+        for f in folders:
+            c = load_checkpoint(f)
+            if read and (c.model_type != read[0].model_type or model_config(c) != model_config(read[0])):
+                what = "model type" if c.model_type != read[0].model_type else "model config"
+                raise CheckpointError(f"its {what} differs from {read[0].path / MANIFEST}'s; only checkpoints of one "
+                                      "model can be averaged", str(c.path / MANIFEST))
+            read.append(c)
+            yield c.weights
+            c.weights = {}  # summed: only the running sums (and the first and last state dicts) stay
+
     try:
-        weights = average_weights([c.weights for c in ckpts], keep_last)
+        weights = average_weights(each(), keep_last)
     except ValueError as err:
-        raise CheckpointError(f"cannot average: {err}", str(ckpts[-1].path)) from None
-    last = ckpts[-1]
+        raise CheckpointError(f"cannot average: {err}", str(read[-1].path / read[-1].weights_file)) from None
+    last = read[-1]
     last.weights = weights
     model = build_model(last).eval()
     meta: dict[str, Any] = {"averaged": [{"path": str(c.path), "sha256": c.sha256, "step": (c.meta or {}).get("step")}
-                                         for c in ckpts]}
+                                         for c in read]}
     if keep_last:
         meta["averaged_keep_last"] = list(keep_last)
     if last.meta and "step" in last.meta:

@@ -46,7 +46,7 @@ from vqaudio.errors import CheckpointError, ConfigError
 from vqaudio.io import atomic_path
 
 __all__ = ["MANIFEST", "FORMAT", "MODEL_TYPES", "Checkpoint", "save_checkpoint", "load_checkpoint", "save_model",
-           "load_model", "read_manifest", "model_type_of", "build_model", "load_weights", "export_model",
+           "load_model", "read_manifest", "model_type_of", "model_config", "build_model", "load_weights", "export_model",
            "optimizer_state", "load_optimizer_state", "read_experiment_train",
            "write_model_folder", "EXPORT_META"]
 
@@ -214,14 +214,21 @@ def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpo
     return ckpt
 
 
+def model_config(ckpt: Checkpoint) -> Any:
+    """The checkpoint's model config as its dataclass (missing keys take their defaults)."""
+    try:
+        return _classes(ckpt.model_type)[1].from_dict(ckpt.config)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise CheckpointError(f"invalid model config ({err})", str(ckpt.path / MANIFEST)) from None
+
+
 def build_model(ckpt: Checkpoint) -> nn.Module:
     """Instantiate the checkpoint's model from its config and load its verified weights."""
-    model_cls, config_cls = _classes(ckpt.model_type)
-    file = str(ckpt.path / MANIFEST)
+    config = model_config(ckpt)
     try:
-        model = model_cls(config_cls.from_dict(ckpt.config))
+        model = _classes(ckpt.model_type)[0](config)
     except (ConfigError, TypeError, ValueError) as err:
-        raise CheckpointError(f"invalid model config ({err})", file) from None
+        raise CheckpointError(f"invalid model config ({err})", str(ckpt.path / MANIFEST)) from None
     load_weights(model, ckpt.weights, str(ckpt.path / ckpt.weights_file))
     model.checkpoint_sha256 = ckpt.sha256
     return model
@@ -362,6 +369,9 @@ def write_model_folder(dst: str | os.PathLike, model: nn.Module, meta: dict[str,
             raise CheckpointError("already exists; pass --force to replace it", str(dst))
         if not dst.is_dir() or dst.is_symlink() or not is_checkpoint_dir(dst):
             raise CheckpointError("exists and is not a checkpoint folder; refusing to replace it", str(dst))
+        if "file" in (read_manifest(dst).get("state") or {}):
+            raise CheckpointError("holds a training state (optimizer, RNG) that a model-only folder would lose; "
+                                  "refusing to replace it", str(dst))
         extra = sorted(p.name for p in dst.iterdir() if p.name not in _referenced(dst) | {MANIFEST, *names})
         if extra:
             raise CheckpointError(f"holds {extra[0]!r}, which the output would delete (--include it, or move it); "

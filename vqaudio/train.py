@@ -457,6 +457,10 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         if ckpt.meta.get("task") is not None:
             saved_task = ({k[5:]: v for k, v in ckpt.state.items() if k.startswith("task.")}, ckpt.meta["task"])
     else:
+        snaps = exp / "snapshots"
+        if cfg.keep_every and snaps.is_dir() and any(snaps.iterdir()):
+            raise ConfigError(f"{snaps} holds snapshots of an earlier run, which an average would mix with this one's; "
+                              "move them away or choose a new --exp")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
