@@ -147,12 +147,13 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   const std::vector<acc_t> mu = direct ? std::vector<acc_t>(D, acc_t(0)) : codebook_mean<scalar_t, acc_t>(E, e0, e1, K, D);
 
   // Pack the centred codebook into panels of NR codes ([panel][d][j], scaled by -2; +e for the
-  // direct sweep) with their squared norms (0 for the direct sweep), and keep a row-major centred
-  // copy for the final distances.
+  // direct sweep) with their squared norms (0 for the direct sweep; padding codes +inf), and keep a
+  // row-major centred copy where it is read: the expansion's final distances and the tiny path.
+  const bool row_major = tiny || !direct;
   const auto options = at::TensorOptions().dtype(c10::CppTypeToScalarType<acc_t>::value);
   at::Tensor panels = at::zeros({npanels * D * NR}, options);
   at::Tensor norms = at::full({npanels * NR}, std::numeric_limits<acc_t>::infinity(), options);
-  at::Tensor centred = at::empty({K * D}, options);
+  at::Tensor centred = at::empty({row_major ? K * D : 0}, options);
   acc_t* P = panels.data_ptr<acc_t>();
   acc_t* Q = norms.data_ptr<acc_t>();
   acc_t* C = centred.data_ptr<acc_t>();
@@ -169,9 +170,9 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
         const acc_t raw = static_cast<acc_t>(E[k * e0 + d * e1]);
         finite &= std::isfinite(raw);
         const acc_t v = raw - mu[d];
-        C[k * D + d] = v;
+        if (row_major) C[k * D + d] = v;
         dst[d * NR] = scale * v;
-        norm += v * v;
+        norm += v * v;  // dropped by the direct sweep
       }
       Q[k] = direct ? acc_t(0) : norm;
     }
