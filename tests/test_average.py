@@ -108,6 +108,12 @@ def test_average_checkpoints_end_to_end(tmp_path):
         if k.startswith("quantizer."):
             assert torch.equal(q[k], models[-1].state_dict()[k]), k
     assert read_manifest(out2)["state"]["meta"]["averaged_keep_last"] == ["quantizer.*"]
+    # a glob naming one half of a weight-norm pair keeps both halves (g alone would not match its v)
+    out3, _ = average_checkpoints(srcs, tmp_path / "avg_v", keep_last=("*.original1",))
+    w3 = load_checkpoint(out3).weights
+    for k in w3:
+        if ".parametrizations." in k:
+            assert torch.equal(w3[k], models[-1].state_dict()[k]), k
     # one checkpoint "averaged" alone is itself, bit for bit (no weight norm: g v / ||v|| re-rounds)
     save_model(tmp_path / "plain", _model(5, weight_norm=False))
     one, _ = average_checkpoints([tmp_path / "plain"], tmp_path / "same")

@@ -78,10 +78,11 @@ def average_weights(weights: Iterable[Mapping[str, torch.Tensor]], keep_last: tu
                                  f"but {ref.dtype}{list(ref.shape)} in the first")
             if not t.is_floating_point() or k.endswith(_G):
                 continue
+            t = t.double()
             if k.endswith(_V) and k[: -len(_V)] + _G in w:
                 g = w[k[: -len(_V)] + _G].double()
-                t = t.double() * (g / _norm_except(t.double(), g))  # the layer's weight
-            sums[k] = sums[k] + t.double() if k in sums else t.double().clone()
+                t = t * (g / _norm_except(t, g))  # the layer's weight
+            sums[k] = sums[k] + t if k in sums else t.clone()
         last, n = w, n + 1
     if first is None:
         raise ValueError("nothing to average")
@@ -95,16 +96,13 @@ def average_weights(weights: Iterable[Mapping[str, torch.Tensor]], keep_last: tu
 
     out: dict[str, torch.Tensor] = {}
     for k, t in last.items():
-        if k not in sums or kept(k):
-            if k.endswith(_G) and k[: -len(_G)] + _V in sums and not kept(k):
-                continue  # set with its v below
+        if k in sums and not kept(k):
+            mean = sums[k] / n
+            if k.endswith(_V) and (g_name := k[: -len(_V)] + _G) in last:  # its g follows from the mean weight
+                out[g_name] = _norm_except(mean, last[g_name]).to(last[g_name].dtype)
+            out[k] = mean.to(t.dtype)
+        elif k not in out:  # not averaged (or a g set with its v)
             out[k] = t.clone()
-            continue
-        mean = sums[k] / n
-        if k.endswith(_V) and k[: -len(_V)] + _G in last:
-            g = last[k[: -len(_V)] + _G]
-            out[k[: -len(_V)] + _G] = _norm_except(mean, g).to(g.dtype)
-        out[k] = mean.to(t.dtype)
     return {k: out[k] for k in last}  # the state dict's order
 
 
