@@ -45,12 +45,13 @@ from torch import nn
 from vqaudio.errors import CheckpointError, ConfigError
 from vqaudio.io import atomic_path
 
-__all__ = ["MANIFEST", "FORMAT", "MODEL_TYPES", "Checkpoint", "save_checkpoint", "load_checkpoint", "save_model",
+__all__ = ["MANIFEST", "SNAPSHOTS", "FORMAT", "MODEL_TYPES", "Checkpoint", "save_checkpoint", "load_checkpoint", "save_model",
            "load_model", "read_manifest", "model_type_of", "model_config", "build_model", "load_weights", "export_model",
            "optimizer_state", "load_optimizer_state", "read_experiment_train",
            "write_model_folder", "EXPORT_META"]
 
 MANIFEST = "config.json"
+SNAPSHOTS = "snapshots"  # an experiment's folder of kept models (TrainConfig.keep_every)
 FORMAT, VERSION = "vqaudio-checkpoint", 1
 # model_type -> (module, model class, config class); config classes have to_dict / from_dict
 MODEL_TYPES: dict[str, tuple[str, str, str]] = {
@@ -329,7 +330,7 @@ def read_experiment_train(ckpt: Checkpoint) -> dict[str, Any] | None:
     """The training config of a checkpoint: its experiment's ``train.json`` (``ckpt`` is the
     experiment's ``best/``, ``last/`` or one of its ``snapshots/``), else the ``train`` entry of its
     own meta, else ``None``."""
-    exp = ckpt.path.parent.parent if ckpt.path.parent.name == "snapshots" else ckpt.path.parent
+    exp = ckpt.path.parent.parent if ckpt.path.parent.name == SNAPSHOTS else ckpt.path.parent
     try:
         return json.loads((exp / "train.json").read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError):

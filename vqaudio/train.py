@@ -75,6 +75,7 @@ from vqaudio import metrics as M
 from vqaudio.adversarial import AdversarialConfig, Adversary
 from vqaudio.checkpoint import (
     MANIFEST,
+    SNAPSHOTS,
     jsonable,
     load_checkpoint,
     load_optimizer_state,
@@ -457,7 +458,7 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         if ckpt.meta.get("task") is not None:
             saved_task = ({k[5:]: v for k, v in ckpt.state.items() if k.startswith("task.")}, ckpt.meta["task"])
     else:
-        snaps = exp / "snapshots"
+        snaps = exp / SNAPSHOTS
         if cfg.keep_every and snaps.is_dir() and any(snaps.iterdir()):
             raise ConfigError(f"{snaps} holds snapshots of an earlier run, which an average would mix with this one's; "
                               "move them away or choose a new --exp")
@@ -498,7 +499,6 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
     n_acc, t_log, steps_per_s = 0, time.perf_counter(), 0.0
     train_metrics: dict[str, float] = {}
     valid_metrics: dict[str, float] = {}
-    valid_step = -1  # the step valid_metrics belong to
     step = start
     for step, batch in enumerate(loader, start=start):
         batch = _to_device(batch, d.device)
@@ -541,11 +541,11 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
             bar.set_postfix(loss=f"{train_metrics['loss']:.4f}")
             acc, n_acc, t_log = {}, 0, now
 
-        if valid_loader is not None and (done % cfg.valid_every == 0 or done == cfg.steps):
+        validated = valid_loader is not None and (done % cfg.valid_every == 0 or done == cfg.steps)
+        if validated:
             if rank0:
                 batches = (_to_device(b, d.device) for b in itertools.islice(valid_loader, cfg.valid_batches or None))
                 valid_metrics = _call_validate(task, batches, exp, done)
-                valid_step = done
                 _check_best_metric(cfg, valid_metrics)
                 log.write({"step": done, "split": "valid", **valid_metrics})
                 if sign * valid_metrics[cfg.best_metric] < best:
@@ -564,8 +564,8 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
                 save_checkpoint(last, model, state=tensors, meta=meta)
             _barrier(d)
         if rank0 and cfg.keep_every and done % cfg.keep_every == 0:  # model only, read by no other rank
-            metrics = _json_metrics(valid_metrics) if valid_step == done else {}
-            save_checkpoint(exp / "snapshots" / f"step-{done:07d}", model, meta={"step": done, "metrics": metrics})
+            metrics = _json_metrics(valid_metrics) if validated else {}
+            save_checkpoint(exp / SNAPSHOTS / f"step-{done:07d}", model, meta={"step": done, "metrics": metrics})
         bar.update(1)
     bar.close()
     if valid_loader is None and rank0 and cfg.steps > start:  # no validation data: best = last
