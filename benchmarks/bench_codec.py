@@ -34,7 +34,7 @@ from _util import set_threads  # noqa: E402
 from vqaudio.codec import Codec, load_codec, load_codes, save_codes  # noqa: E402
 from vqaudio.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
 
-SPEECH = Path("/usr/share/asterisk/sounds/en")
+SPEECH = Path("/usr/share/asterisk/sounds/en_US_f_Allison")  # a voice folder, not the <lang> link
 
 
 def make_file(path: Path, seconds: float, sr: int = 8000) -> str:

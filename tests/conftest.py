@@ -1,7 +1,8 @@
 """Shared pytest fixtures: real 8 kHz speech from Debian's asterisk-core-sounds packages, tiny crops.
 
 Tests that need speech use ``speech_files`` / ``speech_crops``; they skip with a clear reason when
-the packages are absent (CI installs asterisk-core-sounds-{en,es,fr,it}-wav).
+the packages are absent (CI installs asterisk-core-sounds-{en,es,fr,it}-wav). Voices are read from their own
+folders (en_US_f_Allison, ...), never from the <lang> alternatives.
 
 The test process runs torch on one CPU thread (``VQAUDIO_TEST_THREADS`` to change): on small,
 shared machines two OpenMP threads contending with other processes made the tiny models of these
@@ -22,16 +23,20 @@ if str(ROOT) not in sys.path:  # import vqaudio from the working tree without in
     sys.path.insert(0, str(ROOT))
 torch.set_num_threads(int(os.environ.get("VQAUDIO_TEST_THREADS", "1")))
 
+sys.path.insert(0, str(ROOT / "recipes" / "common"))
+from voices import ASTERISK_CORE  # noqa: E402  (the recipes' voice table: one source of truth)
+
 ASTERISK_SOUNDS = Path(os.environ.get("VQAUDIO_SPEECH_DIR", "/usr/share/asterisk/sounds"))
-SPEECH_LANGS = ("en", "es", "fr", "it")
+# Each voice from its own folder: the <lang> links may point at another voice package, or be its .gsm folder.
+SPEECH_VOICES = tuple(folder for folder, _ in ASTERISK_CORE)
 SPEECH_SR = 8000
 
 
-def find_speech_files(langs: tuple[str, ...] = SPEECH_LANGS, limit: int | None = None) -> list[Path]:
-    """Sorted 8 kHz mono speech WAVs under ``ASTERISK_SOUNDS/<lang>/`` (symlinks followed)."""
+def find_speech_files(voices: tuple[str, ...] = SPEECH_VOICES, limit: int | None = None) -> list[Path]:
+    """Sorted 8 kHz mono speech WAVs under ``ASTERISK_SOUNDS/<voice folder>/``."""
     files: list[Path] = []
-    for lang in langs:
-        root = ASTERISK_SOUNDS / lang
+    for voice in voices:
+        root = ASTERISK_SOUNDS / voice
         if root.is_dir():
             files += sorted(p for p in root.rglob("*.wav") if p.is_file() and p.stat().st_size > 44)
     return files[:limit] if limit else files
@@ -42,7 +47,7 @@ def speech_files() -> list[Path]:
     """All asterisk speech WAVs (8 kHz mono); skips the test when none are installed."""
     files = find_speech_files()
     if not files:
-        pytest.skip(f"no speech found under {ASTERISK_SOUNDS}/<{','.join(SPEECH_LANGS)}>: "
+        pytest.skip(f"no speech found under {ASTERISK_SOUNDS}/<{','.join(SPEECH_VOICES)}>: "
                     "install asterisk-core-sounds-{en,es,fr,it}-wav (or set VQAUDIO_SPEECH_DIR)")
     return files
 
@@ -90,7 +95,8 @@ def speech_crops(speech_files: list[Path]) -> torch.Tensor:
 def speech_dir(tmp_path: Path, speech_files: list[Path]) -> Path:
     """A temporary folder with symlinks to 24 speech files (two languages, nested sub-folders)."""
     root = tmp_path / "speech"
-    picks = [p for p in speech_files if p.parts[-2] in ("en", "fr")] or speech_files
+    top = {ASTERISK_SOUNDS / v for v in ("en_US_f_Allison", "fr_CA_f_June")}
+    picks = [p for p in speech_files if p.parent in top] or speech_files
     step = max(1, len(picks) // 24)
     for i, p in enumerate(picks[::step][:24]):
         d = root / f"part{i % 3}"

@@ -12,7 +12,7 @@ Writes (each file atomically; the trees are rebuilt in a temporary folder and re
   ``vqaudio train-prior --labels`` reads;
 - ``OUT/info.json``: counts and labels.
 
-Layouts: ``asterisk`` (ROOT/<lang>/**.wav), ``vctk`` (ROOT/wav48_silence_trimmed/<spk>/<spk>_<utt>_mic1.flac,
+Layouts: ``asterisk`` (ROOT/<voice>/**.wav, e.g. ROOT/en_US_f_Allison; ``--subsets`` lists the voice folders), ``vctk`` (ROOT/wav48_silence_trimmed/<spk>/<spk>_<utt>_mic1.flac,
 or VCTK 0.80's ROOT/wav48/<spk>/*.wav), ``ljspeech`` (ROOT/metadata.csv + ROOT/wavs/<id>.wav), ``librispeech``
 (ROOT/<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac with a ``.trans.txt`` per chapter; ``dev-clean``
 is the held-out part when present), ``speechcommands`` (ROOT/<word>/<hash>_nohash_<n>.wav; ``testing_list.txt``
@@ -34,12 +34,21 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from voices import ASTERISK_CORE, core_package
+
 AUDIO = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
 Item = tuple[Path, str, str]  # (file, name unique in the corpus, label)
 
 
 class PrepError(Exception):
-    """The corpus is missing or not laid out as expected (printed as one line, exit status 2)."""
+    """The corpus is missing or not laid out as expected (printed as one line, exit status 2).
+
+    ``where=True``: the corpus location may be wrong, so the message names the db.sh variable to set.
+    """
+
+    def __init__(self, message: str, where: bool = True) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 def _audio(root: Path, pattern: str = "*") -> list[Path]:
@@ -54,14 +63,17 @@ def _need(items: list[Item], root: Path, what: str) -> list[Item]:
 
 
 def asterisk(root: Path, args: argparse.Namespace) -> tuple[list[Item], set[str] | None]:
-    langs = args.subsets.split(",") if args.subsets else ["en", "es", "fr", "it"]
+    """Each voice from its own folder (``en_US_f_Allison``, ...), never the ``<lang>`` links; label = language."""
+    folders = args.subsets.split(",") if args.subsets else [v for v, _ in ASTERISK_CORE]
     items = []
-    for lang in langs:
-        if not (root / lang).is_dir():
-            raise PrepError(f"{root}: no {lang}/ prompts (apt-get install asterisk-core-sounds-{lang}-wav)")
-        items += [(p, f"{lang}/{p.relative_to(root / lang).as_posix()}", lang) for p in _audio(root / lang, "*.wav")
-                  if "silence" not in p.relative_to(root / lang).parts]
-    return _need(items, root, "prompts (<lang>/*.wav)"), None
+    for voice in folders:
+        base = root / voice
+        if not base.is_dir():
+            hint = f" (apt-get install {core_package(voice)})" if voice in dict(ASTERISK_CORE) else ""
+            raise PrepError(f"{base}: voice folder missing{hint}")
+        items += [(p, f"{voice}/{p.relative_to(base).as_posix()}", voice.split("_")[0]) for p in _audio(base, "*.wav")
+                  if "silence" not in p.relative_to(base).parts]
+    return _need(items, root, "prompts (<voice>/*.wav)"), None
 
 
 def vctk(root: Path, args: argparse.Namespace) -> tuple[list[Item], set[str] | None]:
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="data folder to write (EXP/data)")
     p.add_argument("--heldout-list", type=Path, help="names (one per line) to hold out for evaluation")
     p.add_argument("--heldout-fraction", type=float, default=0.02, help="else hold out this share by name hash")
-    p.add_argument("--subsets", help="comma-separated sub-folders (asterisk languages, LibriSpeech subsets)")
+    p.add_argument("--subsets", help="comma-separated sub-folders (asterisk voice folders, LibriSpeech subsets)")
     p.add_argument("--labels", action="store_true", help="label sub-folders in OUT/train (for a conditioned prior)")
     p.add_argument("--max-train", type=int, help="at most N training files (spread over labels)")
     p.add_argument("--max-heldout", type=int, help="at most N held-out files")
@@ -203,11 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             held = {ln.strip() for ln in args.heldout_list.read_text().splitlines() if ln.strip() and ln[0] != "#"}
             unknown = sorted(held - {n for _, n, _ in items})
             if unknown:
-                raise PrepError(f"{args.heldout_list}: {len(unknown)} held-out name(s) not in the corpus, e.g. {unknown[0]}")
+                raise PrepError(f"{args.heldout_list}: {len(unknown)} held-out name(s) not in the corpus, e.g. {unknown[0]} "
+                                "(a held-out list names files of the corpus as listed, <voice or sub-folder>/<file>)",
+                                where=False)
         elif held is None:
             held = {n for _, n, _ in items if _hash01(n) < args.heldout_fraction} or {items[-1][1]}
     except PrepError as err:
-        print(f"prepare.py {args.layout}: error: {err}; set {args.var} (recipe db.sh or environment)", file=sys.stderr)
+        where = f"; set {args.var} (recipe db.sh or environment)" if err.where else ""
+        print(f"prepare.py {args.layout}: error: {err}{where}", file=sys.stderr)
         return 2
     test = [it for it in items if it[1] in held][: args.max_heldout]
     train = _spread([it for it in items if it[1] not in held], args.max_train)
