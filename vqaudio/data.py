@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vqaudio.augment import AugmentConfig, augment
 from vqaudio.errors import AudioError, ConfigError
 from vqaudio.io import check_audio_file, is_audio_path, is_series_path, load_audio, load_series
 
@@ -84,9 +85,11 @@ class CropDataset(Dataset):
 class AudioCrops(CropDataset):
     """Mono crops of ``segment`` samples at ``sample_rate`` from audio ``files``."""
 
-    def __init__(self, files: list[Path], sample_rate: int, segment: int, seed: int = 0, cache: bool = True) -> None:
+    def __init__(self, files: list[Path], sample_rate: int, segment: int, seed: int = 0, cache: bool = True,
+                 augment: AugmentConfig | None = None) -> None:
         super().__init__(segment, seed)
         self.files, self.sample_rate, self.cache = list(files), sample_rate, cache
+        self.augment = augment if augment is not None and augment.enabled else None
         self._cache: dict[int, Tensor] = {}
 
     def __len__(self) -> int:
@@ -104,7 +107,8 @@ class AudioCrops(CropDataset):
         g = torch.Generator().manual_seed(_mix(self.seed, index, epoch))
         wav = self.load(index)
         ch = int(torch.randint(0, wav.shape[0], (1,), generator=g))
-        return self.crop(wav[ch : ch + 1], g)
+        x = self.crop(wav[ch : ch + 1], g)
+        return x if self.augment is None else augment(x, self.sample_rate, self.augment, g)
 
     def __getitem__(self, index: int) -> Tensor:
         return self.crop(self.load(index)[:1], None)
@@ -269,13 +273,15 @@ def build_datasets(
     valid_fraction: float = 0.1,
     seed: int = 0,
     cache: bool = True,
+    augment: AugmentConfig | None = None,
 ) -> tuple[CropDataset, CropDataset, dict]:
     """``(train, valid, info)`` for ``--data spec`` (folder, manifest, file or ``aeon:NAME``).
 
     ``kind`` (``"audio"``/``"series"``) is inferred from the files when ``None``; audio needs
     ``sample_rate``. ``info`` has ``kind``, ``channels``, ``sample_rate`` (``None`` for series) and
     the item counts and ``segment``. A single series file is one item; a single audio file too.
-    ``segment=None``: 4096 samples for audio, the longest item for series.
+    ``segment=None``: 4096 samples for audio, the longest item for series. ``augment`` applies to the
+    training crops of audio (:mod:`vqaudio.augment`), never to validation.
     """
     if spec.startswith("aeon:"):
         series, names = load_aeon(spec[5:])
@@ -301,14 +307,17 @@ def build_datasets(
             raise ConfigError("audio data needs a model sample rate")
         for f in files:  # a corrupt, empty or truncated file fails now, not hours into training
             check_audio_file(f, sample_rate)
-        make = lambda idx: AudioCrops([files[i] for i in idx], sample_rate, segment, seed, cache)  # noqa: E731
+        train = AudioCrops([files[i] for i in train_idx], sample_rate, segment, seed, cache, augment)
+        valid = AudioCrops([files[i] for i in valid_idx], sample_rate, segment, seed, cache)
         channels = 1
     else:
-        make = lambda idx: SeriesCrops([series[i] for i in idx], segment, seed, [names[i] for i in idx])  # noqa: E731
+        if augment is not None and augment.enabled:
+            raise ConfigError("augmentation is for audio; this data is series", spec)
         channels = int(series[0].shape[0])
         if len({s.shape[0] for s in series}) > 1:
             raise AudioError(f"series have different channel counts {sorted({s.shape[0] for s in series})}; all must match", spec)
-    train, valid = make(train_idx), make(valid_idx)
+        train, valid = (SeriesCrops([series[i] for i in idx], segment, seed, [names[i] for i in idx])
+                        for idx in (train_idx, valid_idx))
     info = {"kind": found, "channels": channels, "sample_rate": sample_rate if found == "audio" else None,
             "train_items": len(train), "valid_items": len(valid), "segment": segment, "source": spec}
     return train, valid, info

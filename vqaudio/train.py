@@ -73,6 +73,7 @@ from tqdm import tqdm
 
 from vqaudio import metrics as M
 from vqaudio.adversarial import AdversarialConfig, Adversary
+from vqaudio.augment import AugmentConfig
 from vqaudio.checkpoint import (
     MANIFEST,
     SNAPSHOTS,
@@ -583,8 +584,10 @@ class VQVAETask:
     PERCEPTUAL = ("pesq_nb", "pesq_wb", "stoi")
 
     def __init__(self, model: nn.Module, plots: bool = True, n_plot: int = 3,
-                 adversarial: AdversarialConfig | None = None, perceptual: bool = True) -> None:
+                 adversarial: AdversarialConfig | None = None, perceptual: bool = True,
+                 augment: AugmentConfig | None = None, init: str | None = None) -> None:
         self.model, self.plots, self.n_plot, self.perceptual = model, plots, n_plot, perceptual
+        self.augment, self.init = augment, init  # recorded in train.json (the data side applies the augmentation)
         self.adversary: Adversary | None = None
         self.step = 0
         if adversarial is not None and adversarial.enabled:
@@ -680,25 +683,43 @@ class VQVAETask:
         d = {"task": "vqvae", "model": self.model.config.to_dict()}
         if self.adversary is not None:
             d["adversarial"] = self.adversary.config.to_dict()
+        if self.augment is not None and self.augment.enabled:
+            d["augment"] = self.augment.to_dict()
+        if self.init is not None:
+            d["init"] = self.init
         return d
 
 
 def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config: TrainConfig, segment: int | None = None,
                 resume: bool = False, valid_fraction: float = 0.1, plots: bool = True,
-                adversarial: AdversarialConfig | None = None) -> dict[str, Any]:
+                adversarial: AdversarialConfig | None = None, augment: AugmentConfig | None = None,
+                init: str | os.PathLike | None = None) -> dict[str, Any]:
     """Build the datasets of ``data`` (see :func:`vqaudio.data.build_datasets`) and :func:`fit` a VQ-VAE.
 
     On ``resume`` with an existing ``exp_dir/last`` the model config comes from that checkpoint.
-    Series data sets ``channels`` of ``model_config`` from the data.
+    Series data sets ``channels`` of ``model_config`` from the data. ``augment`` perturbs the training crops
+    (:mod:`vqaudio.augment`). ``init`` (a model folder or shipped name) warm-starts a new run from that model's weights;
+    its config must equal ``model_config`` (a resume ignores it: the run's own weights come first).
     """
-    from vqaudio.checkpoint import read_manifest
+    from vqaudio.checkpoint import load_model, read_manifest
     from vqaudio.data import build_datasets
     from vqaudio.models import VQVAE, VQVAEConfig
+    from vqaudio.registry import resolve
 
     last = Path(exp_dir) / "last"
-    if resume and (last / MANIFEST).exists():
+    resuming = resume and (last / MANIFEST).exists()
+    if resuming:
         model_config = VQVAEConfig.from_dict(read_manifest(last)["config"])
-    train_set, valid_set, info = build_datasets(data, segment, model_config.sample_rate, None, valid_fraction, config.seed)
+    start = None
+    if init is not None and not resuming:
+        _, init_dir = resolve(init)
+        start = load_model(init_dir)
+        if start.config != model_config:
+            diff = sorted(k for k, v in start.config.to_dict().items() if model_config.to_dict().get(k) != v)
+            raise ConfigError(f"--init {init}: its model config differs from this run's in {diff}; "
+                              "give the same model settings (or none)")
+    train_set, valid_set, info = build_datasets(data, segment, model_config.sample_rate, None, valid_fraction, config.seed,
+                                                augment=augment)
     if info["kind"] != model_config.kind or info["channels"] != model_config.channels:
         if resume and (last / MANIFEST).exists():
             raise ConfigError(f"--data {data} has {info['kind']} with {info['channels']} channels but the run in {exp_dir} "
@@ -709,6 +730,10 @@ def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config
         model_config = dataclasses.replace(model_config, **changes, fft_sizes=[], n_mels=[])
     torch.manual_seed(config.seed)
     model = VQVAE(model_config)
-    result = fit(VQVAETask(model, plots=plots, adversarial=adversarial), train_set, valid_set, config, exp_dir, resume=resume)
+    if start is not None:
+        model.load_state_dict(start.state_dict())
+    task = VQVAETask(model, plots=plots, adversarial=adversarial, augment=augment,
+                     init=str(init) if init is not None and not resuming else None)
+    result = fit(task, train_set, valid_set, config, exp_dir, resume=resume)
     result["data"] = info
     return result

@@ -66,8 +66,10 @@ def register(subparsers) -> None:
                    help="folder (recursive) or manifest (.txt/.lst/.list/.scp, a path per line) of audio or .npy/.csv series, or aeon:NAME")
     p.add_argument("--exp", required=True, metavar="DIR", help="experiment folder (checkpoints, log.jsonl, plots)")
     p.add_argument("--config", metavar="JSON",
-                   help='model config JSON (VQVAEConfig fields), or {"model": {...}, "train": {...}, "adversarial": {...}}')
+                   help='model config JSON (VQVAEConfig fields), or {"model": {...}, "train": {...}, "adversarial": {...}, "augment": {...}}')
     p.add_argument("--resume", action="store_true", help="continue the run in --exp exactly where it stopped")
+    p.add_argument("--init", metavar="MODEL",
+                   help="warm-start a new run from this model's weights (a folder or a shipped name; same model config)")
     p.add_argument("--segment", type=int, metavar="S", help="training crop length in samples (default: 4096 audio, longest series)")
     p.add_argument("--valid-fraction", type=float, default=0.1, help="share of files held out for validation (default 0.1)")
     g = p.add_argument_group("model (override --config)")
@@ -106,16 +108,19 @@ def _read_json(path: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from vqaudio.adversarial import AdversarialConfig
+    from vqaudio.augment import AugmentConfig
     from vqaudio.models import VQVAEConfig
     from vqaudio.train import TrainConfig, train_vqvae
 
     model_d: dict = {}
     train_d: dict = {}
     adv_d: dict = {}
+    aug_d: dict = {}
     if args.config:
         d = _read_json(args.config)
-        if set(d) <= {"model", "train", "adversarial"}:
+        if set(d) <= {"model", "train", "adversarial", "augment"}:
             model_d, train_d, adv_d = dict(d.get("model", {})), dict(d.get("train", {})), dict(d.get("adversarial", {}))
+            aug_d = dict(d.get("augment", {}))
         else:
             model_d = d
     saved = Path(args.exp) / "train.json"
@@ -123,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         run = _read_json(str(saved))  # the run's own settings; flags still override
         train_d = dict(run.get("train", {}))
         adv_d = dict((run.get("task") or {}).get("adversarial") or {})
+        aug_d = dict((run.get("task") or {}).get("augment") or {})
     if args.strides is not None:
         args.strides = ints_arg(args.strides)
     if args.encoder_dilations is not None:
@@ -137,10 +143,12 @@ def run(args: argparse.Namespace) -> int:
         model_config = VQVAEConfig.from_dict(model_d)
         train_config = TrainConfig.from_dict(train_d)
         adversarial = AdversarialConfig.from_dict(adv_d)
+        augment = AugmentConfig.from_dict(aug_d)
     except ConfigError as err:
         raise ConfigError(str(err), args.config) from None
     result = train_vqvae(args.data, args.exp, model_config, train_config, segment=args.segment, resume=args.resume,
-                         valid_fraction=args.valid_fraction, plots=not args.no_plots, adversarial=adversarial)
+                         valid_fraction=args.valid_fraction, plots=not args.no_plots, adversarial=adversarial,
+                         augment=augment, init=args.init)
     if os.environ.get("RANK", "0") == "0":
         valid = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result["valid"].items()))
         print(f"vqaudio train: {result['step']} steps in {args.exp} ({result['steps_per_s']:.2f} steps/s); "
