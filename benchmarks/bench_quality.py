@@ -1,14 +1,17 @@
-"""Speech quality of a codec next to Codec2 3200/2400 and Opus 6k on the same held-out files.
+"""Speech quality of a codec next to Codec2 3200/2400 and Opus 6k on the same evaluation sets.
 
-    .venv/bin/python benchmarks/bench_quality.py [--codec speech-8k] [--data DIR|MANIFEST] [--n-q 3,4] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_quality.py [--codec speech-8k] [--set NAME=DIR|MANIFEST ...] [--n-q 3,4]
+                                                 [--json OUT.json]
 
-Then the bar: every vqaudio row is set against each Codec2 mode whose bitrate it does not exceed
+Then the bar, per set: every vqaudio row is set against each Codec2 mode whose bitrate it does not exceed
 (payload bits of the real ``.vqa`` files over the audio's duration; Codec2's real ``c2enc`` output),
 and wins a metric only if it is strictly better there. The target is vqaudio at <= 3.2 kbit/s beating
-Codec2 3200, and at <= 2.4 kbit/s beating Codec2 2400, on all three metrics.
+Codec2 3200, and at <= 2.4 kbit/s beating Codec2 2400, on all three metrics, in every set.
 
-Default data: the asterisk recipe's held-out prompts (recipes/asterisk/conf/heldout.txt under $ASTERISK,
-default /usr/share/asterisk/sounds). PESQ-NB (8 kHz), STOI and log-mel distance are computed by
+Default sets: ``asterisk-heldout``, the asterisk recipe's held-out prompts (recipes/asterisk/conf/heldout.txt under
+$ASTERISK, default /usr/share/asterisk/sounds), and, once ``recipes/speech8k/run.sh --stop-stage 1`` has built them,
+``unseen-male`` and ``unseen-female``: whole voices that speech8k never trains on (recipes/speech8k/conf/voices.tsv),
+silence-trimmed at 8 kHz. PESQ-NB (8 kHz), STOI and log-mel distance are computed by
 :func:`vqaudio.report.evaluate`, the code behind ``vqaudio eval`` (same bitrate measurement, same baselines).
 PESQ/STOI need the ``pesq``/``pystoi`` packages, the baselines ``c2enc``/``c2dec``/``opusenc``/``opusdec``.
 """
@@ -74,35 +77,71 @@ def heldout_files(asterisk: Path) -> tuple[list[Path], list[str]]:
     return files, names
 
 
+UNSEEN = ROOT / "recipes/speech8k/exp/full/data"
+
+
+def default_sets() -> dict[str, str | None]:
+    """Set name -> manifest (``None``: the asterisk held-out prompts; a missing unseen-voice list is skipped)."""
+    sets: dict[str, str | None] = {"asterisk-heldout": None}
+    for sex in ("male", "female"):
+        manifest = UNSEEN / f"eval_unseen_{sex}.txt"
+        if manifest.is_file() and manifest.stat().st_size:
+            sets[f"unseen-{sex}"] = str(manifest)
+        else:
+            print(f"not run: unseen-{sex}: no {manifest} (build it: recipes/speech8k/run.sh --stop-stage 1)")
+    return sets
+
+
+def parse_sets(specs: list[str]) -> dict[str, str | None]:
+    sets: dict[str, str | None] = {}
+    for spec in specs:
+        name, eq, path = spec.partition("=")
+        if not eq or not name or not path:
+            raise VQAudioError(f"--set {spec!r}: expected NAME=DIR|MANIFEST")
+        sets[name] = path
+    return sets
+
+
+def print_set(name: str, codec, files: list[Path], result: dict) -> None:
+    print(f"\n## {name}: {len(files)} files, codec {codec.name} ({codec.sha256[:16]}; {codec.sample_rate} Hz, "
+          f"hop {codec.hop}, K {codec.codebook_size})")
+    print(f"{'system':<16} {'bit/s':>7} " + " ".join(f"{HEADERS[m]:>10}" for m in METRICS))
+    for sys_name, s in sorted(result["systems"].items(), key=lambda kv: (kv[1]["system"] != "codec", kv[0])):
+        print(f"{sys_name:<16} {s['bitrate']:7.0f} " + " ".join(f"{s['mean'][m]:10.3f}" for m in METRICS))
+    for sys_name, why in result["skipped"].items():
+        print(f"not run: {sys_name}: {why}")
+    for line in bar_lines(result["systems"]):
+        print(f"{name}: {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codec", default="speech-8k", help="codec name, checkpoint or experiment folder (default speech-8k)")
-    ap.add_argument("--data", help="folder or manifest (default: the asterisk held-out prompts)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=DIR|MANIFEST",
+                    help="an evaluation set (repeatable; default: asterisk-heldout, unseen-male, unseen-female)")
+    ap.add_argument("--data", help="one folder or manifest (same as --set data=PATH)")
     ap.add_argument("--n-q", help="quantiser levels of the codec, e.g. 3,4 or 1-4 (default: all levels, and one fewer)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write every number here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    results = {}
     try:
         codec = load_codec(args.codec)
         n_qs = n_q_list(args.n_q) if args.n_q else sorted({max(1, codec.n_q - 1), codec.n_q})
-        files, names = eval_files(args.data) if args.data else heldout_files(
-            Path(os.environ.get("ASTERISK", "/usr/share/asterisk/sounds")))
-        result = evaluate(codec, files, names, n_qs=n_qs,
-                          baselines=("codec2-3200", "codec2-2400", "opus-6k"), metrics=METRICS, keep=False)
+        sets = parse_sets(args.set + ([f"data={args.data}"] if args.data else [])) or default_sets()
+        for name, spec in sets.items():
+            files, names = eval_files(spec) if spec else heldout_files(
+                Path(os.environ.get("ASTERISK", "/usr/share/asterisk/sounds")))
+            result = evaluate(codec, files, names, n_qs=n_qs,
+                              baselines=("codec2-3200", "codec2-2400", "opus-6k"), metrics=METRICS, keep=False)
+            print_set(name, codec, files, result)
+            results[name] = result
     except VQAudioError as err:
         print(f"bench_quality: error: {err}", file=sys.stderr)
         return 2
-    print(f"{len(files)} files, codec {codec.name} ({codec.sha256[:16]}; {codec.sample_rate} Hz, hop {codec.hop}, K {codec.codebook_size})")
-    print(f"{'system':<16} {'bit/s':>7} " + " ".join(f"{HEADERS[m]:>10}" for m in METRICS))
-    for name, s in sorted(result["systems"].items(), key=lambda kv: (kv[1]["system"] != "codec", kv[0])):
-        print(f"{name:<16} {s['bitrate']:7.0f} " + " ".join(f"{s['mean'][m]:10.3f}" for m in METRICS))
-    for name, why in result["skipped"].items():
-        print(f"not run: {name}: {why}")
-    for line in bar_lines(result["systems"]):
-        print(line)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
 

@@ -260,12 +260,19 @@ def test_bench_quality_uses_eval(tmp_path, codec_dir, eval_dir, capsys):
     spec.loader.exec_module(bench)
     out = tmp_path / "q.json"
     assert bench.main(["--codec", str(codec_dir), "--data", str(eval_dir), "--json", str(out)]) == 0
-    r = json.loads(out.read_text())
+    r = json.loads(out.read_text())["data"]
     assert r["metrics"] == ["pesq_nb", "stoi", "log_mel"] and r["n_qs"] == [2, 3]
     assert {s["system"] for s in r["systems"].values()} <= {"codec", "external"}
     assert {n for n, s in r["systems"].items() if s["system"] == "external"} == {c.name for c in B.EXTERNAL if c.available()}
     out = capsys.readouterr().out
-    assert "vqaudio n_q=3" in out and out.count("\nbar ") == 2
+    assert "vqaudio n_q=3" in out and out.count("\ndata: bar ") == 2
+    # several named sets: one table and one verdict pair each
+    assert bench.main(["--codec", str(codec_dir), "--set", f"a={eval_dir}", "--set", f"b={eval_dir}", "--n-q", "3",
+                       "--json", str(tmp_path / "ab.json")]) == 0
+    assert set(json.loads((tmp_path / "ab.json").read_text())) == {"a", "b"}
+    out_text = capsys.readouterr().out
+    assert "## a: " in out_text and "## b: " in out_text and out_text.count("\nb: bar ") == 2
+    assert bench.main(["--codec", str(codec_dir), "--set", "nameless"]) == 2
     assert bench.main(["--codec", str(tmp_path / "missing")]) == 2
     assert bench.main(["--codec", str(codec_dir), "--n-q", "x"]) == 2
     assert "--n-q" in capsys.readouterr().err
