@@ -81,7 +81,11 @@ def test_two_ranks_equal_one_rank(tmp_path, small_speech):
         assert (tmp_path / exp / "last" / "config.json").is_file() and (tmp_path / exp / "best" / "config.json").is_file()
     logs = [[json.loads(ln) for ln in (tmp_path / e / "log.jsonl").read_text().splitlines()] for e in ("exp1", "exp2")]
     train1, train2 = ([r["loss"] for r in log if r["split"] == "train"] for log in logs)
-    assert train1[0] == pytest.approx(train2[0], rel=1e-6)  # step 1: the same global batch, to rounding
+    # step 1: the same weights on the same global batch, so only float32 summation order differs (conv batch 4 vs
+    # 2 x 2, threads, the kernel ISA). Measured relative spreads of this loss: 1.1e-7 (2 ranks vs 1) to 7.4e-7 (1 vs 2
+    # threads) on an AVX-512 CPU under each VQAUDIO_CPU_ISA, 2.2e-6 on another CPU. 1e-5 (~80 float32 ulps) covers
+    # these with margin; a real divergence (ranks not averaging gradients) moves later steps by far more (see below).
+    assert train1[0] == pytest.approx(train2[0], rel=1e-5)
     assert train1 == pytest.approx(train2, rel=1e-4)
     # validation reconstructions go through argmin code choices: a flipped near-tie moves them more
     valid1, valid2 = ([r["loss"] for r in log if r["split"] == "valid"] for log in logs)
