@@ -204,3 +204,45 @@ def test_shellcheck_clean():
         sorted(str(p.relative_to(ROOT)) for p in RECIPES.glob("common/*.sh"))
     r = subprocess.run(["shellcheck", "-x", *scripts], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def _speech8k_voices_installed() -> bool:
+    sys.path.insert(0, str(RECIPES / "common"))
+    from voices import voices
+
+    installed = {v.id for v in voices()}
+    table = [ln.split("\t") for ln in (RECIPES / "speech8k/conf/voices.tsv").read_text().splitlines()
+             if ln and not ln.startswith(("#", "voice\t"))]
+    return all(row[0] in installed for row in table if row[1] != "drop")
+
+
+def test_speech8k_smoke_keeps_unseen_voices_out_of_training(tmp_path):
+    if not _speech8k_voices_installed():
+        pytest.skip("speech8k's voice packages are not all installed (scripts/setup.sh installs them)")
+    exp = tmp_path / "exp"
+    r = run_recipe("speech8k", exp, "--smoke")
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = exp / "data"
+    table = [ln.split("\t") for ln in (RECIPES / "speech8k/conf/voices.tsv").read_text().splitlines()
+             if ln and not ln.startswith(("#", "voice\t"))]
+    unseen = {row[0] for row in table if row[1] == "eval"}
+    train = (data / "train.txt").read_text().splitlines()
+    assert train and not [p for p in train if Path(p).parent.name.split("+")[0] in unseen]
+    assert {Path(p).parent.name for p in train} >= {"asterisk-en_US_f_Allison+sp0.9", "asterisk-it_IT_m_Carlo+sp1.1"}
+    for sex in ("male", "female"):
+        voices = {Path(p).parent.name for p in (data / f"eval_unseen_{sex}.txt").read_text().splitlines()}
+        assert len(voices) >= 3 and voices <= unseen
+    heldout = (data / "heldout_asterisk.txt").read_text().splitlines()
+    assert len(heldout) == 24 and not set(heldout) & set(train)
+    snd = Path("/usr/share/asterisk/sounds")
+    held = {(f"asterisk-{Path(h).relative_to(snd).parts[0]}", "__".join(Path(h).parts[-3:])) for h in heldout}
+    assert not [p for p in train if (Path(p).parent.name.split("+")[0], Path(p).name) in held]
+    for s in ("eval_unseen_male", "eval_unseen_female", "heldout_asterisk"):
+        assert (exp / "eval" / s / "report.json").is_file()
+    assert json.loads((exp / "vqvae" / "train.json").read_text())["task"]["augment"]["p_noise"] > 0
+    assert (exp / "model" / "config.json").is_file()
+    # a listed voice that is not installed: one line naming its folder and package, exit 2
+    bad = tmp_path / "voices.tsv"
+    bad.write_text("voice\trole\tsex\tf0_hz\tactive_s\tpackage\nklettres-xx\ttrain\tm\t100\t10\tklettres-data\n")
+    r = run_recipe("speech8k", tmp_path / "exp2", "--smoke", VOICES=str(bad))
+    assert r.returncode != 0 and "klettres-xx is not installed: no /usr/share/klettres/xx (apt-get install klettres-data)" in r.stderr

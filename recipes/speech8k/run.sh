@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# speech-8k for any voice: 8 kHz speech from every Debian-packaged voice (asterisk prompts, klettres, ktuberling,
+# fillets-ng), speed/pitch-perturbed and augmented (level, EQ, telephone band, reverb, noise), evaluated on whole
+# voices never trained on (male and female apart) and on the asterisk held-out prompts, against Codec2 and Opus.
+#   ./run.sh [--stage N] [--stop-stage M] [--smoke] [--exp DIR] [--nj J] [--force]
+# Stages: 0 check the voices, 1 corpus (local/make_corpus.py), 2 train (warm start from $INIT), 3 evaluate, 4 export.
+set -euo pipefail
+cd "$(dirname "$0")"
+# shellcheck source=recipes/speech8k/db.sh
+. ./db.sh
+# shellcheck source=recipes/common/lib.sh
+. ../common/lib.sh
+VQAUDIO=${VQAUDIO:-vqaudio}
+PYTHON=${PYTHON:-python3}
+INIT=${INIT:-speech-8k}  # the full run warm-starts from these weights (same model config)
+parse_options "$@"
+
+corpus_opts=()
+train_opts=(--init "$INIT" --valid-fraction 0.02 --segment 8192)
+conf=conf/vqvae.json
+if $smoke; then
+    corpus_opts=(--max-per-voice 3)
+    train_opts=(--valid-fraction 0.2 --segment 2048)
+    conf=conf/vqvae_smoke.json
+fi
+log "exp=$exp smoke=$smoke stages $stage..$stop_stage"
+
+stage_check() {  # every train/eval voice of the table must be installed (one line naming the package if not)
+    "$PYTHON" local/make_corpus.py --voices "$VOICES" --heldout "$HELDOUT" --out "$exp/data" --check
+}
+
+stage_corpus() {
+    "$PYTHON" local/make_corpus.py --voices "$VOICES" --heldout "$HELDOUT" --out "$exp/data" --jobs "$nj" \
+        "${corpus_opts[@]}"
+}
+
+stage_train() {
+    local resume=()
+    [ -d "$exp/vqvae/last" ] && resume=(--resume)
+    vqa train --data "$exp/data/train.txt" --exp "$exp/vqvae" --config "$conf" --no-progress \
+        "${train_opts[@]}" "${resume[@]}"
+}
+
+stage_eval() {  # the unseen voices, male and female apart, and the asterisk held-out prompts
+    local set
+    for set in eval_unseen_male eval_unseen_female heldout_asterisk; do
+        [ -s "$exp/data/$set.txt" ] || { log "stage 3: $set.txt is empty, skipped"; continue; }
+        vqa eval --codec "$exp/vqvae" --data "$exp/data/$set.txt" -o "$exp/eval/$set" --no-progress --force
+    done
+}
+
+stage_export() {
+    vqa export "$exp/vqvae" -o "$exp/model" --force
+}
+
+run_stage 0 check stage_check
+run_stage 1 corpus stage_corpus
+run_stage 2 train stage_train
+run_stage 3 eval stage_eval
+run_stage 4 export stage_export
+log "finished stages $stage..$stop_stage in $exp"
