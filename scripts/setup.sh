@@ -27,10 +27,10 @@ if command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing ${missing[*]} ${missing_speech[*]}"
     $sudo apt-get update -qq
     if [ ${#missing[@]} -gt 0 ]; then
-      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     if [ ${#missing_speech[@]} -gt 0 ]; then
-      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing_speech[@]}" >/dev/null
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing_speech[@]}" >/dev/null
     fi
   fi
 else
