@@ -114,3 +114,40 @@ def test_shellcheck_clean():
         pytest.skip("shellcheck is not installed")
     r = subprocess.run(["shellcheck", "scripts/setup.sh", ".ci/run"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def run_ci(tmp_path: Path, main: str, tests: str, venv: bool = False) -> tuple[subprocess.CompletedProcess, str]:
+    """.ci/run in a copy of the repository whose README's two commands are ``main`` and ``tests``."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy(ROOT / ".ci" / "run", repo / ".ci" / "run")
+    (repo / "README.md").write_text(f"# x\n\n```bash\n{main}   # setup + main job\n{tests}   # tests\n```\n# tests\n")
+    if venv:
+        (repo / ".venv").mkdir()
+    r = subprocess.run(["bash", str(repo / ".ci" / "run")], env={"PATH": "/usr/bin:/bin"}, capture_output=True,
+                       text=True, timeout=60)
+    log = repo / "log"
+    return r, log.read_text() if log.exists() else ""
+
+
+def test_ci_runs_the_readmes_two_commands_with_the_cuda_build_required(tmp_path):
+    r, log = run_ci(tmp_path, 'echo "main VQAUDIO_CUDA=$VQAUDIO_CUDA" >> log && echo "and more" >> log',
+                    "echo tests >> log")
+    assert r.returncode == 0, r.stderr
+    assert log == "main VQAUDIO_CUDA=1\nand more\ntests\n"
+    readme = (ROOT / "README.md").read_text().splitlines()
+    assert sum(ln.endswith("# setup + main job") and "scripts/setup.sh" in ln for ln in readme) == 1
+    assert sum(ln.endswith("# tests") and "pytest" in ln and not ln.startswith("#") for ln in readme) == 1
+
+
+@pytest.mark.parametrize(("main", "tests", "log"), [("false", "echo tests >> log", ""),
+                                                    ("true", "echo tests >> log; false", "tests\n")])
+def test_ci_fails_when_either_command_fails(tmp_path, main, tests, log):
+    r, got = run_ci(tmp_path, main, tests)
+    assert r.returncode != 0 and got == log
+
+
+def test_ci_wants_a_fresh_venv(tmp_path):
+    r, log = run_ci(tmp_path, "echo main >> log", "echo tests >> log", venv=True)
+    assert r.returncode == 1 and log == ""
+    assert r.stderr.strip() == "ci: .venv exists: CI builds in a fresh one (run it on a clean clone)"
