@@ -9,14 +9,17 @@ Python, as in pytorch/extension-cpp, so the op works under ``torch.compile(fullg
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
 from . import reference
 
-__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "has_cuda_kernel"]
+__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "has_cuda_kernel", "build_record"]
 
 
 def _load() -> tuple[str, str]:
@@ -129,3 +132,16 @@ def quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, tor
 def has_cuda_kernel() -> bool:
     """Whether the dispatcher holds a CUDA kernel for ``vqaudio::nearest_code``."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("vqaudio::nearest_code", "CUDA")
+
+
+def build_record() -> dict | None:
+    """What setup.py recorded when it built ``vqaudio._C``: ``{"cuda": bool, "reason": str, "cuda_home": ...,
+    "arch_list": ...}``; None when there is no extension or it was built without a record."""
+    spec = importlib.util.find_spec("vqaudio._C")
+    if spec is None or spec.origin is None:
+        return None
+    path = Path(spec.origin).with_name("_C.build.json")  # RECORD_NAME in setup.py
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

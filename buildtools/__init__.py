@@ -1,0 +1,1 @@
+"""Build helpers for setup.py (standard library only; not part of the installed package)."""
