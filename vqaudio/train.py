@@ -132,6 +132,7 @@ class TrainConfig:
     num_workers: int = 0
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
     progress: bool = True
+    compile: bool = False  # VQ-VAE: torch.compile the encoder and decoder in place (benchmarks/bench_train_speed.py)
 
     def __post_init__(self) -> None:
         self.betas = list(self.betas) if isinstance(self.betas, tuple) else self.betas
@@ -172,8 +173,9 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.frozen must be a list of submodule names, got {self.frozen!r}")
         if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
-        if not isinstance(self.progress, bool):
-            raise ConfigError(f"TrainConfig.progress must be true or false, got {self.progress!r}")
+        for name in ("progress", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"TrainConfig.{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def maximise_best(self) -> bool:
@@ -732,6 +734,9 @@ def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config
     model = VQVAE(model_config)
     if start is not None:
         model.load_state_dict(start.state_dict())
+    if config.compile:  # in place: the state-dict keys stay those of the plain model (the quantiser's in-place EMA
+        model.encoder.compile()  # updates would break a whole-model graph's backward)
+        model.decoder.compile()
     task = VQVAETask(model, plots=plots, adversarial=adversarial, augment=augment,
                      init=str(init) if init is not None and not resuming else None)
     result = fit(task, train_set, valid_set, config, exp_dir, resume=resume)
