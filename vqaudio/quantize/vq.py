@@ -1,4 +1,4 @@
-"""Vector quantisers on ``[B, D, T]`` latents: ``VectorQuantizer`` (VQ-VAE) and ``ResidualVQ``.
+"""``VectorQuantizer``: nearest-neighbour vector quantisation of ``[B, D, T]`` latents (VQ-VAE).
 
 The nearest-code search always goes through the fused op :func:`vqaudio.ops.quantize`; no
 ``N x K`` distance matrix is built here. Codebook statistics (EMA counts and sums, k-means
@@ -7,115 +7,21 @@ initialised, so every rank holds a bit-identical codebook after every training s
 W-rank step equals a 1-rank step on the concatenated global batch (up to summation order).
 
 References: van den Oord et al. 2017 (VQ-VAE, EMA in the appendix), deepmind/sonnet
-``VectorQuantizerEMA``, facebookresearch/encodec ``core_vq.py`` (restarts, k-means init, RVQ),
-Zeghidour et al. 2021 / Kumar et al. 2023 (quantiser dropout).
+``VectorQuantizerEMA``, facebookresearch/encodec ``core_vq.py`` (restarts, k-means init).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqaudio import ops
 
-__all__ = ["VQOutput", "RVQOutput", "VectorQuantizer", "ResidualVQ"]
+from .common import VQOutput, codebook_stats, from_rows, to_rows
+from .distributed import all_reduce_, broadcast_state, distributed, sample_rows
 
-
-@dataclass
-class VQOutput:
-    """Output of :class:`VectorQuantizer`.
-
-    quantized: ``[B, D, T]`` codebook vectors, straight-through (the gradient reaches ``z`` unchanged).
-    indices: int64 ``[B, T]``. loss: scalar (codebook + commitment terms, see the class docstring).
-    perplexity: scalar ``exp(H(p))`` of this batch's code histogram; usage: scalar fraction of codes used.
-    """
-
-    quantized: Tensor
-    indices: Tensor
-    loss: Tensor
-    perplexity: Tensor
-    usage: Tensor
-
-
-@dataclass
-class RVQOutput:
-    """Output of :class:`ResidualVQ`.
-
-    quantized: ``[B, D, T]`` (straight-through); codes: int64 ``[B, n_q, T]``; loss: scalar sum over
-    stages; stats: ``perplexity`` and ``usage`` float ``[n_q]`` per stage, ``n_q`` int64 ``[B]`` the
-    number of stages each item used (lower than ``n_q`` only under quantiser dropout).
-    """
-
-    quantized: Tensor
-    codes: Tensor
-    loss: Tensor
-    stats: dict[str, Tensor]
-
-
-# ----------------------------------------------------------------------------------------------
-# distributed helpers: no-ops unless torch.distributed is initialised with more than one rank
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _all_reduce_(t: Tensor) -> Tensor:
-    if _distributed():
-        dist.all_reduce(t)
-    return t
-
-
-def _sample_rows(x: Tensor, num: int, generator: torch.Generator) -> Tensor | None:
-    """``num`` rows drawn uniformly with replacement from the global batch, identical on all ranks.
-
-    The global batch is every rank's ``x [n_r, D]`` concatenated in rank order. Global row numbers
-    come from ``generator`` (seeded identically on all ranks); each rank fills the rows it owns
-    and an all-reduce sums the rest in (exact: one nonzero term each). Returns ``[num, D]``, or
-    ``None`` if the global batch is empty.
-    """
-    n_local = x.shape[0]
-    offset, total = 0, n_local
-    if _distributed():
-        sizes = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(dist.get_world_size())]
-        dist.all_gather(sizes, torch.tensor([n_local], dtype=torch.int64, device=x.device))
-        sizes = [int(s) for s in sizes]
-        offset, total = sum(sizes[: dist.get_rank()]), sum(sizes)
-    if total == 0:
-        return None
-    picks = torch.randint(total, (num,), generator=generator).to(x.device) - offset
-    if not _distributed():
-        return x[picks]
-    mine = (picks >= 0) & (picks < n_local)
-    rows = x.new_zeros(num, x.shape[1])
-    rows[mine] = x[picks[mine]]
-    return _all_reduce_(rows)
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: ``value``. Backward: the gradient goes to ``z`` unchanged."""
-
-    @staticmethod
-    def forward(z: Tensor, value: Tensor) -> Tensor:
-        return value.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, None
-
-
-def _codebook_stats(counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Perplexity ``exp(-sum p log p)`` and fraction of used codes of a code histogram ``counts [K]``."""
-    p = counts / counts.sum().clamp_min(1.0)
-    return torch.special.entr(p).sum().exp(), torch.count_nonzero(counts) / counts.numel()
+__all__ = ["VectorQuantizer"]
 
 
 class VectorQuantizer(nn.Module):
@@ -197,7 +103,7 @@ class VectorQuantizer(nn.Module):
         loss, the statistics or the codebook update (used by quantiser dropout).
         """
         b, d, t = self._check(z)
-        x = z.transpose(1, 2).reshape(b * t, d).to(self.codebook.dtype).contiguous()  # [N, D]
+        x = to_rows(z).to(self.codebook.dtype)  # [N, D]
         if self.training:
             self._sync_state()
         rows = None if mask is None else mask.repeat_interleave(t)  # rows that count (loss, statistics)
@@ -219,16 +125,16 @@ class VectorQuantizer(nn.Module):
             counts = torch.bincount(idx_sel, minlength=self.codebook_size).to(self.cluster_size.dtype)
             if self.training:
                 counts = self._update(x_sel.detach(), idx_sel, counts)
-            perplexity, usage = _codebook_stats(counts)
+            perplexity, usage = codebook_stats(counts)
 
-        quantized = quantized.view(b, t, d).transpose(1, 2).to(z.dtype)  # a [B, D, T] view, no copy
+        quantized = from_rows(quantized, b, t).to(z.dtype)  # a [B, D, T] view, no copy
         return VQOutput(quantized, indices.view(b, t), loss, perplexity, usage)
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """Indices int64 ``[B, T]`` of the nearest codes of ``z [B, D, T]`` (pure lookup)."""
         b, d, t = self._check(z)
-        x = z.transpose(1, 2).reshape(b * t, d).to(self.codebook.dtype).contiguous()
+        x = to_rows(z).to(self.codebook.dtype)
         return ops.nearest_code(x, self.codebook.detach())[0].view(b, t)
 
     def decode(self, indices: Tensor) -> Tensor:
@@ -246,22 +152,17 @@ class VectorQuantizer(nn.Module):
         mixed = (int(self.seed) * 6364136223846793005 + int(self.step) * 1442695040888963407) % (2**63)
         return torch.Generator().manual_seed(mixed)
 
-    @torch.no_grad()
     def _sync_state(self) -> None:
         """DDP: start every rank from rank 0's codebook and statistics (once per process)."""
-        if self._synced:
-            return
-        if _distributed():
-            for tensor in [*self.parameters(), *self.buffers()]:
-                data = tensor.data.view(torch.uint8) if tensor.dtype == torch.bool else tensor.data
-                dist.broadcast(data, src=0)
-        self._synced = True
+        if not self._synced:
+            broadcast_state(self)
+            self._synced = True
 
     @torch.no_grad()
     def _kmeans(self, x: Tensor) -> None:
         """Lloyd's k-means on the global batch ``x [N, D]``; sets codebook, EMA state, step = 1."""
         k = self.codebook_size
-        centroids = _sample_rows(x, k, self._generator())
+        centroids = sample_rows(x, k, self._generator())
         if centroids is None:
             return  # empty global batch: try again on the next one
         stats = x.new_zeros(k, self.dim + 1)
@@ -270,7 +171,7 @@ class VectorQuantizer(nn.Module):
             stats.zero_()
             stats[:, 0].index_add_(0, idx, torch.ones_like(idx, dtype=x.dtype))
             stats[:, 1:].index_add_(0, idx, x)
-            _all_reduce_(stats)
+            all_reduce_(stats)
             counts, sums = stats[:, 0], stats[:, 1:]
             centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids)
         self.codebook.data.copy_(centroids)
@@ -287,11 +188,11 @@ class VectorQuantizer(nn.Module):
         """
         if self.ema:
             sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, x.to(self.embed_sum.dtype))
-            if _distributed():  # one collective for both
-                stats = _all_reduce_(torch.cat([counts[:, None], sums], dim=1))
+            if distributed():  # one collective for both
+                stats = all_reduce_(torch.cat([counts[:, None], sums], dim=1))
                 counts, sums = stats[:, 0], stats[:, 1:]
         else:
-            _all_reduce_(counts)
+            all_reduce_(counts)
         if not bool(counts.any()):
             return counts  # empty global batch (every item dropped): nothing to average in
         step = int(self.step) + 1
@@ -313,7 +214,7 @@ class VectorQuantizer(nn.Module):
         num_dead = int(dead.sum())
         if num_dead == 0:
             return
-        samples = _sample_rows(x, num_dead, self._generator())
+        samples = sample_rows(x, num_dead, self._generator())
         if samples is None:
             return
         reset = max(float(self.dead_threshold), 1.0)
@@ -321,81 +222,3 @@ class VectorQuantizer(nn.Module):
         self.cluster_size[dead] = reset
         if self.ema:
             self.embed_sum[dead] = samples * reset
-
-
-class ResidualVQ(nn.Module):
-    """Residual vector quantisation: stage ``i`` quantises what stages ``0..i-1`` left over.
-
-    ``quantizer_dropout``: in training, each batch item with this probability uses a random number
-    of stages in ``[1, n_q]`` (SoundStream / DAC), so one model serves several bitrates; the stages
-    it skips do not contribute to its output, loss or codebook statistics. ``codes`` always holds
-    all ``n_q`` stages. Inference may use any ``n_q`` up to the number of stages trained.
-    ``vq_kwargs`` go to every :class:`VectorQuantizer`.
-    """
-
-    def __init__(self, n_q: int, dim: int, codebook_size: int, quantizer_dropout: float = 0.0, **vq_kwargs) -> None:
-        super().__init__()
-        if n_q < 1:
-            raise ValueError(f"ResidualVQ: n_q must be >= 1, got {n_q}")
-        if not 0.0 <= quantizer_dropout <= 1.0:
-            raise ValueError(f"ResidualVQ: quantizer_dropout must be in [0, 1], got {quantizer_dropout}")
-        self.n_q, self.dim, self.codebook_size = n_q, dim, codebook_size
-        self.quantizer_dropout = quantizer_dropout
-        self.layers = nn.ModuleList(VectorQuantizer(dim, codebook_size, **vq_kwargs) for _ in range(n_q))
-
-    def _n_q(self, n_q: int | None) -> int:
-        n_q = self.n_q if n_q is None else n_q
-        if not 1 <= n_q <= self.n_q:
-            raise ValueError(f"ResidualVQ: n_q must be in [1, {self.n_q}], got {n_q}")
-        return n_q
-
-    def forward(self, z: Tensor, n_q: int | None = None) -> RVQOutput:
-        """Quantise ``z [B, D, T]`` with the first ``n_q`` stages (all by default)."""
-        n_q = self._n_q(n_q)
-        batch = z.shape[0]
-        n_item = torch.full((batch,), n_q, dtype=torch.int64, device=z.device)
-        dropout = self.training and self.quantizer_dropout > 0
-        if dropout:
-            drop = torch.rand(batch, device=z.device) < self.quantizer_dropout
-            n_item = torch.where(drop, torch.randint(1, n_q + 1, (batch,), device=z.device), n_item)
-        residual, total = z, torch.zeros_like(z)
-        loss = z.new_zeros((), dtype=torch.float32)
-        codes, perplexity, usage = [], [], []
-        for i, layer in enumerate(self.layers[:n_q]):
-            mask = n_item > i if dropout else None
-            out = layer(residual, mask)
-            q = out.quantized.detach()
-            residual = residual - q  # detached: later stages' commitment losses also reach the encoder
-            if mask is None:
-                total, loss = total + q, loss + out.loss
-            else:
-                total, loss = total + q * mask[:, None, None].to(q.dtype), loss + out.loss * mask.float().mean()
-            codes.append(out.indices)
-            perplexity.append(out.perplexity)
-            usage.append(out.usage)
-        stats = {"perplexity": torch.stack(perplexity), "usage": torch.stack(usage), "n_q": n_item}
-        return RVQOutput(_StraightThrough.apply(z, total), torch.stack(codes, dim=1), loss, stats)
-
-    @torch.no_grad()
-    def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
-        """Codes int64 ``[B, n_q, T]`` of ``z [B, D, T]`` (pure lookup, any mode)."""
-        n_q = self._n_q(n_q)
-        residual, codes = z, []
-        for layer in self.layers[:n_q]:
-            indices = layer.encode(residual)
-            residual = residual - layer.decode(indices).to(residual.dtype)
-            codes.append(indices)
-        return torch.stack(codes, dim=1)
-
-    def decode(self, codes: Tensor) -> Tensor:
-        """Latents ``[B, D, T]`` of codes int64 ``[B, n_q', T]``, ``1 <= n_q' <= n_q``."""
-        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:
-            raise ValueError(f"ResidualVQ: expected codes [B, n_q' <= {self.n_q}, T], got {list(codes.shape)}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(
-                f"ResidualVQ: codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
-            )
-        quantized = self.layers[0].decode(codes[:, 0])
-        for i in range(1, codes.shape[1]):
-            quantized = quantized + self.layers[i].decode(codes[:, i])
-        return quantized
