@@ -1,4 +1,5 @@
-"""The nearest-codebook op ``torch.ops.vqaudio.nearest_code`` and the STE wrapper ``quantize``.
+"""The nearest-codebook op ``torch.ops.vqaudio.nearest_code`` and the wrapper ``quantize`` (straight-through
+estimator or the rotation trick, ``torch.ops.vqaudio.rotate_to`` of ``rotation.py``).
 
 The op comes from the compiled extension ``vqaudio._C`` (C++ CPU kernel, CUDA kernel when built
 with CUDA). When the extension is missing, or ``VQAUDIO_KERNEL=reference`` is set, the same op is
@@ -15,8 +16,9 @@ import warnings
 import torch
 
 from . import reference
+from .rotation import rotate_to
 
-__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "has_cuda_kernel"]
+__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "rotate_to", "has_cuda_kernel"]
 
 
 def _load() -> tuple[str, str]:
@@ -108,21 +110,28 @@ def _straight_through_backward(ctx, grad_quantized):
 straight_through.register_autograd(_straight_through_backward)
 
 
-def quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Replace each row of ``x`` by its nearest codebook row, with the straight-through estimator.
+def quantize(
+    x: torch.Tensor, codebook: torch.Tensor, rotation_trick: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace each row of ``x`` by its nearest codebook row, with the straight-through estimator or the rotation trick.
 
     Args:
         x: ``[N, D]`` latents (float32/float64/float16/bfloat16).
         codebook: ``[K, D]`` with the same dtype and device.
+        rotation_trick: the gradient reaches ``x`` through the rotation and rescaling of each row onto
+            its code (:func:`rotate_to`) instead of the identity.
 
     Returns:
-        ``quantized``: ``[N, D]`` equal to ``codebook[indices]``; its gradient flows to ``x`` as the
-        identity, and ``codebook`` gets no gradient through it (codebook and commitment losses are
+        ``quantized``: ``[N, D]`` equal to ``codebook[indices]``; its gradient flows to ``x`` (identity, or
+        rotated), and ``codebook`` gets no gradient through it (codebook and commitment losses are
         computed by the quantiser layer). ``indices``: int64 ``[N]``. ``dist2``: ``[N]`` squared
         distances (differentiable, see :func:`nearest_code`).
     """
     indices, dist2 = torch.ops.vqaudio.nearest_code(x, codebook)
-    quantized = straight_through(x, codebook.detach(), indices)
+    if rotation_trick:
+        quantized = rotate_to(x, codebook.detach()[indices])
+    else:
+        quantized = straight_through(x, codebook.detach(), indices)
     return quantized, indices, dist2
 
 
