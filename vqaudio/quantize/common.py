@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["VQOutput", "RVQOutput", "StraightThrough", "codebook_stats", "to_rows", "from_rows"]
+from vqaudio.errors import ConfigError
+
+__all__ = ["VQOutput", "RVQOutput", "StraightThrough", "codebook_stats", "to_rows", "from_rows", "projections",
+           "project_channels", "check_codebook_dim"]
 
 
 @dataclass
@@ -72,3 +76,27 @@ def to_rows(z: Tensor) -> Tensor:
 def from_rows(x: Tensor, b: int, t: int) -> Tensor:
     """Rows ``[B * T, D]`` back to ``[B, D, T]`` (a transposed view, no copy)."""
     return x.view(b, t, x.shape[1]).transpose(1, 2)
+
+
+def check_codebook_dim(owner: str, dim: int, codebook_dim: int | None) -> int:
+    """The code-space dimension: ``codebook_dim`` (checked to lie in ``[1, dim]``) or ``dim``."""
+    if codebook_dim is None:
+        return dim
+    if isinstance(codebook_dim, bool) or not isinstance(codebook_dim, int) or not 1 <= codebook_dim <= dim:
+        raise ConfigError(f"{owner}: codebook_dim must be an integer in [1, dim = {dim}], got {codebook_dim!r}")
+    return codebook_dim
+
+
+def projections(dim: int, code_dim: int) -> tuple[nn.Linear | None, nn.Linear | None]:
+    """Learned maps into and out of a ``code_dim`` code space (``nn.Linear`` with bias), or ``(None, None)``
+    when ``code_dim == dim``."""
+    if code_dim == dim:
+        return None, None
+    return nn.Linear(dim, code_dim), nn.Linear(code_dim, dim)
+
+
+def project_channels(linear: nn.Linear | None, z: Tensor) -> Tensor:
+    """``linear`` applied to the channels of ``z [B, C, T]``: ``[B, C', T]`` (identity for ``None``)."""
+    if linear is None:
+        return z
+    return F.linear(z.transpose(1, 2), linear.weight, linear.bias).transpose(1, 2)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqaudio import ops
+from vqaudio.errors import ConfigError
 
-from .common import VQOutput, codebook_stats, from_rows, to_rows
+from .common import VQOutput, check_codebook_dim, codebook_stats, from_rows, projections, to_rows
 from .distributed import all_reduce_, broadcast_state, distributed, sample_rows
 
 __all__ = ["VectorQuantizer"]
@@ -54,6 +55,20 @@ class VectorQuantizer(nn.Module):
     ``dead_threshold=0`` disables it. ``kmeans_init``: the first training batch initialises the
     codebook with ``kmeans_iters`` Lloyd steps (assignments by the fused op); it counts as EMA step 1.
 
+    Options from the recent literature (names as in vector-quantize-pytorch; all combine with both
+    codebook modes, restarts, k-means init, quantiser dropout and DDP):
+
+    - ``codebook_dim``: codes live in a ``codebook_dim``-dimensional space, entered and left through
+      learned linear maps ``project_in`` / ``project_out`` (ViT-VQGAN; DAC uses 8). Lookups, losses and
+      statistics are in code space; ``decode`` maps back to ``dim``.
+    - ``l2_normalize``: rows and codes are L2-normalised, so the nearest code is the one of highest
+      cosine similarity (still found by the fused op: ``||x - e||² = 2 - 2 cos`` on the sphere). EMA
+      codes stay on the sphere: each is the normalised sum of its vectors (a code whose sum is zero
+      keeps its direction); k-means init is spherical; loss-mode codes are normalised where used.
+    - ``rotation_trick``: the output's gradient reaches the input through the rotation and rescaling
+      that map it onto its code (Fifty et al., ICLR 2025; :func:`vqaudio.ops.rotate_to`) instead of
+      the straight-through identity.
+
     All updates happen in training mode only; in eval mode ``forward`` is a pure lookup.
     """
 
@@ -68,32 +83,55 @@ class VectorQuantizer(nn.Module):
         dead_threshold: float = 1.0,
         kmeans_init: bool = False,
         kmeans_iters: int = 10,
+        rotation_trick: bool = False,
+        codebook_dim: int | None = None,
+        l2_normalize: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1 or codebook_size < 1:
-            raise ValueError(f"VectorQuantizer: dim and codebook_size must be >= 1, got {dim}, {codebook_size}")
+            raise ConfigError(f"VectorQuantizer: dim and codebook_size must be >= 1, got {dim}, {codebook_size}")
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"VectorQuantizer: decay must be in [0, 1), got {decay}")
+            raise ConfigError(f"VectorQuantizer: decay must be in [0, 1), got {decay}")
+        self.code_dim = check_codebook_dim("VectorQuantizer", dim, codebook_dim)
         self.dim, self.codebook_size = dim, codebook_size
         self.beta, self.ema, self.decay, self.eps = beta, ema, decay, eps
         self.dead_threshold, self.kmeans_init, self.kmeans_iters = dead_threshold, kmeans_init, kmeans_iters
-        codebook = nn.init.kaiming_uniform_(torch.empty(codebook_size, dim))
+        self.rotation_trick, self.l2_normalize = bool(rotation_trick), bool(l2_normalize)
+        codebook = nn.init.kaiming_uniform_(torch.empty(codebook_size, self.code_dim))
+        if l2_normalize:
+            codebook = F.normalize(codebook, dim=1)
         if ema:
             self.register_buffer("codebook", codebook)
-            self.register_buffer("embed_sum", torch.zeros(codebook_size, dim))
+            self.register_buffer("embed_sum", torch.zeros(codebook_size, self.code_dim))
         else:
             self.codebook = nn.Parameter(codebook)
         self.register_buffer("cluster_size", torch.zeros(codebook_size))
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("seed", torch.randint(0, 2**62, (), dtype=torch.int64))
+        self.project_in, self.project_out = projections(dim, self.code_dim)
         self._synced = False  # DDP: state broadcast from rank 0 once per process
 
     def extra_repr(self) -> str:
+        extra = "".join(f", {k}={v}" for k, v in (("codebook_dim", self.code_dim), ("l2_normalize", self.l2_normalize),
+                                                   ("rotation_trick", self.rotation_trick)) if v not in (self.dim, False))
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, beta={self.beta}, ema={self.ema}, "
-            f"decay={self.decay}, dead_threshold={self.dead_threshold}, kmeans_init={self.kmeans_init}"
+            f"decay={self.decay}, dead_threshold={self.dead_threshold}, kmeans_init={self.kmeans_init}{extra}"
         )
+
+    def codes(self) -> Tensor:
+        """The codebook as used for lookups ``[K, codebook_dim]``: loss-mode codes normalised under
+        ``l2_normalize`` (differentiable), else the stored codebook."""
+        if self.l2_normalize and not self.ema:
+            return F.normalize(self.codebook, dim=1)
+        return self.codebook
+
+    def _code_space(self, x: Tensor) -> Tensor:
+        """Rows ``[N, dim]`` into code space ``[N, codebook_dim]`` (projected, normalised as configured)."""
+        if self.project_in is not None:
+            x = self.project_in(x)
+        return F.normalize(x, dim=1) if self.l2_normalize else x
 
     # ------------------------------------------------------------------------------------------
     def forward(self, z: Tensor, mask: Tensor | None = None) -> VQOutput:
@@ -102,24 +140,25 @@ class VectorQuantizer(nn.Module):
         ``mask``: optional bool ``[B]``; items with ``False`` are quantised but take no part in the
         loss, the statistics or the codebook update (used by quantiser dropout).
         """
-        b, d, t = self._check(z)
-        x = to_rows(z).to(self.codebook.dtype)  # [N, D]
+        b, _, t = self._check(z)
         if self.training:
             self._sync_state()
+        x = self._code_space(to_rows(z).to(self.codebook.dtype))  # [N, codebook_dim]
         rows = None if mask is None else mask.repeat_interleave(t)  # rows that count (loss, statistics)
         x_sel = x if rows is None else x[rows]
         if self.training and not bool(self.initialized):
             self._kmeans(x_sel.detach())
 
+        codes = self.codes()
         # training updates the codebook in place below: the op's backward needs this step's copy
-        codebook = self.codebook.detach().clone() if self.training else self.codebook.detach()
-        quantized, indices, dist2 = ops.quantize(x, codebook)  # STE to x
+        codebook = codes.detach().clone() if self.training and codes is self.codebook else codes.detach()
+        quantized, indices, dist2 = ops.quantize(x, codebook, self.rotation_trick)  # STE or rotation to x
         idx_sel, dist2_sel = (indices, dist2) if rows is None else (indices[rows], dist2[rows])
         denom = max(x_sel.numel(), 1)
         # commitment ||z_e - sg[e]||²: dist2 is that squared distance, differentiable w.r.t. x only
         loss = dist2_sel.sum() * (self.beta / denom)
         if not self.ema:
-            loss = loss + (self.codebook[idx_sel] - x_sel.detach()).square().sum() / denom
+            loss = loss + (codes[idx_sel] - x_sel.detach()).square().sum() / denom
 
         with torch.no_grad():
             counts = torch.bincount(idx_sel, minlength=self.codebook_size).to(self.cluster_size.dtype)
@@ -127,19 +166,24 @@ class VectorQuantizer(nn.Module):
                 counts = self._update(x_sel.detach(), idx_sel, counts)
             perplexity, usage = codebook_stats(counts)
 
+        if self.project_out is not None:
+            quantized = self.project_out(quantized)
         quantized = from_rows(quantized, b, t).to(z.dtype)  # a [B, D, T] view, no copy
         return VQOutput(quantized, indices.view(b, t), loss, perplexity, usage)
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
         """Indices int64 ``[B, T]`` of the nearest codes of ``z [B, D, T]`` (pure lookup)."""
-        b, d, t = self._check(z)
-        x = to_rows(z).to(self.codebook.dtype)
-        return ops.nearest_code(x, self.codebook.detach())[0].view(b, t)
+        b, _, t = self._check(z)
+        x = self._code_space(to_rows(z).to(self.codebook.dtype))
+        return ops.nearest_code(x, self.codes().detach())[0].view(b, t)
 
     def decode(self, indices: Tensor) -> Tensor:
-        """Codebook vectors ``[B, D, T]`` of int64 ``indices [B, T]``."""
-        return F.embedding(indices, self.codebook).transpose(1, 2).contiguous()
+        """Codebook vectors ``[B, D, T]`` of int64 ``indices [B, T]`` (mapped out of code space)."""
+        quantized = F.embedding(indices, self.codes())
+        if self.project_out is not None:
+            quantized = self.project_out(quantized)
+        return quantized.transpose(1, 2).contiguous()
 
     # ------------------------------------------------------------------------------------------
     def _check(self, z: Tensor) -> tuple[int, int, int]:
@@ -165,7 +209,7 @@ class VectorQuantizer(nn.Module):
         centroids = sample_rows(x, k, self._generator())
         if centroids is None:
             return  # empty global batch: try again on the next one
-        stats = x.new_zeros(k, self.dim + 1)
+        stats = x.new_zeros(k, self.code_dim + 1)
         for _ in range(max(self.kmeans_iters, 1)):
             idx, _ = ops.nearest_code(x, centroids)
             stats.zero_()
@@ -174,6 +218,8 @@ class VectorQuantizer(nn.Module):
             all_reduce_(stats)
             counts, sums = stats[:, 0], stats[:, 1:]
             centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids)
+            if self.l2_normalize:  # spherical k-means
+                centroids = _unit_rows_or(centroids, centroids)
         self.codebook.data.copy_(centroids)
         self.cluster_size.copy_(counts)
         if self.ema:
@@ -201,9 +247,12 @@ class VectorQuantizer(nn.Module):
         self.cluster_size.lerp_(counts, weight)
         if self.ema:
             self.embed_sum.lerp_(sums, weight)
-            n = self.cluster_size.sum()
-            smoothed = (self.cluster_size + self.eps) * (n / (n + self.codebook_size * self.eps))
-            torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)
+            if self.l2_normalize:  # on the sphere: the direction of m_k / n_k is that of m_k
+                self.codebook.copy_(_unit_rows_or(self.embed_sum, self.codebook))
+            else:
+                n = self.cluster_size.sum()
+                smoothed = (self.cluster_size + self.eps) * (n / (n + self.codebook_size * self.eps))
+                torch.div(self.embed_sum, smoothed[:, None], out=self.codebook)
         if self.dead_threshold > 0:
             self._restart(x)
         return counts
@@ -222,3 +271,9 @@ class VectorQuantizer(nn.Module):
         self.cluster_size[dead] = reset
         if self.ema:
             self.embed_sum[dead] = samples * reset
+
+
+def _unit_rows_or(x: Tensor, fallback: Tensor) -> Tensor:
+    """Rows of ``x [K, D]`` scaled to unit norm; rows of ``fallback`` where ``x``'s row is zero."""
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    return torch.where(norms > 0, x / norms.clamp_min(torch.finfo(x.dtype).tiny), fallback)
