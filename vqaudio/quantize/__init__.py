@@ -1,13 +1,16 @@
 """Quantisers of ``[B, D, T]`` latents, one family per file; every one returns the same output types.
 
 - ``vq.py``: :class:`VectorQuantizer` (VQ-VAE; EMA or gradient codebook, k-means init, restarts).
-- ``residual.py``: :class:`ResidualVQ` (residual stages, quantiser dropout).
+- ``residual.py``: :class:`Residual` (the stack of any family: residual stages, quantiser dropout) and
+  :class:`ResidualVQ`.
+- ``fsq.py``: :class:`FSQ`, :class:`ResidualFSQ` (finite scalar quantisation, Mentzer et al. 2024).
 - ``common.py``: :class:`VQOutput` (single stage), :class:`RVQOutput` (residual), shared helpers.
 - ``distributed.py``: the all-reduce and broadcast helpers that keep codebooks identical under DDP.
 """
 
 from .common import RVQOutput, VQOutput
-from .residual import ResidualVQ
+from .fsq import FSQ, ResidualFSQ
+from .residual import Residual, ResidualVQ
 from .vq import VectorQuantizer
 
-__all__ = ["VQOutput", "RVQOutput", "VectorQuantizer", "ResidualVQ"]
+__all__ = ["VQOutput", "RVQOutput", "VectorQuantizer", "Residual", "ResidualVQ", "FSQ", "ResidualFSQ"]

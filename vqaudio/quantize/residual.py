@@ -66,6 +66,10 @@ class Residual(nn.Module):
         self.project_in, self.project_out = projections(dim, code_dim)
         self._synced = False  # DDP: the shared projections broadcast from rank 0 once per process
 
+    def _into_code_space(self, z: Tensor) -> Tensor:
+        """``z [B, dim, T]`` as the stages' input ``[B, code_dim, T]`` (the projection; families may add a bound)."""
+        return project_channels(self.project_in, z)
+
     def _n_q(self, n_q: int | None) -> int:
         n_q = self.n_q if n_q is None else n_q
         if not 1 <= n_q <= self.n_q:
@@ -80,7 +84,7 @@ class Residual(nn.Module):
                 if module is not None:
                     broadcast_state(module)
             self._synced = True
-        z = project_channels(self.project_in, z)
+        z = self._into_code_space(z)
         batch = z.shape[0]
         n_item = torch.full((batch,), n_q, dtype=torch.int64, device=z.device)
         dropout = self.training and self.quantizer_dropout > 0
@@ -117,7 +121,7 @@ class Residual(nn.Module):
     def encode(self, z: Tensor, n_q: int | None = None) -> Tensor:
         """Codes int64 ``[B, n_q, T]`` of ``z [B, D, T]`` (pure lookup, any mode)."""
         n_q = self._n_q(n_q)
-        residual, codes = project_channels(self.project_in, z), []
+        residual, codes = self._into_code_space(z), []
         for layer in self.layers[:n_q]:
             indices = layer.encode(residual)
             residual = residual - layer.decode(indices).to(residual.dtype)
