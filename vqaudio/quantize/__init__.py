@@ -4,13 +4,15 @@
 - ``residual.py``: :class:`Residual` (the stack of any family: residual stages, quantiser dropout) and
   :class:`ResidualVQ`.
 - ``fsq.py``: :class:`FSQ`, :class:`ResidualFSQ` (finite scalar quantisation, Mentzer et al. 2024).
+- ``lfq.py``: :class:`LFQ`, :class:`ResidualLFQ` (lookup-free quantisation, MAGVIT-v2; ``spherical``: BSQ).
 - ``common.py``: :class:`VQOutput` (single stage), :class:`RVQOutput` (residual), shared helpers.
 - ``distributed.py``: the all-reduce and broadcast helpers that keep codebooks identical under DDP.
 """
 
 from .common import RVQOutput, VQOutput
 from .fsq import FSQ, ResidualFSQ
+from .lfq import LFQ, ResidualLFQ
 from .residual import Residual, ResidualVQ
 from .vq import VectorQuantizer
 
-__all__ = ["VQOutput", "RVQOutput", "VectorQuantizer", "Residual", "ResidualVQ", "FSQ", "ResidualFSQ"]
+__all__ = ["VQOutput", "RVQOutput", "VectorQuantizer", "Residual", "ResidualVQ", "FSQ", "ResidualFSQ", "LFQ", "ResidualLFQ"]

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["distributed", "all_reduce_", "sample_rows", "broadcast_state"]
+__all__ = ["distributed", "all_reduce_", "all_reduce_differentiable", "sample_rows", "broadcast_state"]
 
 
 def distributed() -> bool:
@@ -19,6 +19,17 @@ def all_reduce_(t: Tensor) -> Tensor:
     if distributed():
         dist.all_reduce(t)
     return t
+
+
+def all_reduce_differentiable(t: Tensor) -> Tensor:
+    """The sum of ``t`` over ranks as a new tensor whose backward sums the gradients over ranks (identity on
+    one rank): every rank computes the same loss of the global sum, DDP then averages, so each rank's
+    parameters get the gradient of that global loss."""
+    if not distributed():
+        return t
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(t)
 
 
 def sample_rows(x: Tensor, num: int, generator: torch.Generator) -> Tensor | None:
