@@ -152,3 +152,55 @@ def test_quantize_with_rotation_trick_under_torch_compile_fullgraph():
         x2 = x1.detach().clone().requires_grad_()
         torch.compile(step, fullgraph=True, backend=backend)(x2).backward()
         torch.testing.assert_close(x2.grad, x1.grad, msg=backend)
+
+
+# ------------------------------------------------------------------ the compiled CPU backward kernel
+compiled_backward = pytest.mark.skipif(
+    not torch._C._dispatch_has_kernel_for_dispatch_key("vqaudio::rotate_to_backward", "CPU")
+    if hasattr(torch.ops.vqaudio, "rotate_to_backward") else True,
+    reason="vqaudio._C without rotate_to_backward (reference kernel or an older build)")
+
+
+@compiled_backward
+@pytest.mark.parametrize("dtype", FLOATS)
+def test_compiled_backward_matches_the_reference(dtype):
+    e, q = rows(300, 37, 13, torch.float32)
+    g = torch.randn(300, 37, generator=torch.Generator().manual_seed(14))
+    e[0], q[1] = 0, 0  # zero rows: straight through
+    q[2] = -3 * e[2]  # opposite: r = 0
+    q[3] = -e[3] + 1e-4 * torch.randn(37, generator=torch.Generator().manual_seed(15))  # nearly opposite
+    e, q, g = e.to(dtype), q.to(dtype), g.to(dtype)
+    out = torch.ops.vqaudio.rotate_to_backward(e, q, g)
+    ref = rotation_vjp(e, q, g)
+    assert out.dtype == dtype
+    tol = {torch.float64: 1e-9, torch.float32: 1e-5}.get(dtype, 1e-2)  # row 3 is ill-conditioned (nearly opposite)
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    assert torch.equal(out[0], g[0]) and torch.equal(out[1], g[1])
+
+
+@compiled_backward
+def test_compiled_backward_strides_shapes_and_opcheck():
+    e, q = rows(24, 5, 16, torch.float32)
+    g = torch.randn(24, 5)
+    flat = torch.ops.vqaudio.rotate_to_backward(e, q, g)
+    e3, q3, g3 = (t.view(4, 6, 5).transpose(0, 1) for t in (e, q, g))  # non-contiguous
+    out = torch.ops.vqaudio.rotate_to_backward(e3, q3, g3)
+    torch.testing.assert_close(out.transpose(0, 1).reshape(24, 5), flat)
+    assert torch.ops.vqaudio.rotate_to_backward(e[:0], q[:0], g[:0]).shape == (0, 5)
+    with pytest.raises(ValueError, match="same shape"):
+        torch.ops.vqaudio.rotate_to_backward(e, q[:3], g)
+    for dtype in (torch.float32, torch.float64):
+        torch.library.opcheck(torch.ops.vqaudio.rotate_to_backward.default, (e.to(dtype), q.to(dtype), g.to(dtype)))
+
+
+def test_reference_backward_path_passes_gradcheck(monkeypatch):
+    import vqaudio.ops.rotation as rotation
+
+    monkeypatch.setattr(rotation, "_COMPILED_CPU", False)
+    e0, q = rows(9, 4, 17)
+
+    def surrogate(e: torch.Tensor) -> torch.Tensor:
+        op = rotate_to(e, q)
+        return householder_rotation(e, e0, q).detach() + (op - op.detach())
+
+    assert torch.autograd.gradcheck(surrogate, (e0.clone().requires_grad_(True),), eps=1e-6, atol=1e-8)

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from . import reference
+from . import reference, rotation
 from .rotation import rotate_to
 
 __all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "rotate_to", "has_cuda_kernel"]
@@ -47,6 +47,7 @@ def _load() -> tuple[str, str]:
 
 _LIBRARIES: list[torch.library.Library] = []
 KERNEL, KERNEL_REASON = _load()
+rotation.use_compiled_backward()
 
 
 @torch.library.register_fake("vqaudio::nearest_code")

@@ -12,7 +12,11 @@ registered backward applies its transpose as the rank-2 update
     grad_e = lambda (g - 2 r (r . g) + 2 u (v . g))
 
 in ``O(D)`` per row; no ``D x D`` matrix is formed. Rows where ``e`` or ``q`` is (numerically) zero have
-no rotation and pass the gradient straight through. float16/bfloat16 rows are computed in float32.
+no rotation and pass the gradient straight through; where they point (within rounding) in opposite
+directions, the bisector ``r`` is undefined and taken as 0 (``R = I + 2 v u^T = I - 2 u u^T``, the
+reflection that maps ``u`` onto ``v = -u``). float16/bfloat16 rows are computed in float32.
+On the CPU the backward is the compiled kernel ``vqaudio::rotate_to_backward`` (``csrc/rotate_to.cpp``,
+one fused pass per row); elsewhere, or without the extension, :func:`rotation_vjp` in PyTorch ops.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["rotate_to", "rotation_vjp"]
+__all__ = ["rotate_to", "rotation_vjp", "use_compiled_backward"]
 
 # Norms below this count as zero (no direction): those rows fall back to the straight-through gradient.
 _TINY = 1e-12
+_COMPILED_CPU = False  # set by use_compiled_backward() once vqaudio._C is loaded
 
 
 @torch.library.custom_op("vqaudio::rotate_to", mutates_args=())
@@ -48,6 +53,11 @@ def _rotate_to_fake(e: Tensor, q: Tensor) -> Tensor:
     return e.new_empty(e.shape)
 
 
+def _opposite(dtype: torch.dtype) -> float:
+    """``|u + v|^2`` at or below this counts as opposite directions (64 eps of the accumulation dtype)."""
+    return 64 * torch.finfo(dtype).eps
+
+
 def rotation_vjp(e: Tensor, q: Tensor, grad: Tensor) -> Tensor:
     """``lambda R^T grad`` per row of ``[..., D]`` tensors: the backward of :func:`rotate_to`, in ``e``'s dtype."""
     acc = torch.float64 if e.dtype == torch.float64 else torch.float32
@@ -57,9 +67,11 @@ def rotation_vjp(e: Tensor, q: Tensor, grad: Tensor) -> Tensor:
     defined = (e_norm > _TINY) & (q_norm > _TINY)
     u = e_ / e_norm.clamp_min(_TINY)
     v = q_ / q_norm.clamp_min(_TINY)
-    r = u + v
-    r = r / torch.linalg.vector_norm(r, dim=-1, keepdim=True).clamp_min(_TINY)  # u = -v: r = 0, R = I + 2 v u^T
-    rotated = g - 2.0 * r * (r * g).sum(-1, keepdim=True) + 2.0 * u * (v * g).sum(-1, keepdim=True)
+    w = u + v  # r = w / |w|; 2 r (r . g) = 2 w (w . g) / |w|^2
+    ww = w.square().sum(-1, keepdim=True)
+    # (nearly) opposite u and v: the bisector is noise, take r = 0 (R = I + 2 v u^T, the reflection u -> v = -u)
+    inv = torch.where(ww > _opposite(acc), 1.0 / ww.clamp_min(_TINY), 0.0)
+    rotated = g - (2.0 * inv) * w * (w * g).sum(-1, keepdim=True) + 2.0 * u * (v * g).sum(-1, keepdim=True)
     scale = q_norm / e_norm.clamp_min(_TINY)
     return torch.where(defined, scale * rotated, g).to(e.dtype)
 
@@ -71,7 +83,26 @@ def _setup_context(ctx, inputs, output) -> None:
 
 def _backward(ctx, grad):
     e, q = ctx.saved_tensors
-    return (rotation_vjp(e, q, grad) if ctx.needs_input_grad[0] else None), None
+    if not ctx.needs_input_grad[0]:
+        return None, None
+    if _COMPILED_CPU and e.device.type == "cpu":
+        return torch.ops.vqaudio.rotate_to_backward(e, q, grad), None
+    return rotation_vjp(e, q, grad), None
 
 
 rotate_to.register_autograd(_backward, setup_context=_setup_context)
+
+
+def use_compiled_backward() -> bool:
+    """Route CPU backwards to ``vqaudio::rotate_to_backward`` when the loaded extension has it (with a fake
+    kernel for tracing); returns whether it does. Called by :mod:`vqaudio.ops` after loading the extension."""
+    global _COMPILED_CPU
+    try:
+        has = torch._C._dispatch_has_kernel_for_dispatch_key("vqaudio::rotate_to_backward", "CPU")
+    except RuntimeError:  # no such op: an extension built before it existed, or the reference kernel
+        has = False
+    if has and not _COMPILED_CPU:
+        torch.library.register_fake("vqaudio::rotate_to_backward")(
+            lambda e, q, grad: torch.empty_like(e, memory_format=torch.contiguous_format))
+    _COMPILED_CPU = has
+    return has
