@@ -122,3 +122,36 @@ def test_bad_train_flags_exit_2_with_one_line(monkeypatch, tmp_path, capsys, fla
     assert run_train_cli(monkeypatch, tmp_path, *flags) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("family", ["fsq", "lfq", "simvq", "vq-options"])
+def test_codec_and_token_file_work_with_every_family(family, tmp_path):
+    """Chunked encoding, the .vqa file (grouped packing for 45 codes) and decoding, for each family."""
+    from vqaudio import tokenfile
+    from vqaudio.codec import Codec, load_codes, save_codes
+
+    options, _ = FAMILIES[family]
+    torch.manual_seed(1)
+    model = VQVAE(VQVAEConfig(**TINY, **options)).eval()
+    codec = Codec(model, name=family, chunk_seconds=0.05)  # several chunks
+    x = torch.randn(1, 3000) * 0.1
+    codes = codec.encode(x, 8000)
+    assert torch.equal(codes.codes, model.encode(x[None]))  # chunks give the whole-file codes
+    save_codes(tmp_path / "a.vqa", codes)
+    back = load_codes(tmp_path / "a.vqa")
+    assert torch.equal(back.codes, codes.codes)
+    k = model.config.codebook_size
+    assert codec.bitrate() == pytest.approx(1000 * 2 * tokenfile.code_bits(k))
+    group, bits = tokenfile.packing(k)
+    count = codes.codes.numel()
+    payload = (count // group * bits + ((k ** (count % group) - 1).bit_length() if count % group else 0) + 7) // 8
+    header = len(json_header(codes))
+    assert (tmp_path / "a.vqa").stat().st_size == 8 + 6 + header + 4 + payload + 4
+    y, sr = codec.decode(back)
+    torch.testing.assert_close(y, model.decode(codes.codes, length=3000)[0])
+
+
+def json_header(codes) -> bytes:
+    import json
+
+    return json.dumps(codes.header(), separators=(",", ":"), sort_keys=True).encode()
