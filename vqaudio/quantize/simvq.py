@@ -23,6 +23,22 @@ from .residual import Residual
 __all__ = ["SimVQ", "ResidualSimVQ"]
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Forward: ``x`` (a view). Backward: the gradient times ``factor``."""
+
+    @staticmethod
+    def forward(x: Tensor, factor: float) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.factor = inputs[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.factor, None
+
+
 class SimVQ(nn.Module):
     """Vector quantiser of ``[B, dim, T]`` latents whose ``K`` codes are ``frozen_codebook @ code_transform.weight^T``.
 
@@ -62,11 +78,15 @@ class SimVQ(nn.Module):
         b, t = self._check(z)
         codes = self.codes()
         x = to_rows(z).to(codes.dtype)  # [N, dim]
-        quantized, indices, dist2 = ops.quantize(x, codes.detach(), self.rotation_trick)
+        # One search gives both loss terms: dist2 = ||x - e||² is differentiable w.r.t. x and the chosen
+        # codes; the gradient to x is scaled by beta (commitment), to the codes (so the map) left at 1.
+        indices, dist2 = ops.nearest_code(_ScaleGrad.apply(x, self.beta), codes)
+        quantized = ops.lookup(x, codes, indices, self.rotation_trick)
         rows = None if mask is None else mask.repeat_interleave(t)
-        x_sel, idx_sel, dist2_sel = (x, indices, dist2) if rows is None else (x[rows], indices[rows], dist2[rows])
-        denom = max(x_sel.numel(), 1)
-        loss = dist2_sel.sum() * (self.beta / denom) + (codes[idx_sel] - x_sel.detach()).square().sum() / denom
+        idx_sel, dist2_sel = (indices, dist2) if rows is None else (indices[rows], dist2[rows])
+        denom = max(idx_sel.numel() * self.dim, 1)
+        total = dist2_sel.sum()
+        loss = (total + self.beta * total.detach()) / denom  # value (1 + beta) mean ||x - e||²
         with torch.no_grad():
             perplexity, usage = codebook_stats(torch.bincount(idx_sel, minlength=self.codebook_size).float())
         return VQOutput(from_rows(quantized, b, t).to(z.dtype), indices.view(b, t), loss, perplexity, usage)
