@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vqaudio.quantize import ResidualLFQ, ResidualVQ, VectorQuantizer
+from vqaudio.quantize import ResidualLFQ, ResidualSimVQ, ResidualVQ, VectorQuantizer
 
 STEPS = 4
 DIM, K, T = 4, 16, 9
@@ -41,6 +41,8 @@ def make_models(rank: int) -> dict[str, torch.nn.Module]:
                                         l2_normalize=True, rotation_trick=True),
         # LFQ: the batch entropy is of the global batch (a differentiable all-reduce)
         "loss_lfq": ResidualLFQ(2, DIM, 8, inv_temperature=1.0),
+        # SimVQ: each rank draws its own frozen codebook; rank 0's must win
+        "loss_simvq": ResidualSimVQ(2, DIM, K, rotation_trick=True),
     }
 
 
@@ -125,7 +127,7 @@ def test_two_ranks_equal_one_rank_on_the_global_batch(runs):
     single = run_steps(models, global_batch, ddp=False)
     restarts = 0
     for step in range(STEPS):
-        for name in ("ema", "options", "loss", "loss_options", "loss_lfq"):
+        for name in ("ema", "options", "loss", "loss_options", "loss_lfq", "loss_simvq"):
             for key, value in single[step][name].items():
                 torch.testing.assert_close(
                     rank0[step][name][key], value, rtol=1e-5, atol=1e-5, msg=f"{step} {name} {key}"

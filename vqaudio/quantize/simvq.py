@@ -18,6 +18,7 @@ from vqaudio import ops
 from vqaudio.errors import ConfigError
 
 from .common import VQOutput, codebook_stats, from_rows, to_rows
+from .distributed import broadcast_state
 from .residual import Residual
 
 __all__ = ["SimVQ", "ResidualSimVQ"]
@@ -45,7 +46,8 @@ class SimVQ(nn.Module):
     ``loss = ||sg[z] - e||² + beta ||z - sg[e]||²`` (means over elements): the first term trains the map,
     the second is the commitment. ``rotation_trick``: the gradient reaches ``z`` through the rotation of
     ``z`` onto its code (:func:`vqaudio.ops.rotate_to`) instead of the straight-through identity. The
-    state is ``frozen_codebook`` (a buffer, saved: it is random) and ``code_transform.weight``.
+    state is ``frozen_codebook`` (a buffer, saved: it is random; under DDP rank 0's is broadcast at the first
+    training step) and ``code_transform.weight``.
     ``mask`` (bool ``[B]``) limits the loss and statistics to the items it keeps.
     """
 
@@ -60,6 +62,7 @@ class SimVQ(nn.Module):
         self.dim, self.codebook_size, self.beta, self.rotation_trick = dim, codebook_size, beta, bool(rotation_trick)
         self.register_buffer("frozen_codebook", torch.randn(codebook_size, dim) * dim**-0.5)
         self.code_transform = nn.Linear(dim, dim, bias=False)
+        self._synced = False  # DDP: the random codebook (a buffer) broadcast from rank 0 once per process
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, codebook_size={self.codebook_size}, beta={self.beta}, rotation_trick={self.rotation_trick}"
@@ -76,6 +79,9 @@ class SimVQ(nn.Module):
     def forward(self, z: Tensor, mask: Tensor | None = None) -> VQOutput:
         """Quantise ``z [B, dim, T]``."""
         b, t = self._check(z)
+        if self.training and not self._synced:
+            broadcast_state(self)
+            self._synced = True
         codes = self.codes()
         x = to_rows(z).to(codes.dtype)  # [N, dim]
         # One search gives both loss terms: dist2 = ||x - e||² is differentiable w.r.t. x and the chosen
