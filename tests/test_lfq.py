@@ -96,6 +96,13 @@ def test_matches_vector_quantize_pytorch():
         torch.testing.assert_close(out.loss, breakdown.per_sample_entropy - breakdown.batch_entropy, rtol=1e-3, atol=1e-3)
 
 
+def test_defaults_follow_vector_quantize_pytorch():
+    assert (LFQ(codebook_size=1024).dim, LFQ(codebook_size=1024).project_in) == (10, None)
+    assert LFQ(dim=6).codebook_size == 64
+    with pytest.raises(ConfigError, match="power of two"):
+        LFQ()
+
+
 def test_decode_inverts_encode_with_projection():
     torch.manual_seed(2)
     lfq = LFQ(16, 1024).eval()

@@ -61,7 +61,8 @@ def code_distribution(logits: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class LFQ(nn.Module):
-    """Lookup-free quantiser of ``[B, dim, T]`` latents with ``codebook_size = 2**b`` codes.
+    """Lookup-free quantiser of ``[B, dim, T]`` latents with ``codebook_size = 2**b`` codes (``dim`` defaults to
+    ``b``; ``codebook_size`` to ``2**dim``).
 
     The (projected) input ``x [B, b, T]`` is quantised to ``m * sign(x)`` with the straight-through
     estimator; the index is the number whose bits are ``x > 0`` (channel 0 most significant). ``m`` is
@@ -75,11 +76,15 @@ class LFQ(nn.Module):
     """
 
     def __init__(
-        self, dim: int, codebook_size: int, entropy_loss_weight: float = 0.1, diversity_gamma: float = 1.0,
-        beta: float = 0.25, inv_temperature: float = 100.0, spherical: bool = False, codebook_scale: float = 1.0,
+        self, dim: int | None = None, codebook_size: int | None = None, entropy_loss_weight: float = 0.1,
+        diversity_gamma: float = 1.0, beta: float = 0.25, inv_temperature: float = 100.0, spherical: bool = False,
+        codebook_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if codebook_size is None and isinstance(dim, int) and not isinstance(dim, bool) and 1 <= dim <= 30:
+            codebook_size = 2**dim  # as vector-quantize-pytorch: one bit per input dimension
         bits = check_lfq_size("LFQ", codebook_size)
+        dim = bits if dim is None else dim
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ConfigError(f"LFQ: dim must be an integer >= 1, got {dim!r}")
         for name, value in (("entropy_loss_weight", entropy_loss_weight), ("diversity_gamma", diversity_gamma),
