@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from vqaudio.quantize import ResidualVQ, VectorQuantizer
+from vqaudio.quantize import ResidualLFQ, ResidualSimVQ, ResidualVQ, VectorQuantizer
 
 STEPS = 4
 DIM, K, T = 4, 16, 9
@@ -30,8 +30,19 @@ def make_models(rank: int) -> dict[str, torch.nn.Module]:
         "ema": ResidualVQ(2, DIM, K, kmeans_init=True, dead_threshold=2.0),
         # same with quantiser dropout: per-rank random masks, codebooks must still agree
         "dropout": ResidualVQ(2, DIM, K, quantizer_dropout=0.5, kmeans_init=True, dead_threshold=2.0),
+        # EMA RVQ with a shared projection to 3-d cosine codes and the rotation trick (the projection's
+        # random init differs per rank until the first step broadcasts it)
+        "options": ResidualVQ(2, DIM, K, codebook_dim=3, l2_normalize=True, rotation_trick=True, kmeans_init=True,
+                              dead_threshold=2.0),
         # loss mode: codebook gradient averaged by DDP, usage counts and restarts by the quantiser
         "loss": VectorQuantizer(DIM, K, ema=False, kmeans_init=True, dead_threshold=2.0),
+        # the same with its own projections, cosine codes and the rotation trick
+        "loss_options": VectorQuantizer(DIM, K, ema=False, kmeans_init=True, dead_threshold=2.0, codebook_dim=3,
+                                        l2_normalize=True, rotation_trick=True),
+        # LFQ: the batch entropy is of the global batch (a differentiable all-reduce)
+        "loss_lfq": ResidualLFQ(2, DIM, 8, inv_temperature=1.0),
+        # SimVQ: each rank draws its own frozen codebook; rank 0's must win
+        "loss_simvq": ResidualSimVQ(2, DIM, K, rotation_trick=True),
     }
 
 
@@ -40,19 +51,26 @@ def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def run_steps(models: dict[str, torch.nn.Module], batches, ddp: bool) -> list[dict[str, dict[str, torch.Tensor]]]:
-    """Train every model for ``STEPS`` steps on ``batches(step, name)``; state after every step."""
-    loss_model = models["loss"]
-    wrapped = loss_model
-    if ddp:
-        wrapped = torch.nn.parallel.DistributedDataParallel(loss_model, broadcast_buffers=False)
-    opt = torch.optim.SGD(loss_model.parameters(), lr=0.5)
+    """Train every model for ``STEPS`` steps on ``batches(step, name)``; state after every step.
+
+    ``loss*`` models are trained by SGD (under DDP when ``ddp``) on ``loss + mean(quantized²)``; the
+    others update their codebooks by EMA alone.
+    """
+    trained = {}
+    for name in (n for n in models if n.startswith("loss")):
+        wrapped = models[name]
+        if ddp:
+            wrapped = torch.nn.parallel.DistributedDataParallel(models[name], broadcast_buffers=False)
+        trained[name] = (wrapped, torch.optim.SGD(models[name].parameters(), lr=0.5))
     history = []
     for step in range(STEPS):
-        for name in [n for n in ("ema", "dropout") if n in models]:
+        for name in (n for n in models if n not in trained):
             models[name].train()(batches(step, name))
-        opt.zero_grad()
-        wrapped.train()(batches(step, "loss")).loss.backward()
-        opt.step()
+        for wrapped, opt in trained.values():
+            opt.zero_grad()
+            out = wrapped.train()(batches(step, "loss"))
+            (out.loss + out.quantized.square().mean()).backward()
+            opt.step()
         history.append({name: snapshot(m) for name, m in models.items()})
     return history
 
@@ -64,7 +82,8 @@ def worker(rank: int, world: int, store: str, out: str) -> None:
     )
     try:
         models = make_models(rank)
-        history = run_steps(models, lambda step, name: local_batch(step, rank, 4 if name == "loss" else None), ddp=True)
+        history = run_steps(models, lambda step, name: local_batch(step, rank, 4 if name.startswith("loss") else None),
+                            ddp=True)
         torch.save(history, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -108,7 +127,7 @@ def test_two_ranks_equal_one_rank_on_the_global_batch(runs):
     single = run_steps(models, global_batch, ddp=False)
     restarts = 0
     for step in range(STEPS):
-        for name in ("ema", "loss"):
+        for name in ("ema", "options", "loss", "loss_options", "loss_lfq", "loss_simvq"):
             for key, value in single[step][name].items():
                 torch.testing.assert_close(
                     rank0[step][name][key], value, rtol=1e-5, atol=1e-5, msg=f"{step} {name} {key}"

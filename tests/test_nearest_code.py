@@ -533,3 +533,56 @@ def test_bench_nearest_cuda_peers_and_no_gpu(capsys):
     if not torch.cuda.is_available():
         assert bench.main(["--rounds", "1"]) == 2
         assert capsys.readouterr().err.strip() == "bench_nearest_cuda: no CUDA device"
+
+
+# ---------------------------------------------------------------- the fused CPU backward of dist2
+compiled_backward = pytest.mark.skipif(not ops._COMPILED_BACKWARD, reason="vqaudio._C without nearest_code_backward")
+
+
+def reference_backward(grad_dist2, x, codebook, indices):
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    diff = (x.to(acc) - codebook.to(acc)[indices]) * (2.0 * grad_dist2.to(acc)).unsqueeze(1)
+    grad_codebook = torch.zeros(codebook.shape, dtype=acc).index_add(0, indices, diff, alpha=-1.0)
+    return diff.to(x.dtype), grad_codebook.to(codebook.dtype)
+
+
+@compiled_backward
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_backward_matches_reference(dtype, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(21)
+        x, e = torch.randn(3000, 19, generator=g).to(dtype), torch.randn(40, 19, generator=g).to(dtype)
+        idx = torch.randint(0, 7, (3000,), generator=g)  # many rows per code: the scatter adds them up
+        grad = torch.randn(3000, generator=g)
+        rx, re = reference_backward(grad, x, e, idx)
+        tol = {torch.float64: 1e-12, torch.float32: 1e-4}.get(dtype, 2e-2)
+        for need_x, need_e in ((True, True), (True, False), (False, True)):
+            gx, ge = torch.ops.vqaudio.nearest_code_backward(grad, x, e, idx, need_x, need_e)
+            assert gx.dtype == ge.dtype == dtype
+            assert torch.equal(gx, rx) if need_x else gx.numel() == 0  # the same arithmetic, row by row
+            if need_e:  # summed in another order: equal within rounding
+                torch.testing.assert_close(ge, re, rtol=tol, atol=tol * 10)
+            else:
+                assert ge.numel() == 0
+    finally:
+        torch.set_num_threads(before)
+
+
+@compiled_backward
+def test_compiled_backward_through_autograd_and_opcheck():
+    g = torch.Generator().manual_seed(22)
+    x = torch.randn(64, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(9, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    _, dist2 = torch.ops.vqaudio.nearest_code(x, e)
+    dist2.sum().backward()  # an expanded (stride 0) upstream gradient
+    idx = torch.ops.vqaudio.nearest_code(x.detach(), e.detach())[0]
+    rx, re = reference_backward(torch.ones(64, dtype=torch.float64), x.detach(), e.detach(), idx)
+    torch.testing.assert_close(x.grad, rx)
+    torch.testing.assert_close(e.grad, re)
+    args = (torch.randn(64, generator=g), x.detach().float(), e.detach().float(), idx, True, True)
+    torch.library.opcheck(torch.ops.vqaudio.nearest_code_backward.default, args)
+    with pytest.raises(ValueError, match="out of range"):
+        torch.ops.vqaudio.nearest_code_backward(args[0], args[1], args[2], idx + 100, True, True)

@@ -41,12 +41,22 @@ def assert_same(a: tf.Codes, b: tf.Codes) -> None:
     assert torch.equal(a.codes, b.codes)
 
 
-def craft(header: dict, values: np.ndarray, bits: int, version: int = tf.FORMAT_VERSION) -> bytes:
-    """A file with valid CRCs around arbitrary header/payload: tests validation beyond the checksums."""
+def craft(header: dict, values: np.ndarray, version: int | None = None) -> bytes:
+    """A file with valid CRCs around arbitrary header/payload: tests validation beyond the checksums.
+
+    The payload is packed as ``version`` says (default: 2 when the header has a group, else 1): version 2
+    grouped by the header's codebook size, version 1 plain at the header's bits (1 if they are unusable).
+    """
+    version = version if version is not None else (2 if "group" in header else 1)
     hb = json.dumps(header).encode()
     head = tf.MAGIC + struct.pack("<HI", version, len(hb)) + hb
     head += struct.pack("<I", zlib.crc32(head))
-    body = head + tf.pack_bits(values, bits)
+    k, bits = header.get("codebook_size"), header.get("bits")
+    if version == 2 and isinstance(k, int) and k >= 2:
+        payload = tf.pack_codes(values, k)
+    else:
+        payload = tf.pack_bits(values, bits if isinstance(bits, int) and not isinstance(bits, bool) and 1 <= bits <= 32 else 1)
+    body = head + payload
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -67,9 +77,43 @@ def good(tmp_path: Path) -> tuple[Path, bytes]:
 
 # --- bit packing -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k, bits", [(2, 1), (3, 2), (4, 2), (5, 3), (1000, 10), (1024, 10), (1025, 11), (2**16, 16), (2**32, 32)])
+@pytest.mark.parametrize("k, bits", [(2, 1), (3, 65 / 41), (4, 2), (5, 137 / 59), (1000, 588 / 59), (1024, 10),
+                                     (1025, 641 / 64), (2**16, 16), (2**32 - 1, 32), (2**32, 32)])
 def test_code_bits(k, bits):
     assert tf.code_bits(k) == bits
+
+
+@pytest.mark.parametrize("k", [3, 5, 7, 45, 125, 240, 625, 1000, 1025, 4375, 64000, 2**20 + 1, 2**31 + 1])
+def test_packing_is_the_fewest_bits_per_code_over_groups_of_up_to_64(k):
+    group, bits = tf.packing(k)
+    assert 2 <= group <= 64 and bits == (k**group - 1).bit_length()  # 2^(bits - 1) < k^group <= 2^bits
+    assert all(bits * g <= (k**g - 1).bit_length() * group for g in range(1, 65))
+    assert math.log2(k) <= bits / group < math.ceil(math.log2(k)) and bits / group < math.log2(k) * 1.002
+    assert tf.packing(2**10) == (1, 10) and tf.packing(2) == (1, 1)  # powers of two: one code per group
+
+
+def test_grouped_packing_known_layout():
+    # K = 3: groups of 41 codes in 65 bits; two codes left over go into ceil(2 log2 3) = 4 bits as 3 * c0 + c1
+    values = np.array([2] + [0] * 39 + [1] + [2, 1])
+    packed = tf.pack_codes(values, 3)
+    assert len(packed) == math.ceil((65 + 4) / 8)
+    number = int.from_bytes(packed, "big") >> (len(packed) * 8 - 69)  # the 69 bits, MSB first
+    assert number >> 4 == 2 * 3**40 + 1 and number & 0xF == 2 * 3 + 1
+    np.testing.assert_array_equal(tf.unpack_codes(packed, 3, values.size), values)
+
+
+@settings(max_examples=100, deadline=None)
+@given(k=st.one_of(st.integers(2, 5000), st.sampled_from([1000, 2**31 + 1, 2**32 - 1, 3**20])), n=st.integers(0, 400),
+       seed=st.integers(0, 2**32 - 1))
+def test_pack_codes_round_trip(k, n, seed):
+    v = np.random.default_rng(seed).integers(0, k, size=n, dtype=np.int64)
+    if n:
+        v[-1] = k - 1
+    packed = tf.pack_codes(v, k)
+    group, bits = tf.packing(k)
+    full, rest = divmod(n, group)
+    assert len(packed) == (full * bits + ((k**rest - 1).bit_length() if rest else 0) + 7) // 8
+    np.testing.assert_array_equal(tf.unpack_codes(packed, k, n), v)
 
 
 def test_pack_bits_known_layout():
@@ -112,7 +156,10 @@ def test_round_trip(tmp_path, k, items, n_q, length, hop, rates, kind, seed):
     back = tf.read(path)
     assert_same(codes, back)
     assert back.source == str(path)
-    payload = math.ceil(codes.codes.numel() * tf.code_bits(k) / 8)
+    group, bits = tf.packing(k)
+    full, rest = divmod(codes.codes.numel(), group)
+    payload = math.ceil((full * bits + ((k**rest - 1).bit_length() if rest else 0)) / 8)
+    assert path.read_bytes()[8:10] == struct.pack("<H", 1 if group == 1 else 2)  # powers of two stay version 1
     assert path.stat().st_size == len(tf.MAGIC) + 6 + len(json.dumps(codes.header(), separators=(",", ":"), sort_keys=True)) + 4 + payload + 4
     assert [p.name for p in tmp_path.iterdir()] == ["x.vqa"]  # no temp file left behind
 
@@ -190,24 +237,55 @@ def test_future_and_unknown_versions(tmp_path):
     c = make_codes()
     for version, expect in ((tf.FORMAT_VERSION + 1, "newer"), (999, "newer"), (0, "unsupported")):
         bad = tmp_path / f"v{version}.vqa"
-        bad.write_bytes(craft(c.header(), c.codes.numpy(), c.bits, version=version))
+        bad.write_bytes(craft(c.header(), c.codes.numpy(), version=version))
         assert expect in read_error(bad)
 
 
+def v1_header(c: tf.Codes) -> dict:
+    """The header a version-1 writer gave ``c``: plain ceil(log2 K)-bit codes, no group."""
+    header = {key: value for key, value in c.header().items() if key != "group"}
+    return {**header, "bits": max(1, (c.codebook_size - 1).bit_length())}
+
+
+def test_version_1_files_of_any_codebook_size_still_read(tmp_path):
+    """Files written before the grouped packing (version 1: ceil(log2 K) bits per code) read unchanged."""
+    c = make_codes(k=1000)
+    old = tmp_path / "v1.vqa"
+    old.write_bytes(craft(v1_header(c), c.codes.numpy(), version=1))
+    assert_same(tf.read(old), c)
+    tf.write(tmp_path / "v2.vqa", c)  # the same codes now take fewer bytes
+    assert (tmp_path / "v2.vqa").stat().st_size < old.stat().st_size
+
+
 def test_out_of_range_codes_in_file(tmp_path):
-    c = make_codes(k=1000)  # 10 bits hold up to 1023: a writer bug or tampering can put 1000..1023 there
+    c = make_codes(k=1000)  # version 1: 10 bits hold up to 1023: a writer bug or tampering can put 1000..1023 there
     values = c.codes.numpy().copy()
     values[0, 1, 3] = 1000
     bad = tmp_path / "range.vqa"
-    bad.write_bytes(craft(c.header(), values, c.bits))
+    bad.write_bytes(craft(v1_header(c), values, version=1))
     assert "code 1000 out of range for codebook size 1000" in read_error(bad)
     values[0, 1, 3] = 999
-    bad.write_bytes(craft(c.header(), values, c.bits))
+    bad.write_bytes(craft(v1_header(c), values, version=1))
     assert tf.read(bad).codes[0, 1, 3] == 999  # the crafted file itself is otherwise valid
+
+
+def test_out_of_range_group_in_file(tmp_path):
+    """Version 2: a group stored as a number >= K^group (588 bits hold more than 1000^59) is out of range."""
+    c = make_codes(k=1000)
+    tf.write(tmp_path / "good.vqa", c)
+    data = bytearray((tmp_path / "good.vqa").read_bytes())
+    hlen = struct.unpack_from("<I", data, 10)[0]
+    start = 18 + hlen
+    data[start : start + 8] = b"\xff" * 8  # the first group's most significant bits: its first code >= 1000
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    bad = tmp_path / "range.vqa"
+    bad.write_bytes(bytes(data))
+    assert "out of range for codebook size 1000" in read_error(bad)
 
 
 @pytest.mark.parametrize("edit", [
     {"frames": 8}, {"n_q": 0}, {"items": 5}, {"bits": 11}, {"codebook_size": 1}, {"hop": 0}, {"length": 10_000},
+    {"group": 58}, {"group": 1}, {"group": "59"}, {"codebook_size": 1024}, {"codebook_size": 999},
     {"kind": "video"}, {"sample_rate": None}, {"model": {"name": "tiny"}}, {"model": {"name": "t", "sha256": "xyz"}},
     {"stats": {"mean": [0.0]}}, {"chunking": {"chunk_frames": -1}}, {"channels": "2"}, {"length": True},
 ])
@@ -218,7 +296,7 @@ def test_inconsistent_header_with_valid_crc(tmp_path, edit):
         isinstance(header[k], int) for k in ("items", "n_q", "frames")) else 0
     values = np.resize(c.codes.numpy().reshape(-1), max(n, 0))
     bad = tmp_path / "incons.vqa"
-    bad.write_bytes(craft(header, values, max(1, header["bits"] if isinstance(header["bits"], int) else 1)))
+    bad.write_bytes(craft(header, values))
     assert "invalid token file" in read_error(bad)
 
 
@@ -271,9 +349,9 @@ def test_large_file_is_fast(tmp_path):
     assert (tmp_path / "hour.vqa").stat().st_size < frames * 8 * 10 / 8 + 2048
 
 
-def craft_raw(hb: bytes, payload: bytes) -> bytes:
+def craft_raw(hb: bytes, payload: bytes, version: int = 1) -> bytes:
     """A file with valid CRCs around raw header bytes and a raw payload."""
-    head = tf.MAGIC + struct.pack("<HI", tf.FORMAT_VERSION, len(hb)) + hb
+    head = tf.MAGIC + struct.pack("<HI", version, len(hb)) + hb
     head += struct.pack("<I", zlib.crc32(head))
     return head + payload + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head)))
 
@@ -282,7 +360,7 @@ def craft_raw(hb: bytes, payload: bytes) -> bytes:
 def test_bits_beyond_the_supported_width(tmp_path, bits):
     """A valid-CRC header whose codebook_size and bits agree but exceed 32 bits is refused before unpacking."""
     c = make_codes()
-    header = {**c.header(), "codebook_size": 2**bits, "bits": bits}
+    header = {**v1_header(c), "codebook_size": 2**bits, "bits": bits}
     count = header["items"] * header["n_q"] * header["frames"]
     bad = tmp_path / "wide.vqa"
     bad.write_bytes(craft_raw(json.dumps(header).encode(), bytes((count * bits + 7) // 8)))
@@ -303,5 +381,5 @@ def test_stats_too_large_for_a_float(tmp_path, value):
     header = c.header()
     header["stats"]["mean"][1] = value
     bad = tmp_path / "huge.vqa"
-    bad.write_bytes(craft(header, c.codes.numpy(), c.bits))
+    bad.write_bytes(craft(header, c.codes.numpy()))
     assert "invalid token file (stats must be" in read_error(bad)

@@ -3,19 +3,25 @@
 Layout (all integers little-endian; docs/format.md is the specification)::
 
     magic      8 bytes   b"\\x89VQA\\r\\n\\x1a\\n"
-    version    uint16    FORMAT_VERSION
+    version    uint16    1 (plain packing) or 2 (grouped packing)
     hlen       uint32    length of the JSON header in bytes
     header     hlen      UTF-8 JSON object (see :class:`Codes` and docs/format.md)
     hcrc       uint32    CRC32 of magic .. header
-    payload    ceil(items * n_q * frames * bits / 8) bytes: codes in C order, each ``bits`` wide, MSB first
+    payload    the codes in C order, bit-packed, MSB first (below)
     crc        uint32    CRC32 of everything before it
 
-``bits = ceil(log2(codebook_size))``. Reading validates every byte; any problem is a one-line
+Version 1: every code ``bits = ceil(log2(codebook_size))`` wide. Version 2, written when the codebook
+size is not a power of two (FSQ's 8 * 5 * 5 * 5 = 1000): every ``group`` consecutive codes are one
+base-K number stored in ``bits = ceil(group * log2 K)`` bits, the last, shorter group in as few bits as
+its codes need; ``group <= 64`` is chosen for the fewest bits per code (1000: 59 codes in 588 bits,
+9.9661 bits per code against log2 1000 = 9.9658 and 10 for version 1). Powers of two keep version 1,
+which older readers read. Reading validates every byte; any problem is a one-line
 :class:`vqaudio.errors.TokenFileError` naming the file. Writes are atomic.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -31,10 +37,12 @@ import torch
 from vqaudio.errors import TokenFileError
 from vqaudio.io import atomic_path
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "Codes", "write", "read", "pack_bits", "unpack_bits", "code_bits"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "Codes", "write", "read", "pack_bits", "unpack_bits", "code_bits",
+           "packing", "pack_codes", "unpack_codes"]
 
 MAGIC = b"\x89VQA\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version read and written (version 1: plain packing, still written for powers of two)
+_MAX_GROUP = 64  # codes per group of the grouped packing (at most 64 32-bit limbs per group)
 SUFFIX = ".vqa"
 _PREFIX = struct.Struct("<8sHI")  # magic, version, header length
 _CRC = struct.Struct("<I")
@@ -87,8 +95,14 @@ class Codes:
         return resampled_length(self.length, self.sample_rate, self.orig_sample_rate)
 
     @property
-    def bits(self) -> int:
+    def bits(self) -> int | float:
+        """Bits per code on disk (:func:`code_bits`)."""
         return code_bits(self.codebook_size)
+
+    @property
+    def version(self) -> int:
+        """The format version the codes are written in: 1 for plain packing, 2 for grouped (see :func:`packing`)."""
+        return 1 if packing(self.codebook_size)[0] == 1 else 2
 
     def header(self) -> dict[str, Any]:
         """The JSON header of the file (every field but the codes)."""
@@ -103,16 +117,132 @@ class Codes:
             "hop": self.hop,
             "n_q": self.n_q,
             "codebook_size": self.codebook_size,
-            "bits": self.bits,
+            "bits": packing(self.codebook_size)[1],
             "frames": self.frames,
             "chunking": self.chunking,
             "stats": self.stats,
-        }
+        } | ({"group": packing(self.codebook_size)[0]} if self.version == 2 else {})
 
 
-def code_bits(codebook_size: int) -> int:
-    """Bits per code on disk: ``ceil(log2(K))`` for ``K >= 2``."""
+def code_bits(codebook_size: int) -> int | float:
+    """Bits per code on disk: ``log2 K`` (an int) for a power of two ``K``, else the grouped packing's average
+    ``bits / group`` (:func:`packing`; within 0.2% of ``log2 K``, e.g. 588 / 59 = 9.9661 for ``K = 1000``)."""
+    group, bits = packing(codebook_size)
+    return bits if group == 1 else bits / group
+
+
+def _plain_bits(codebook_size: int) -> int:
+    """``ceil(log2 K)``: the width of one code in version 1 files."""
     return max(1, (int(codebook_size) - 1).bit_length())
+
+
+def _group_bits(codebook_size: int, group: int) -> int:
+    """Bits of ``group`` codes as one base-K number: ``ceil(group * log2 K)`` (exact integer arithmetic)."""
+    return max(1, (int(codebook_size) ** group - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=256)
+def packing(codebook_size: int) -> tuple[int, int]:
+    """``(group, bits)``: codes per group and the bits of a full group, for the fewest bits per code over
+    ``group <= 64`` (ties to the smaller group). ``(1, log2 K)`` for powers of two (version 1 files)."""
+    best = (1, _plain_bits(codebook_size))
+    if codebook_size & (codebook_size - 1) == 0:
+        return best
+    for group in range(2, _MAX_GROUP + 1):
+        bits = _group_bits(codebook_size, group)
+        if bits * best[0] < best[1] * group:
+            best = (group, bits)
+    return best
+
+
+def _limbs_to_bits(limbs: np.ndarray, bits: int) -> np.ndarray:
+    """uint64 ``limbs [L, G]`` (32-bit limbs, least significant first) as uint8 bits ``[G * bits]``, MSB first."""
+    be = np.ascontiguousarray(limbs[::-1].T).astype(">u4")  # [G, L]: most significant limb first
+    planes = np.unpackbits(be.view(np.uint8).reshape(be.shape[0], -1), axis=1)
+    return planes[:, planes.shape[1] - bits :].reshape(-1)
+
+
+def _bits_to_limbs(planes: np.ndarray, bits: int, n_limbs: int) -> np.ndarray:
+    """Inverse of :func:`_limbs_to_bits`: uint8 bits ``[G * bits]`` as uint64 limbs ``[L, G]``."""
+    planes = planes.reshape(-1, bits)
+    full = np.zeros((planes.shape[0], 32 * n_limbs), dtype=np.uint8)
+    full[:, full.shape[1] - bits :] = planes
+    be = np.packbits(full, axis=1).view(">u4")  # [G, L]
+    return np.ascontiguousarray(be[:, ::-1].T).astype(np.uint64)
+
+
+def _encode_groups(digits: np.ndarray, k: int, bits: int) -> np.ndarray:
+    """Groups ``digits [G, g]`` (the first most significant) as base-``k`` numbers: uint8 bits ``[G * bits]``."""
+    n_limbs, kk, mask = -(-bits // 32), np.uint64(k), np.uint64(0xFFFFFFFF)
+    limbs = np.zeros((n_limbs, digits.shape[0]), dtype=np.uint64)
+    for i in range(digits.shape[1]):  # Horner: value = value * k + digit, limb by limb (products < 2^64)
+        carry = digits[:, i].astype(np.uint64)
+        for j in range(n_limbs):
+            t = limbs[j] * kk + carry
+            limbs[j], carry = t & mask, t >> np.uint64(32)
+    return _limbs_to_bits(limbs, bits)
+
+
+def _decode_groups(planes: np.ndarray, k: int, group: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`_encode_groups`: int64 digits ``[G, group]``; the first digit may exceed ``k - 1``
+    when the stored number is ``>= k^group`` (a corrupted payload: the caller's range check reports it)."""
+    n_limbs, kk, shift = -(-bits // 32), np.uint64(k), np.uint64(32)
+    limbs = _bits_to_limbs(planes, bits, n_limbs)
+    digits = np.empty((limbs.shape[1], group), dtype=np.int64)
+    for i in range(group - 1, 0, -1):  # long division by k, most significant limb first (t < k * 2^32 <= 2^64)
+        rem = np.zeros(limbs.shape[1], dtype=np.uint64)
+        for j in range(n_limbs - 1, -1, -1):
+            t = (rem << shift) | limbs[j]
+            limbs[j], rem = t // kk, t % kk
+        digits[:, i] = rem
+    top = limbs[0] + (limbs[1] << shift) if n_limbs > 1 else limbs[0]  # value // k^(group-1) < 2^(bits-...) <= 2k
+    digits[:, 0] = np.minimum(top, np.uint64(2**62)).astype(np.int64)
+    return digits
+
+
+def pack_codes(values: np.ndarray, codebook_size: int) -> bytes:
+    """The payload of codes ``values`` (any shape, C order, each in ``[0, K)``) with :func:`packing`."""
+    group, bits = packing(codebook_size)
+    if group == 1:
+        return pack_bits(values, bits)
+    flat = np.ascontiguousarray(values).reshape(-1).astype(np.int64)
+    full, rest = divmod(flat.size, group)
+    block = 8 * max(1, _BLOCK // (8 * group))  # groups per block: a multiple of 8 keeps blocks byte-aligned
+    chunks = [_encode_groups(flat[a * group : min(full, a + block) * group].reshape(-1, group), codebook_size, bits)
+              for a in range(0, full, block)]
+    if rest:  # the last, shorter group in as few bits as its codes need, after the last block
+        tail = _encode_groups(flat[full * group :].reshape(1, rest), codebook_size, _group_bits(codebook_size, rest))
+        chunks[-1:] = [np.concatenate(chunks[-1:] + [tail])]
+    return b"".join(np.packbits(c).tobytes() for c in chunks)
+
+
+def unpack_codes(data: bytes | np.ndarray, codebook_size: int, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: ``count`` codes as int64 ``[count]``."""
+    group, bits = packing(codebook_size)
+    raw = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    if group == 1:
+        return unpack_bits(raw, bits, count)
+    full, rest = divmod(count, group)
+    planes = np.unpackbits(raw, count=full * bits + (_group_bits(codebook_size, rest) if rest else 0))
+    out = np.empty(count, dtype=np.int64)
+    block = 8 * max(1, _BLOCK // (8 * group))
+    for start in range(0, full, block):
+        stop = min(full, start + block)
+        digits = _decode_groups(planes[start * bits : stop * bits], codebook_size, group, bits)
+        out[start * group : stop * group] = digits.reshape(-1)
+    if rest:
+        tail = planes[full * bits :]
+        out[full * group :] = _decode_groups(tail, codebook_size, rest, _group_bits(codebook_size, rest)).reshape(-1)
+    return out
+
+
+def payload_bits(codebook_size: int, count: int, version: int) -> int:
+    """Bits of the payload of ``count`` codes in a file of ``version`` (1: plain, 2: grouped)."""
+    if version == 1:
+        return count * _plain_bits(codebook_size)
+    group, bits = packing(codebook_size)
+    full, rest = divmod(count, group)
+    return full * bits + (_group_bits(codebook_size, rest) if rest else 0)
 
 
 def resampled_length(length: int, sr: int | None, orig_sr: int | None) -> int:
@@ -187,7 +317,7 @@ def _validate(c: Codes, fail) -> None:
     for name in ("length", "channels", "hop"):
         if not is_int(getattr(c, name), 1):
             fail(f"{name} must be a positive integer, got {getattr(c, name)!r}")
-    if not is_int(c.codebook_size, 2) or code_bits(c.codebook_size) > _MAX_BITS:
+    if not is_int(c.codebook_size, 2) or _plain_bits(c.codebook_size) > _MAX_BITS:
         fail(f"codebook_size must be an integer in [2, 2**{_MAX_BITS}], got {c.codebook_size!r}")
     if c.codes.dim() != 3 or c.codes.dtype != torch.int64:
         fail(f"codes must be int64 [items, n_q, frames], got {c.codes.dtype} {list(c.codes.shape)}")
@@ -231,9 +361,9 @@ def write(path: str | os.PathLike, codes: Codes) -> None:
 
     _validate(codes, fail)
     header = json.dumps(codes.header(), separators=(",", ":"), sort_keys=True).encode("utf-8")
-    head = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
+    head = _PREFIX.pack(MAGIC, codes.version, len(header)) + header
     head += _CRC.pack(zlib.crc32(head))
-    payload = pack_bits(codes.codes.cpu().numpy(), codes.bits)
+    payload = pack_codes(codes.codes.cpu().numpy(), codes.codebook_size)
     crc = zlib.crc32(payload, zlib.crc32(head))
     try:
         with atomic_path(path) as tmp:
@@ -265,7 +395,7 @@ def read(path: str | os.PathLike) -> Codes:
     _, version, hlen = _PREFIX.unpack_from(data)
     if version > FORMAT_VERSION:
         fail(f"token file format version {version} is newer than this vqaudio reads ({FORMAT_VERSION}); upgrade vqaudio")
-    if version != FORMAT_VERSION:
+    if version not in (1, 2):
         fail(f"unsupported token file format version {version}")
     hend = _PREFIX.size + hlen
     if hlen > _MAX_HEADER:
@@ -281,20 +411,25 @@ def read(path: str | os.PathLike) -> Codes:
         meta = {k: h[k] for k in ("kind", "sample_rate", "orig_sample_rate", "length", "channels", "hop")}
         meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"])
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
+        group = h["group"] if version == 2 else 1
         name, sha = model["name"], model["sha256"]
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         fail(f"invalid token file header ({type(err).__name__}: {err})")
     except RecursionError:  # e.g. a header of deeply nested [[[[...
         fail("invalid token file header (JSON nested too deeply)")
-    for key, v in (("items", items), ("n_q", n_q), ("frames", frames), ("bits", bits)):
+    for key, v in (("items", items), ("n_q", n_q), ("frames", frames), ("bits", bits), ("group", group)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             fail(f"invalid token file header ({key} = {v!r})")
-    if not 1 <= bits <= _MAX_BITS:  # before unpacking: unpack_bits handles 1..32 bits per code
-        fail(f"invalid token file header (bits = {bits}, expected 1 to {_MAX_BITS})")
-    if not isinstance(meta["codebook_size"], int) or bits != code_bits(meta["codebook_size"]):
-        fail(f"invalid token file header (bits = {bits} for codebook size {meta['codebook_size']!r})")
+    k = meta["codebook_size"]
+    if version == 1:
+        if not 1 <= bits <= _MAX_BITS:  # before unpacking: unpack_bits handles 1..32 bits per code
+            fail(f"invalid token file header (bits = {bits}, expected 1 to {_MAX_BITS})")
+        if not isinstance(k, int) or isinstance(k, bool) or bits != _plain_bits(k):
+            fail(f"invalid token file header (bits = {bits} for codebook size {k!r})")
+    elif not isinstance(k, int) or isinstance(k, bool) or not 2 <= k < 2**_MAX_BITS or (group, bits) != packing(k):
+        fail(f"invalid token file header (group = {group}, bits = {bits} for codebook size {k!r})")
     count = items * n_q * frames
-    pend = hend + _CRC.size + (count * bits + 7) // 8
+    pend = hend + _CRC.size + (payload_bits(k, count, version) + 7) // 8
     if size < pend + _CRC.size:
         fail(f"truncated token file ({size} bytes, expected {pend + _CRC.size})")
     if size > pend + _CRC.size:
@@ -302,7 +437,8 @@ def read(path: str | os.PathLike) -> Codes:
     (crc,) = _CRC.unpack_from(data, pend)
     if zlib.crc32(data[:pend]) != crc:
         fail("corrupted token file payload (CRC32 mismatch)")
-    values = unpack_bits(np.frombuffer(data, dtype=np.uint8, count=pend - hend - _CRC.size, offset=hend + _CRC.size), bits, count)
+    raw = np.frombuffer(data, dtype=np.uint8, count=pend - hend - _CRC.size, offset=hend + _CRC.size)
+    values = unpack_bits(raw, bits, count) if version == 1 else unpack_codes(raw, k, count)
     codes = Codes(torch.from_numpy(values).reshape(items, n_q, frames), model=name, model_sha256=sha, source=str(path), **meta)
     _validate(codes, lambda msg: fail(f"invalid token file ({msg})"))
     return codes

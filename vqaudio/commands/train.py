@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,41 @@ TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup
                "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
                "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "keep_every": "keep_every", "seed": "seed",
                "num_workers": "num_workers", "device": "device", "best_metric": "best_metric", "best_mode": "best_mode"}
+
+
+# quantiser flag -> VQVAEConfig field (given flags override --config)
+QUANTIZER_FLAGS = {"quantizer": "quantizer", "levels": "levels", "codebook_dim": "codebook_dim",
+                   "l2_normalize": "l2_normalize", "rotation_trick": "rotation_trick",
+                   "entropy_loss_weight": "entropy_loss_weight", "spherical": "spherical"}
+
+
+def add_quantizer_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The quantiser family and its options (see ``QUANTIZER_FLAGS`` and ``VQVAEConfig``)."""
+    q = p.add_argument_group("quantiser (override --config)")
+    q.add_argument("--quantizer", choices=["vq", "fsq", "lfq", "simvq"],
+                   help="residual quantiser family: vector (default), finite scalar, lookup-free, SimVQ")
+    q.add_argument("--levels", metavar="8,5,5,5",
+                   help="fsq: values per code dimension; --codebook-size defaults to their product")
+    q.add_argument("--codebook-dim", type=int, metavar="N", help="vq: low-dimensional code space (learned maps in and out)")
+    q.add_argument("--l2-normalize", action=argparse.BooleanOptionalAction, help="vq: look codes up by cosine similarity")
+    q.add_argument("--rotation-trick", action=argparse.BooleanOptionalAction,
+                   help="vq, simvq: gradients through the rotation onto the codes (Fifty et al.) instead of straight through")
+    q.add_argument("--entropy-loss-weight", type=float, metavar="W", help="lfq: weight of the entropy regulariser")
+    q.add_argument("--spherical", action=argparse.BooleanOptionalAction, help="lfq: binary spherical quantisation (BSQ)")
+    return q
+
+
+def quantizer_overrides(args: argparse.Namespace, model: dict) -> dict:
+    """The model-config fields the quantiser flags set; for fsq without a codebook size, the levels' product."""
+    if args.levels is not None:
+        args.levels = ints_arg(args.levels, "--levels", "8,5,5,5")
+    given = {f: getattr(args, a) for a, f in QUANTIZER_FLAGS.items() if getattr(args, a) is not None}
+    merged = {**model, **given}
+    levels = merged.get("levels")
+    if merged.get("quantizer") == "fsq" and "codebook_size" not in merged and isinstance(levels, list) and levels \
+            and all(isinstance(v, int) for v in levels):
+        given["codebook_size"] = math.prod(levels)
+    return given
 
 
 def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -85,6 +121,7 @@ def register(subparsers) -> None:
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
     g.add_argument("--activation", choices=["elu", "snake"])
     g.add_argument("--quantizer-dropout", type=float, metavar="P")
+    add_quantizer_arguments(p)
     a = p.add_argument_group("adversarial training (override --config; off by default)")
     a.add_argument("--adv-weight", type=float, metavar="W", help="weight of the multi-scale STFT discriminator's hinge loss")
     a.add_argument("--feature-weight", type=float, metavar="W", help="weight of the relative feature-matching loss")
@@ -134,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
     if args.encoder_dilations is not None:
         args.encoder_dilations = ints_arg(args.encoder_dilations, "--encoder-dilations", "1,3,9")
     model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
+    model_d.update(quantizer_overrides(args, model_d))
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
     adv_d.update({f: getattr(args, a) for a, f in (("adv_weight", "weight"), ("feature_weight", "feature_weight"),
                                                   ("adv_start_step", "start_step")) if getattr(args, a) is not None})

@@ -1,7 +1,8 @@
 """The VQ-VAE (van den Oord et al. 2017) with a residual quantiser: ``VQVAEConfig`` and ``VQVAE``.
 
-``x [B, C, T] --encoder--> z_e [B, D, F] --ResidualVQ--> codes [B, n_q, F] --decoder--> x̂ [B, C, T]``
-with ``F = ceil(T / hop)``. Inputs of any length are zero-padded on the right to a multiple of
+``x [B, C, T] --encoder--> z_e [B, D, F] --quantiser--> codes [B, n_q, F] --decoder--> x̂ [B, C, T]``
+with ``F = ceil(T / hop)``. The quantiser is a residual stack of any family of :mod:`vqaudio.quantize`
+(``VQVAEConfig.quantizer``: ``vq``, ``fsq``, ``lfq`` or ``simvq``). Inputs of any length are zero-padded on the right to a multiple of
 ``hop`` and outputs are trimmed back, so ``decode(encode(x), length=T)`` has ``x``'s length.
 
 Series models (``kind="series"``) normalise each item and channel by its own mean and standard
@@ -32,16 +33,25 @@ from torch import Tensor, nn
 from vqaudio.errors import ConfigError
 from vqaudio.losses import SpectralLoss, default_fft_sizes, default_n_mels, series_mse, waveform_l1
 from vqaudio.models.conv import Decoder, Encoder
-from vqaudio.quantize import ResidualVQ
+from vqaudio.quantize import Residual, ResidualFSQ, ResidualLFQ, ResidualSimVQ, ResidualVQ
+from vqaudio.quantize.fsq import check_levels
+from vqaudio.quantize.lfq import check_lfq_size
 
-__all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "SeriesStats"]
+__all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "SeriesStats", "build_quantizer", "QUANTIZERS"]
 
 KINDS = ("audio", "series")
+QUANTIZERS = ("vq", "fsq", "lfq", "simvq")
 
 
 # fields added after the first release, with the defaults that older readers implicitly assume
 _NEWER_FIELDS: dict[str, Any] = {"encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
-                                 "logmag_weight": 1.0}
+                                 "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
+                                 "l2_normalize": False, "levels": None, "entropy_loss_weight": 0.1,
+                                 "diversity_gamma": 1.0, "spherical": False}
+# quantiser options -> the quantisers they apply to (a non-default value elsewhere is a ConfigError)
+_QUANTIZER_OPTIONS = {"rotation_trick": ("vq", "simvq"), "codebook_dim": ("vq",), "l2_normalize": ("vq",),
+                      "levels": ("fsq",), "entropy_loss_weight": ("lfq",), "diversity_gamma": ("lfq",),
+                      "spherical": ("lfq",)}
 
 
 @dataclass
@@ -53,6 +63,13 @@ class VQVAEConfig:
     Loss weights: audio uses ``l1_weight`` (waveform) and ``spectral_weight`` (multi-resolution
     log-mel + ``logmag_weight`` x log-STFT magnitude at ``fft_sizes`` / ``n_mels``, empty = defaults for the rate);
     series use ``mse_weight`` on normalised data; both add ``vq_weight`` times the quantiser loss.
+
+    ``quantizer`` picks the family of the ``n_q``-stage residual quantiser (:mod:`vqaudio.quantize`):
+    ``vq`` (``ResidualVQ``: ``ema``, ``decay``, ``eps``, ``dead_threshold``, ``kmeans_init``, and
+    ``rotation_trick``, ``codebook_dim``, ``l2_normalize``), ``fsq`` (``ResidualFSQ`` on ``levels``;
+    ``codebook_size`` must be their product), ``lfq`` (``ResidualLFQ``: ``codebook_size`` a power of two,
+    ``entropy_loss_weight``, ``diversity_gamma``, ``spherical`` for BSQ) or ``simvq`` (``ResidualSimVQ``,
+    ``rotation_trick``). ``beta`` is the commitment weight of vq, lfq and simvq.
     """
 
     kind: str = "audio"
@@ -80,6 +97,14 @@ class VQVAEConfig:
     eps: float = 1e-5
     dead_threshold: float = 1.0
     kmeans_init: bool = True
+    quantizer: str = "vq"
+    rotation_trick: bool = False
+    codebook_dim: int | None = None
+    l2_normalize: bool = False
+    levels: list[int] | None = None
+    entropy_loss_weight: float = 0.1
+    diversity_gamma: float = 1.0
+    spherical: bool = False
     l1_weight: float = 1.0
     spectral_weight: float = 1.0
     logmag_weight: float = 1.0  # weight of the log-STFT-magnitude term inside the spectral loss (0: log-mel only)
@@ -90,7 +115,7 @@ class VQVAEConfig:
     revin_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("strides", "dilations", "encoder_dilations", "fft_sizes", "n_mels"):
+        for name in ("strides", "dilations", "encoder_dilations", "fft_sizes", "n_mels", "levels"):
             if isinstance(getattr(self, name), tuple):
                 setattr(self, name, list(getattr(self, name)))
         self.validate()
@@ -143,9 +168,33 @@ class VQVAEConfig:
         if not 0.0 <= self.quantizer_dropout <= 1.0 or not 0.0 <= self.decay < 1.0:
             raise ConfigError("VQVAEConfig: quantizer_dropout must be in [0, 1] and decay in [0, 1)")
         for name in ("beta", "eps", "dead_threshold", "l1_weight", "spectral_weight", "logmag_weight", "mse_weight", "vq_weight",
-                     "revin_eps"):
+                     "revin_eps", "entropy_loss_weight", "diversity_gamma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"VQVAEConfig.{name} must be >= 0, got {getattr(self, name)}")
+        self._validate_quantizer()
+
+    def _validate_quantizer(self) -> None:
+        """The quantiser family and its options (one-line :class:`ConfigError`)."""
+        q = self.quantizer
+        if q not in QUANTIZERS:
+            raise ConfigError(f"VQVAEConfig.quantizer must be one of {QUANTIZERS}, got {q!r}")
+        for name, families in _QUANTIZER_OPTIONS.items():
+            if q not in families and getattr(self, name) != _NEWER_FIELDS[name]:
+                raise ConfigError(f"VQVAEConfig.{name} applies to quantizer {' or '.join(families)}, not {q!r}")
+        if self.codebook_dim is not None and not 1 <= self.codebook_dim <= self.dim:
+            raise ConfigError(f"VQVAEConfig.codebook_dim must be in [1, dim = {self.dim}], got {self.codebook_dim}")
+        if q == "fsq":
+            if self.levels is None:
+                raise ConfigError("VQVAEConfig: quantizer 'fsq' needs levels (e.g. [8, 5, 5, 5])")
+            try:
+                levels = check_levels("VQVAEConfig.levels", self.levels)
+            except ConfigError as err:
+                raise ConfigError(str(err)) from None
+            if math.prod(levels) != self.codebook_size:
+                raise ConfigError(f"VQVAEConfig: levels {levels} make {math.prod(levels)} codes but codebook_size is "
+                                  f"{self.codebook_size}; set codebook_size to {math.prod(levels)}")
+        if q == "lfq":
+            check_lfq_size("VQVAEConfig (quantizer 'lfq')", self.codebook_size)
 
     @property
     def hop(self) -> int:
@@ -193,6 +242,23 @@ class VQVAEConfig:
             raise ConfigError(str(err), str(path)) from None
 
 
+def build_quantizer(c: VQVAEConfig) -> Residual:
+    """The ``n_q``-stage residual quantiser of ``c.dim``-dimensional latents that ``c.quantizer`` names."""
+    common = dict(quantizer_dropout=c.quantizer_dropout)
+    if c.quantizer == "fsq":
+        return ResidualFSQ(c.n_q, c.dim, c.levels, **common)
+    if c.quantizer == "lfq":
+        return ResidualLFQ(c.n_q, c.dim, c.codebook_size, **common, entropy_loss_weight=c.entropy_loss_weight,
+                           diversity_gamma=c.diversity_gamma, beta=c.beta, spherical=c.spherical)
+    if c.quantizer == "simvq":
+        return ResidualSimVQ(c.n_q, c.dim, c.codebook_size, **common, beta=c.beta, rotation_trick=c.rotation_trick)
+    return ResidualVQ(
+        c.n_q, c.dim, c.codebook_size, **common, beta=c.beta, ema=c.ema, decay=c.decay, eps=c.eps,
+        dead_threshold=c.dead_threshold, kmeans_init=c.kmeans_init, codebook_dim=c.codebook_dim,
+        rotation_trick=c.rotation_trick, l2_normalize=c.l2_normalize,
+    )
+
+
 class SeriesStats(NamedTuple):
     """RevIN statistics of a batch of series: ``mean``, ``std`` float32 ``[B, C, 1]``."""
 
@@ -222,10 +288,7 @@ class VQVAE(nn.Module):
         enc = dict(kw, hidden=c.encoder_hidden or c.hidden, max_hidden=c.encoder_max_hidden or c.max_hidden,
                    dilations=tuple(c.dilations if c.encoder_dilations is None else c.encoder_dilations))
         self.encoder = Encoder(c.channels, c.dim, c.strides, **enc)
-        self.quantizer = ResidualVQ(
-            c.n_q, c.dim, c.codebook_size, quantizer_dropout=c.quantizer_dropout, beta=c.beta, ema=c.ema,
-            decay=c.decay, eps=c.eps, dead_threshold=c.dead_threshold, kmeans_init=c.kmeans_init,
-        )
+        self.quantizer = build_quantizer(c)
         self.decoder = Decoder(c.channels, c.dim, c.strides, **kw)
         self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight) if c.kind == "audio" else None
 

@@ -1,4 +1,5 @@
-"""The nearest-codebook op ``torch.ops.vqaudio.nearest_code`` and the STE wrapper ``quantize``.
+"""The nearest-codebook op ``torch.ops.vqaudio.nearest_code`` and the wrapper ``quantize`` (straight-through
+estimator or the rotation trick, ``torch.ops.vqaudio.rotate_to`` of ``rotation.py``).
 
 The op comes from the compiled extension ``vqaudio._C`` (C++ CPU kernel, CUDA kernel when built
 with CUDA). When the extension is missing, or ``VQAUDIO_KERNEL=reference`` is set, the same op is
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from . import reference
+from . import reference, rotation
+from .rotation import rotate_to
 
-__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "has_cuda_kernel", "build_record"]
+__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "lookup", "rotate_to", "has_cuda_kernel",
+           "build_record"]
 
 
 def _load() -> tuple[str, str]:
@@ -48,6 +51,7 @@ def _load() -> tuple[str, str]:
 
 _LIBRARIES: list[torch.library.Library] = []
 KERNEL, KERNEL_REASON = _load()
+rotation.use_compiled_backward()
 
 
 @torch.library.register_fake("vqaudio::nearest_code")
@@ -66,11 +70,20 @@ def _setup_context(ctx, inputs, output) -> None:
 
 
 def _backward(ctx, grad_indices, grad_dist2):
-    """d dist2[n] / d x[n] = 2 (x[n] - e_k), d dist2[n] / d e_k = -2 (x[n] - e_k), k = indices[n]."""
+    """d dist2[n] / d x[n] = 2 (x[n] - e_k), d dist2[n] / d e_k = -2 (x[n] - e_k), k = indices[n].
+
+    On the CPU, one fused pass (``vqaudio::nearest_code_backward``, csrc/nearest_code_backward.cpp) when
+    the extension has it; else the PyTorch form below (the reference).
+    """
     x, codebook, indices = ctx.saved_tensors
     grad_x = grad_codebook = None
     if grad_dist2 is None:
         return None, None
+    if _COMPILED_BACKWARD and x.device.type == "cpu":
+        need_x, need_codebook = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x, grad_codebook = torch.ops.vqaudio.nearest_code_backward(grad_dist2, x, codebook, indices, need_x,
+                                                                         need_codebook)
+        return (grad_x if need_x else None), (grad_codebook if need_codebook else None)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     diff = (x.to(acc) - codebook.to(acc)[indices]) * (2.0 * grad_dist2.to(acc)).unsqueeze(1)
     if ctx.needs_input_grad[0]:
@@ -79,6 +92,21 @@ def _backward(ctx, grad_indices, grad_dist2):
         grad_codebook = torch.zeros(codebook.shape, dtype=acc, device=codebook.device)
         grad_codebook = grad_codebook.index_add(0, indices, diff, alpha=-1.0).to(codebook.dtype)
     return grad_x, grad_codebook
+
+
+def _has_cpu_kernel(op: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(op, "CPU")
+    except RuntimeError:  # no such op: the reference kernel, or an extension built before the op existed
+        return False
+
+
+_COMPILED_BACKWARD = _has_cpu_kernel("vqaudio::nearest_code_backward")
+if _COMPILED_BACKWARD:
+
+    @torch.library.register_fake("vqaudio::nearest_code_backward")
+    def _nearest_code_backward_fake(grad_dist2, x, codebook, indices, x_grad, codebook_grad):
+        return (x.new_empty(x.shape if x_grad else (0,)), codebook.new_empty(codebook.shape if codebook_grad else (0,)))
 
 
 torch.library.register_autograd("vqaudio::nearest_code", _backward, setup_context=_setup_context)
@@ -111,22 +139,33 @@ def _straight_through_backward(ctx, grad_quantized):
 straight_through.register_autograd(_straight_through_backward)
 
 
-def quantize(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Replace each row of ``x`` by its nearest codebook row, with the straight-through estimator.
+def quantize(
+    x: torch.Tensor, codebook: torch.Tensor, rotation_trick: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace each row of ``x`` by its nearest codebook row, with the straight-through estimator or the rotation trick.
 
     Args:
         x: ``[N, D]`` latents (float32/float64/float16/bfloat16).
         codebook: ``[K, D]`` with the same dtype and device.
+        rotation_trick: the gradient reaches ``x`` through the rotation and rescaling of each row onto
+            its code (:func:`rotate_to`) instead of the identity.
 
     Returns:
-        ``quantized``: ``[N, D]`` equal to ``codebook[indices]``; its gradient flows to ``x`` as the
-        identity, and ``codebook`` gets no gradient through it (codebook and commitment losses are
+        ``quantized``: ``[N, D]`` equal to ``codebook[indices]``; its gradient flows to ``x`` (identity, or
+        rotated), and ``codebook`` gets no gradient through it (codebook and commitment losses are
         computed by the quantiser layer). ``indices``: int64 ``[N]``. ``dist2``: ``[N]`` squared
         distances (differentiable, see :func:`nearest_code`).
     """
     indices, dist2 = torch.ops.vqaudio.nearest_code(x, codebook)
-    quantized = straight_through(x, codebook.detach(), indices)
-    return quantized, indices, dist2
+    return lookup(x, codebook, indices, rotation_trick), indices, dist2
+
+
+def lookup(x: torch.Tensor, codebook: torch.Tensor, indices: torch.Tensor, rotation_trick: bool = False) -> torch.Tensor:
+    """``codebook[indices]`` ``[N, D]`` in ``x``'s dtype, whose gradient reaches ``x [N, D]`` straight through
+    (the identity) or by the rotation trick; ``codebook`` gets no gradient through it."""
+    if rotation_trick:
+        return rotate_to(x, codebook.detach()[indices])
+    return straight_through(x, codebook.detach(), indices)
 
 
 def has_cuda_kernel() -> bool:

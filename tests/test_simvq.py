@@ -1,0 +1,114 @@
+"""SimVQ and ResidualSimVQ: mapped-codebook lookups through the fused op, losses and gradients by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vqaudio.errors import ConfigError
+from vqaudio.ops.rotation import rotation_vjp
+from vqaudio.quantize import ResidualSimVQ, SimVQ
+
+
+def rows_of(z: torch.Tensor) -> torch.Tensor:
+    return z.transpose(1, 2).reshape(-1, z.shape[1])
+
+
+def test_lookup_is_the_nearest_mapped_code_through_the_fused_op(monkeypatch):
+    torch.manual_seed(0)
+    vq = SimVQ(8, 64).eval()
+    seen = []
+    real = torch.ops.vqaudio.nearest_code
+
+    class Spy:
+        def __call__(self, x, codebook):
+            seen.append(codebook.clone())
+            return real(x, codebook)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(torch.ops.vqaudio, "nearest_code", Spy())
+    z = torch.randn(3, 8, 20)
+    out = vq(z)
+    mapped = vq.frozen_codebook @ vq.code_transform.weight.T
+    torch.testing.assert_close(seen[0], mapped)
+    expected = torch.cdist(rows_of(z).double(), mapped.double()).argmin(1).view(3, 20)
+    assert torch.equal(out.indices, expected) and torch.equal(vq.encode(z), expected)
+    torch.testing.assert_close(out.quantized, mapped[expected].transpose(1, 2))
+    torch.testing.assert_close(vq.decode(expected), out.quantized)
+
+
+def test_losses_and_gradients_by_hand():
+    torch.manual_seed(1)
+    beta = 0.25
+    vq = SimVQ(4, 16, beta=beta).train()
+    z = torch.randn(2, 4, 10, requires_grad=True)
+    out = vq(z)
+    mapped = (vq.frozen_codebook @ vq.code_transform.weight.T).detach()
+    x, e = rows_of(z.detach()), mapped[out.indices.reshape(-1)]
+    assert out.loss.item() == pytest.approx((1 + beta) * (x - e).square().mean().item(), rel=1e-5)
+    out.loss.backward()
+    torch.testing.assert_close(rows_of(z.grad), beta * 2 * (x - e) / x.numel())  # commitment only reaches z
+    # the codebook term reaches the map: d/dW mean ||W c_k - sg[x]||² = 2/n sum (W c - x) c^T
+    c = vq.frozen_codebook[out.indices.reshape(-1)]
+    torch.testing.assert_close(vq.code_transform.weight.grad, 2 * (e - x).T @ c / x.numel())
+    assert not vq.frozen_codebook.requires_grad
+
+
+@pytest.mark.parametrize("rotation_trick", [False, True])
+def test_output_gradient_straight_through_or_rotated(rotation_trick):
+    torch.manual_seed(2)
+    vq = SimVQ(6, 32, rotation_trick=rotation_trick).train()
+    z = torch.randn(2, 6, 9, requires_grad=True)
+    out = vq(z)
+    upstream = torch.randn(2, 6, 9)
+    out.quantized.backward(upstream)
+    expected = rotation_vjp(rows_of(z.detach()), rows_of(out.quantized.detach()), rows_of(upstream)) if rotation_trick \
+        else rows_of(upstream)
+    torch.testing.assert_close(rows_of(z.grad), expected)
+    assert vq.code_transform.weight.grad is None  # the output is detached from the map (it learns by its loss)
+
+
+def test_training_the_map_reduces_the_error_and_keeps_codes_in_use():
+    torch.manual_seed(3)
+    vq = SimVQ(4, 32).train()
+    opt = torch.optim.Adam(vq.parameters(), lr=0.02)
+    z = torch.randn(8, 4, 64) * 3 + 1
+    before = vq.eval()(z)
+    vq.train()
+    for _ in range(100):
+        out = vq(z)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    after = vq.eval()(z)
+    assert after.loss.item() < 0.5 * before.loss.item()
+    assert after.usage.item() >= before.usage.item()
+
+
+def test_state_dict_and_residual_stack():
+    torch.manual_seed(4)
+    rvq = ResidualSimVQ(3, 6, 16, quantizer_dropout=0.5, rotation_trick=True)
+    assert {"layers.0.frozen_codebook", "layers.0.code_transform.weight"} <= set(rvq.state_dict())
+    z = torch.randn(4, 6, 12, requires_grad=True)
+    out = rvq.train()(z)
+    (out.quantized.square().mean() + out.loss).backward()
+    assert torch.isfinite(z.grad).all() and rvq.layers[0].code_transform.weight.grad is not None
+    clone = ResidualSimVQ(3, 6, 16)
+    clone.load_state_dict(rvq.state_dict())
+    rvq.eval(), clone.eval()
+    codes = rvq.encode(z.detach())
+    assert torch.equal(clone.encode(z.detach()), codes)
+    torch.testing.assert_close(rvq.decode(codes), rvq(z.detach()).quantized)
+    errors = [(z.detach() - rvq.decode(rvq.encode(z.detach(), n))).square().mean().item() for n in (1, 2, 3)]
+    assert errors[0] > errors[2]
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(dim=0), "dim"), (dict(codebook_size=0), "codebook_size"),
+                                          (dict(beta=-1.0), "beta")])
+def test_bad_options_are_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        SimVQ(**{"dim": 4, "codebook_size": 8, **kwargs})
+    with pytest.raises(ConfigError, match="n_q"):
+        ResidualSimVQ(0, 4, 8)
