@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vqaudio.commands.encode import (
-    Job,
-    _Preloaded,
-    add_common,
-    check_jobs,
-    collect,
-    in_shard,
-    parse_shard,
-    run_jobs,
-    sample_rate_arg,
-)
+from vqaudio.cli_args import add_batch_flags, sample_rate_arg
+from vqaudio.commands.encode import _Preloaded
 from vqaudio.errors import TokenFileError
+from vqaudio.filejobs import Job, Plan, check_jobs, collect, parse_shard, run_jobs, shard_plan
 
 HELP = "decode .vqa token files back to audio (or series)"
+DECODED = ".decoded"  # IN.vqa -> IN.decoded.wav: never the name of the file that was encoded
+DESCRIPTION = (HELP + f". Outputs are named IN{DECODED}.wav (series: IN{DECODED}.npy) unless -o names the file, so a "
+               "decode never lands on the recording it was made from. One input file gives one output (an existing "
+               "one needs --force); folders and manifests are mirrored under -o, skipping outputs that exist.")
 
 
 @dataclass
@@ -60,33 +55,34 @@ class _Decode:
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("decode", help=HELP, description=HELP + ".")
+    p = subparsers.add_parser("decode", help=HELP, description=DESCRIPTION)
     p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file, folder (recursive) or manifest (.txt/.lst/.list/.scp: a path per line)")
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (one input) or folder (mirrors input folders); default: IN with .wav (.npy for series)")
+                   help=f"output file (one input) or folder (mirrors input folders); default: IN{DECODED}.wav next to IN "
+                        f"(series: IN{DECODED}.npy)")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
                    help="rate of the decoded audio: the input file's (default), the model's, or a number in Hz")
-    add_common(p)
+    add_batch_flags(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vqaudio.io import is_audio_path
+
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
     codecs = _Codecs(args.model)
 
     def is_vqa(p: Path) -> bool:
         return p.suffix.lower() == ".vqa"
 
-    jobs = collect(args.inputs, args.output, is_vqa, ".wav", file_out=lambda p: bool(p.suffix), what="a .vqa")
-    jobs = [j for j in jobs if in_shard(j.rel, shard)]
-    if not jobs:
-        print("vqaudio decode: nothing to decode", file=sys.stderr)
-        return 0
-    if _kind(codecs, jobs) == "series":  # series models write .npy, except to an -o file named by the user
+    plan = collect(args.inputs, args.output, is_vqa, lambda p: p.with_suffix(DECODED + ".wav"),
+                   file_out=lambda p: bool(p.suffix), what="a .vqa", output_hint=is_audio_path)
+    plan = shard_plan(plan, shard, "decode")
+    if _kind(codecs, plan.jobs) == "series":  # series models write .npy, except to an -o file named by the user
         named = Path(args.output) if args.output is not None else None
-        jobs = [j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in jobs]
+        plan = Plan([j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in plan.jobs], plan.batch)
     setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(args.model)
-    return run_jobs(jobs, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
+    return run_jobs(plan, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
 
 
 def _kind(codecs: _Codecs, jobs: list[Job]) -> str:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from vqaudio.errors import ConfigError
+from vqaudio.filejobs import exists_error
 
 HELP = "evaluate a codec (metrics, bitrate, baselines) and write a report"
 
@@ -54,8 +55,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from vqaudio.cli_args import device_arg
     from vqaudio.codec import load_codec
-    from vqaudio.commands.encode import device_arg
     from vqaudio.report import eval_files, evaluate, make_output_dir, write_report
 
     baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
@@ -64,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     out = Path(args.output)
-    if not args.force and any((out / f).exists() for f in ("report.json", "report.md")):
-        raise ConfigError("already holds a report; pass --force to replace it, or choose another -o", str(out))
+    existing = [out / f for f in ("report.json", "report.md") if (out / f).exists()]
+    if existing and not args.force:
+        raise exists_error(existing[0])
     device = device_arg(args.device)
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec, device=device)

@@ -34,8 +34,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vqaudio import registry
+    from vqaudio.cli_args import device_arg
     from vqaudio.codec import load_codec
-    from vqaudio.commands.encode import device_arg
     from vqaudio.prior import load_prior, sample
 
     if not 0 <= args.temperature < float("inf"):
