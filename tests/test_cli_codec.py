@@ -225,9 +225,10 @@ def test_model_errors(wav, ckpt, tmp_path, capsys, monkeypatch):
     run("encode", wav, expect=2)
     one_error_line(capsys, "speech-8k", "not shipped", "--model PATH")
     monkeypatch.undo()
+    monkeypatch.setenv("VQAUDIO_MODELS", str(tmp_path / "no-user-models"))
     run("encode", wav, "--model", ckpt)
-    run("decode", wav.with_suffix(".vqa"), "-o", tmp_path / "y.wav", expect=2)  # recorded name: a folder, not registered
-    one_error_line(capsys, "tiny-speech", "not a registered name", "--model PATH")
+    run("decode", wav.with_suffix(".vqa"), "-o", tmp_path / "y.wav", expect=2)  # neither shipped nor a user model
+    one_error_line(capsys, "needs model 'tiny-speech'", "no-user-models", "--model PATH")
     torch.manual_seed(3)
     other = save_model(tmp_path / "other", VQVAE(VQVAEConfig(hidden=4, max_hidden=16, dim=8, n_q=4, codebook_size=64)))
     run("decode", wav.with_suffix(".vqa"), "--model", other, "-o", tmp_path / "z.wav", expect=2)

@@ -40,10 +40,9 @@ def device_arg(text: str, flag: str = "--device") -> str:
     return str(dev)
 
 
-def add_batch_flags(p: argparse.ArgumentParser) -> None:
+def add_batch_flags(p: argparse.ArgumentParser, model_help: str) -> None:
     """``--model``, ``--jobs``, ``--force``, ``--shard``, ``--no-progress`` of ``encode`` and ``decode``."""
-    p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
-                   help="registered model name or checkpoint/experiment folder (default: the shipped speech-8k)")
+    p.add_argument("--model", default=None, metavar="NAME_OR_PATH", help=model_help)
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="J", help="parallel worker processes (default 1)")
     p.add_argument("--force", action="store_true",
                    help="replace outputs that exist (a single named output that exists is otherwise an error; "

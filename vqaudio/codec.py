@@ -48,7 +48,8 @@ from vqaudio.io import (
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
 from vqaudio.tokenfile import Codes, resampled_length
 
-__all__ = ["Codes", "Codec", "load_codec", "save_codes", "load_codes", "ChunkedRunner", "StreamResampler"]
+__all__ = ["Codes", "Codec", "load_codec", "load_codec_for", "find_codec_for", "save_codes", "load_codes", "ChunkedRunner",
+           "StreamResampler"]
 
 
 class ChunkedRunner:
@@ -500,3 +501,24 @@ def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torc
     if not isinstance(model, VQVAE):
         raise CheckpointError(f"is a {type(model).__name__} checkpoint, not a VQ-VAE codec model", str(folder))
     return Codec(model.to(device), name=name, sha256=model.checkpoint_sha256, chunk_seconds=chunk_seconds)
+
+
+def find_codec_for(codes: Codes) -> tuple[str, Path]:
+    """``(name, folder)`` of the shipped or user model that made ``codes``, found by the weights sha256 their
+    header records (whatever the model is called now); :class:`TokenFileError` saying which model is needed."""
+    found = registry.find_by_sha256(codes.model_sha256)
+    if found is None:
+        raise TokenFileError(
+            f"needs model {codes.model!r} (weights sha256 {codes.model_sha256[:16]}), which is neither shipped nor in "
+            f"the user model folder {registry.user_model_dir()} (${registry.MODELS_ENV}): copy its folder there "
+            f"(vqaudio export EXP -o {registry.user_model_dir() / codes.model}) or pass --model PATH", codes.source)
+    return found
+
+
+def load_codec_for(codes: Codes, device: str | torch.device = "cpu", chunk_seconds: float = 15.0) -> Codec:
+    """The codec that decodes ``codes``: the shipped or user model with the weights their header names
+    (:func:`find_codec_for`), under its current name."""
+    name, folder = find_codec_for(codes)
+    codec = load_codec(folder, device, chunk_seconds)
+    codec.name = name
+    return codec

@@ -20,7 +20,8 @@ DESCRIPTION = (HELP + f". Outputs are named IN{DECODED}.wav (series: IN{DECODED}
 
 @dataclass
 class _Codecs:
-    """Codecs by model spec, loaded on first use: ``--model``, else the name recorded in each file."""
+    """Codecs loaded on first use: ``--model``, else the model each file's weights sha256 names (shipped or in
+    the user model folder, :func:`vqaudio.codec.find_codec_for`)."""
 
     model: str | None
     cache: dict = field(default_factory=dict)
@@ -29,15 +30,9 @@ class _Codecs:
         return _Codecs(self.model)
 
     def for_codes(self, codes):
-        from vqaudio import registry
-        from vqaudio.codec import load_codec
+        from vqaudio.codec import find_codec_for, load_codec
 
-        spec = self.model
-        if spec is None:
-            if codes.model not in registry.MODELS:
-                raise TokenFileError(f"was encoded with model {codes.model!r}, which is not a registered name; "
-                                     "pass its folder with --model PATH", codes.source)
-            spec = codes.model
+        spec = self.model if self.model is not None else find_codec_for(codes)[1]
         if spec not in self.cache:
             self.cache[spec] = load_codec(spec)
         return self.cache[spec]
@@ -62,7 +57,8 @@ def register(subparsers) -> None:
                         f"(series: IN{DECODED}.npy)")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
                    help="rate of the decoded audio: the input file's (default), the model's, or a number in Hz")
-    add_batch_flags(p)
+    add_batch_flags(p, "model name or checkpoint/experiment folder (default: the shipped or user model whose "
+                       "weights sha256 the file records; see `vqaudio models`)")
     p.set_defaults(func=run)
 
 

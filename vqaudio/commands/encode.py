@@ -56,7 +56,8 @@ def register(subparsers) -> None:
                         "An audio suffix (e.g. out.wav) encodes and decodes in one go")
     p.add_argument("--n-q", type=int, default=None, metavar="N", help="quantiser levels to keep (default: all of the model's)")
     p.add_argument("--sample-rate", default="original", help="for OUT.wav: 'original' (default), 'model' or Hz")
-    add_batch_flags(p)
+    add_batch_flags(p, "shipped or user model name (see `vqaudio models`), or a checkpoint/experiment folder "
+                       "(default: the shipped speech-8k; ./NAME for a local folder named like a model)")
     p.set_defaults(func=run)
 
 
