@@ -21,10 +21,13 @@ are read and written block by block (:meth:`Codec.encode_file`, :meth:`Codec.dec
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -167,21 +170,27 @@ def _inference_copy(model: VQVAE) -> VQVAE:
     return fast.to(next(model.parameters()).device).eval().requires_grad_(False)
 
 
-def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[Tensor]]:
-    """Open an audio file for streaming: ``(sample_rate, channels, frames, blocks of float32 [C, n])``."""
-    if not path.is_file():
-        raise AudioError("no such file" if not path.exists() else "not a regular file", str(path))
-    if path.stat().st_size == 0:
-        raise AudioError("file is empty (0 bytes)", str(path))
+def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int, int, int, Iterator[Tensor]]:
+    """Open an audio file (or a seekable binary stream, e.g. stdin read into memory) for streaming:
+    ``(sample_rate, channels, frames, blocks of float32 [C, n])``; errors name ``name``."""
+    if isinstance(src, Path):
+        if not src.is_file():
+            raise AudioError("no such file" if not src.exists() else "not a regular file", name)
+        if src.stat().st_size == 0:
+            raise AudioError("file is empty (0 bytes)", name)
+    elif src.seek(0, os.SEEK_END) == 0:
+        raise AudioError("is empty (0 bytes)", name)
+    else:
+        src.seek(0)
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(str(src) if isinstance(src, Path) else src)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
+        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", name) from None
     if f.frames == 0 or f.channels == 0:
         f.close()
-        raise AudioError("is empty (0 samples)", str(path))
+        raise AudioError("is empty (0 samples)", name)
     try:
-        check_not_truncated(path, f.frames)
+        check_not_truncated(src, f.frames, name)
     except AudioError:
         f.close()
         raise
@@ -193,15 +202,15 @@ def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[T
                 for block in f.blocks(blocksize, dtype="float32", always_2d=True):
                     x = torch.from_numpy(np.ascontiguousarray(block.T))
                     if not bool(torch.isfinite(x).all()):
-                        raise AudioError("contains NaN or Inf samples", str(path))
+                        raise AudioError("contains NaN or Inf samples", name)
                     n += x.shape[-1]
                     yield x
             except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-                raise AudioError(f"cannot read audio (corrupt or truncated): {err}", str(path)) from None
+                raise AudioError(f"cannot read audio (corrupt or truncated): {err}", name) from None
         if n == 0:
-            raise AudioError("is empty (0 samples)", str(path))
+            raise AudioError("is empty (0 samples)", name)
         if n < f.frames and f.format not in ("MPEG", "OGG"):  # compressed: frames can be an estimate
-            raise AudioError(f"truncated: header says {f.frames} samples, file holds {n}", str(path))
+            raise AudioError(f"truncated: header says {f.frames} samples, file holds {n}", name)
 
     return int(f.samplerate), int(f.channels), int(f.frames), blocks()
 
@@ -354,18 +363,40 @@ class Codec:
             out += encoder.finish()
         return self._codes(torch.cat(out, dim=-1), x.shape[-1], self.channels, None, n_q, stats, source)
 
-    def encode_file(self, path: str | os.PathLike, n_q: int | None = None) -> Codes:
-        """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series."""
+    def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None) -> Codes:
+        """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series.
+
+        ``path`` may also be a seekable binary stream (e.g. stdin read into :class:`io.BytesIO`): audio in any
+        format soundfile detects from its content (WAV, FLAC, OGG, ...), series as ``.npy`` or CSV text.
+        ``name`` names the input in errors (default: the path; ``"stdin"`` for a stream)."""
+        if hasattr(path, "read"):
+            return self._encode_stream_file(path, n_q, name or "stdin")
         path = Path(path)
+        name = name or str(path)
         if self.kind == "series":
             if not is_series_path(path):
-                raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", str(path))
-            return self._encode_series(load_series(path), n_q, str(path))
+                raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", name)
+            return self._encode_series(load_series(path), n_q, name)
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
-            raise AudioError(f"{what}, but model {self.name!r} codes audio", str(path))
-        sr, _, _, blocks = _audio_blocks(path, 1 << 16)
-        return self.encode_stream(blocks, sr, n_q, source=str(path))
+            raise AudioError(f"{what}, but model {self.name!r} codes audio", name)
+        sr, _, _, blocks = _audio_blocks(path, 1 << 16, name)
+        return self.encode_stream(blocks, sr, n_q, source=name)
+
+    def _encode_stream_file(self, f: BinaryIO, n_q: int | None, name: str) -> Codes:
+        if self.kind == "audio":
+            sr, _, _, blocks = _audio_blocks(f, 1 << 16, name)
+            return self.encode_stream(blocks, sr, n_q, source=name)
+        f.seek(0)
+        data = f.read()
+        suffix = ".npy" if data.startswith(b"\x93NUMPY") else ".csv"
+        with tempfile.TemporaryDirectory() as tmp:  # the series readers take paths; series are small
+            (Path(tmp) / f"stdin{suffix}").write_bytes(data)
+            try:
+                x = load_series(Path(tmp) / f"stdin{suffix}")
+            except AudioError as err:
+                raise AudioError(str(err).split(": ", 1)[-1], name) from None
+        return self._encode_series(x, n_q, name)
 
     # -- decoding ------------------------------------------------------------------------------
     def check(self, codes: Codes) -> None:
@@ -448,32 +479,43 @@ class Codec:
         rate, _, blocks = self.decode_stream(codes, sample_rate)
         return torch.cat(list(blocks), dim=-1), rate
 
-    def decode_to_file(self, codes: Codes, path: str | os.PathLike, sample_rate: str | int = "original") -> None:
+    def decode_to_file(self, codes: Codes, path: str | os.PathLike | BinaryIO, sample_rate: str | int = "original",
+                       suffix: str | None = None) -> None:
         """Decode into an audio file (streamed, atomic; integer formats clip to [-1, 1]) or, for
-        series, a ``.npy``/``.csv`` file."""
-        path = Path(path)
+        series, a ``.npy``/``.csv`` file. ``path`` may be a seekable binary stream (e.g. :class:`io.BytesIO`
+        for stdout); then ``suffix`` (``".wav"``, ``".flac"``, ``".npy"``, ...) names the format."""
+        stream = hasattr(path, "write")
+        name = "stdout" if stream else str(path)
+        suffix = (suffix or ("" if stream else Path(path).suffix)).lower()
         if self.kind == "series":
-            if not is_series_path(path):
-                raise AudioError("series decode needs a .npy or .csv output", str(path))
-            save_series(path, self.decode(codes)[0])
+            if not is_series_path(f"x{suffix}"):
+                raise AudioError("series decode needs a .npy or .csv output", name)
+            x = self.decode(codes)[0]
+            if stream:
+                with tempfile.TemporaryDirectory() as tmp:  # save_series takes paths; series are small
+                    save_series(Path(tmp) / f"out{suffix}", x)
+                    path.write((Path(tmp) / f"out{suffix}").read_bytes())
+            else:
+                save_series(path, x)
             return
-        if not is_audio_path(path):
-            raise AudioError(f"unsupported audio output suffix {path.suffix!r}", str(path))
-        if not path.parent.is_dir():
-            raise AudioError("output folder does not exist", str(path))
+        if not is_audio_path(f"x{suffix}"):
+            raise AudioError(f"unsupported audio output suffix {suffix!r}", name)
+        if not stream and not Path(path).parent.is_dir():
+            raise AudioError("output folder does not exist", name)
         rate, _, blocks = self.decode_stream(codes, sample_rate)
-        suffix = path.suffix.lower()
         fmt = _AUDIO_FORMATS[suffix]
         subtype = _DEFAULT_SUBTYPE.get(suffix) or sf.default_subtype(fmt)
         clip = not (subtype.startswith("FLOAT") or subtype.startswith("DOUBLE"))
         try:
-            with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", rate, codes.channels, subtype, format=fmt) as f:
+            with contextlib.ExitStack() as stack:
+                target = path if stream else str(stack.enter_context(atomic_path(path)))
+                f = stack.enter_context(sf.SoundFile(target, "w", rate, codes.channels, subtype, format=fmt))
                 for block in blocks:
                     f.write((block.clamp(-1, 1) if clip else block).T.numpy())
         except OSError as err:  # mkstemp / os.replace: e.g. the destination is a folder, or no permission
-            raise AudioError(f"cannot write audio: {err.strerror or err}", str(path)) from None
+            raise AudioError(f"cannot write audio: {err.strerror or err}", name) from None
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-            raise AudioError(f"cannot write audio: {err}", str(path)) from None
+            raise AudioError(f"cannot write audio: {err}", name) from None
 
 
 def _chain(first: Iterable[Tensor], then: Callable[[], Iterable[Tensor]]) -> Iterator[Tensor]:

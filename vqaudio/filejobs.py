@@ -24,12 +24,24 @@ from pathlib import Path
 
 from vqaudio.errors import ConfigError, VQAudioError
 
-__all__ = ["Job", "Plan", "parse_shard", "in_shard", "shard_plan", "collect", "run_jobs", "exists_error", "usable_cpus"]
+__all__ = ["Job", "Plan", "parse_shard", "in_shard", "shard_plan", "collect", "run_jobs", "exists_error", "check_named_output", "usable_cpus"]
 
 
 def exists_error(path: str | os.PathLike) -> ConfigError:
     """The one error for a named output that exists (every writing command words it the same)."""
     return ConfigError("already exists; pass --force to replace it", str(path))
+
+
+def check_named_output(dst: Path, src: Path | None, force: bool) -> None:
+    """A single named output: never the input ``src`` (not even with ``force``), and an existing one needs
+    ``force``; its folder is created."""
+    from vqaudio.report import make_output_dir
+
+    if src is not None and (dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(dst, src))):
+        raise ConfigError(f"output would overwrite the input {src}")
+    if (dst.exists() or dst.is_symlink()) and not force:
+        raise exists_error(dst)
+    make_output_dir(dst.parent)
 
 
 def usable_cpus() -> int:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from vqaudio.cli_args import add_batch_flags, sample_rate_arg
 from vqaudio.commands.encode import _Preloaded
-from vqaudio.errors import TokenFileError
+from vqaudio.errors import ConfigError, TokenFileError
 from vqaudio.filejobs import Job, Plan, check_jobs, collect, parse_shard, run_jobs, shard_plan
+from vqaudio.pipes import pipe_ends
 
 HELP = "decode .vqa token files back to audio (or series)"
+AUDIO_TYPES, SERIES_TYPES = ("wav", "flac", "ogg"), ("npy", "csv")  # --type: what -o - writes
 DECODED = ".decoded"  # IN.vqa -> IN.decoded.wav: never the name of the file that was encoded
 DESCRIPTION = (HELP + f". Outputs are named IN{DECODED}.wav (series: IN{DECODED}.npy) unless -o names the file, so a "
                "decode never lands on the recording it was made from. One input file gives one output (an existing "
@@ -51,10 +53,14 @@ class _Decode:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("decode", help=HELP, description=DESCRIPTION)
-    p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file, folder (recursive) or manifest (.txt/.lst/.list/.scp: a path per line)")
+    p.add_argument("inputs", nargs="+", metavar="IN",
+                   help=".vqa file, folder (recursive), manifest (.txt/.lst/.list/.scp: a path per line), or - for a "
+                        ".vqa on stdin (the output then goes to stdout unless -o names a file)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help=f"output file (one input) or folder (mirrors input folders); default: IN{DECODED}.wav next to IN "
-                        f"(series: IN{DECODED}.npy)")
+                        f"(series: IN{DECODED}.npy); - writes to stdout (see --type)")
+    p.add_argument("--type", "-t", choices=AUDIO_TYPES + SERIES_TYPES, default=None,
+                   help="format written to stdout (-o -): wav (default), flac or ogg; npy (default) or csv for series")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
                    help="rate of the decoded audio: the input file's (default), the model's, or a number in Hz")
     add_batch_flags(p, "model name or checkpoint/experiment folder (default: the shipped or user model whose "
@@ -67,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
 
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
     codecs = _Codecs(args.model)
+    stdin, stdout = pipe_ends(args.inputs, args.output)
+    if stdin or stdout:
+        return _decode_pipe(args, codecs, rate, stdin, stdout)
 
     def is_vqa(p: Path) -> bool:
         return p.suffix.lower() == ".vqa"
@@ -79,6 +88,35 @@ def run(args: argparse.Namespace) -> int:
         plan = Plan([j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in plan.jobs], plan.batch)
     setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(args.model)
     return run_jobs(plan, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
+
+
+def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, rate: str | int, stdin: bool, stdout: bool) -> int:
+    """One .vqa (a file or stdin) to one output (a file, or stdout in the --type format)."""
+    import io
+
+    from vqaudio.codec import load_codes
+    from vqaudio.filejobs import check_named_output
+    from vqaudio.pipes import check_stdout, read_stdin, write_stdout
+    from vqaudio.tokenfile import from_bytes
+
+    src = None if stdin else Path(args.inputs[0])
+    dst = None if stdout else Path(args.output)
+    if stdout:
+        check_stdout()
+    else:
+        check_named_output(dst, src, args.force)
+    codes = from_bytes(read_stdin().getvalue(), "stdin") if stdin else load_codes(src)
+    codec = codecs.for_codes(codes)
+    if not stdout:
+        codec.decode_to_file(codes, dst, rate)
+        return 0
+    fmt = args.type or ("npy" if codec.kind == "series" else "wav")
+    if (fmt in SERIES_TYPES) != (codec.kind == "series"):
+        raise ConfigError(f"--type {fmt} does not fit a {codec.kind} model (use {' or '.join(SERIES_TYPES if codec.kind == 'series' else AUDIO_TYPES)})")
+    buf = io.BytesIO()
+    codec.decode_to_file(codes, buf, rate, suffix="." + fmt)
+    write_stdout(buf.getvalue())
+    return 0
 
 
 def _kind(codecs: _Codecs, jobs: list[Job]) -> str:

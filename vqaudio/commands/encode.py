@@ -12,6 +12,7 @@ from pathlib import Path
 from vqaudio.cli_args import add_batch_flags, sample_rate_arg
 from vqaudio.errors import ConfigError
 from vqaudio.filejobs import Job, check_jobs, collect, parse_shard, run_jobs, shard_plan
+from vqaudio.pipes import pipe_ends
 
 HELP = "encode audio/series files or folders to .vqa token files"
 DESCRIPTION = (HELP + ". One input file gives one output (default: IN with .vqa; an existing one needs --force); "
@@ -36,24 +37,30 @@ class _Encode:
     sample_rate: str
 
     def __call__(self, codec, job: Job) -> None:
+        self.write(codec, codec.encode_file(job.src, self.n_q), job.dst)
+
+    def write(self, codec, codes, dst: Path) -> None:
+        """``dst.vqa``, or an audio/series file to listen to the result (encode + decode)."""
         from vqaudio.codec import save_codes
         from vqaudio.io import is_audio_path, is_series_path
 
-        codes = codec.encode_file(job.src, self.n_q)
-        if job.dst.suffix.lower() == ".vqa":
-            save_codes(job.dst, codes)
-        elif is_audio_path(job.dst) or is_series_path(job.dst):  # encode + decode: listen to the result
-            codec.decode_to_file(codes, job.dst, self.sample_rate)
+        if dst.suffix.lower() == ".vqa":
+            save_codes(dst, codes)
+        elif is_audio_path(dst) or is_series_path(dst):
+            codec.decode_to_file(codes, dst, self.sample_rate)
         else:
-            raise ConfigError(f"output must end in .vqa, or in an audio/series suffix to decode right away, not {job.dst.suffix!r}", str(job.dst))
+            raise ConfigError(f"output must end in .vqa, or in an audio/series suffix to decode right away, not {dst.suffix!r}", str(dst))
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("encode", help=HELP, description=DESCRIPTION)
-    p.add_argument("inputs", nargs="+", metavar="IN", help="audio file, series file (.npy/.csv), folder (recursive) or manifest (.txt/.lst/.list/.scp: a path per line)")
+    p.add_argument("inputs", nargs="+", metavar="IN",
+                   help="audio file, series file (.npy/.csv), folder (recursive), manifest (.txt/.lst/.list/.scp: a path "
+                        "per line), or - for stdin (wav, flac, ogg, ...; read whole; the output then goes to stdout "
+                        "unless -o names a file)")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="output file (one input) or folder (mirrors input folders); default: IN with .vqa. "
-                        "An audio suffix (e.g. out.wav) encodes and decodes in one go")
+                        "An audio suffix (e.g. out.wav) encodes and decodes in one go; - writes the .vqa to stdout")
     p.add_argument("--n-q", type=int, default=None, metavar="N", help="quantiser levels to keep (default: all of the model's)")
     p.add_argument("--sample-rate", default="original", help="for OUT.wav: 'original' (default), 'model' or Hz")
     add_batch_flags(p, "shipped or user model name (see `vqaudio models`), or a checkpoint/experiment folder "
@@ -70,11 +77,34 @@ def run(args: argparse.Namespace) -> int:
     if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
         raise ConfigError(f"--n-q must be in [1, {codec.n_q}] for model {codec.name!r}, got {args.n_q}")
     accept = is_series_path if codec.kind == "series" else is_audio_path
+    stdin, stdout = pipe_ends(args.inputs, args.output)
+    if stdin or stdout:
+        return _encode_pipe(args, codec, _Encode(args.n_q, rate), stdin, stdout)
     plan = collect(args.inputs, args.output, accept, lambda p: p.with_suffix(".vqa"), file_out=lambda p: bool(p.suffix),
                    what="a series" if codec.kind == "series" else "an audio", output_hint=_looks_like_output)
     plan = shard_plan(plan, shard, "encode")
     setup = _Preloaded(codec) if jobs_n <= 1 else _Setup(args.model)
     return run_jobs(plan, _Encode(args.n_q, rate), setup, jobs_n, args.force, "encode", not args.no_progress)
+
+
+def _encode_pipe(args: argparse.Namespace, codec, encode: _Encode, stdin: bool, stdout: bool) -> int:
+    """One input (a file or stdin) to one output (a file or stdout, which gets the .vqa bytes)."""
+    from vqaudio.filejobs import check_named_output
+    from vqaudio.pipes import check_stdout, read_stdin, write_stdout
+    from vqaudio.tokenfile import to_bytes
+
+    src = None if stdin else Path(args.inputs[0])
+    dst = None if stdout else Path(args.output)
+    if stdout:
+        check_stdout()
+    else:
+        check_named_output(dst, src, args.force)
+    codes = codec.encode_file(read_stdin() if stdin else src, args.n_q)
+    if stdout:
+        write_stdout(to_bytes(codes, "stdout"))
+    else:
+        encode.write(codec, codes, dst)
+    return 0
 
 
 def _looks_like_output(path: Path) -> bool:
