@@ -6,8 +6,6 @@ import math
 import numbers
 from typing import Any
 
-import numpy as np
-
 
 class VQAudioError(Exception):
     """Base class of every user-facing vqaudio error; its message is a single line."""
@@ -40,4 +38,6 @@ class TrainingError(VQAudioError):
 
 def is_finite_number(v: Any) -> bool:
     """A finite real number (int, float or a NumPy scalar of them), not a bool: what config checks accept."""
+    import numpy as np  # here, not at the top: the CLI's start-up (--version, --help) imports this module
+
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
