@@ -1,6 +1,6 @@
 """The rule for outputs, driven as a user would: nothing written over an input or the recording a decode came
 from, a named output that exists is exit 2, folder runs skip and say so, nothing matched is exit 2, and every
-writing command words an existing output the same way."""
+writing command words an existing output the same way; and where encode and decode run (--device)."""
 
 from __future__ import annotations
 
@@ -102,3 +102,21 @@ def test_every_writing_command_refuses_an_existing_named_output(talk, ckpt, tmp_
         run(*argv, expect=2)
         line = one_line(capsys)
         assert line.startswith(f"vqaudio {name}: error: ") and "already exists; pass --force to replace it" in line
+
+
+def test_device_flag_on_encode_and_decode(talk, ckpt, capsys, monkeypatch):
+    """--device cpu|cuda|auto: auto and cpu run here; cuda without a GPU (or a bad name) is one line, nothing written."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    vqa = talk.with_suffix(".vqa")
+    for device in ("cuda", "cuda:1", "tpu"):
+        run("encode", talk, "--model", ckpt, "--device", device, expect=2)
+        line = one_line(capsys)
+        assert "--device" in line and ("no CUDA GPU" in line if device.startswith("cuda") else "auto" in line), line
+    assert not vqa.exists()
+    run("encode", talk, "--model", ckpt, "--device", "auto")
+    run("decode", vqa, "--model", ckpt, "--device", "cpu")
+    run("decode", vqa, "--device", "cuda", "-o", talk.parent / "g.wav", "--model", ckpt, expect=2)
+    assert "no CUDA GPU is available here (use --device cpu)" in one_line(capsys)
+    assert sorted(p.name for p in talk.parent.iterdir()) == ["talk.decoded.wav", "talk.vqa", "talk.wav"]

@@ -19,13 +19,16 @@ def sample_rate_arg(text: str) -> str | int:
 
 
 def device_arg(text: str, flag: str = "--device") -> str:
-    """A usable torch device for ``--device``: ``cpu``, ``cuda``, ``cuda:N`` (a GPU that is there) or ``mps``."""
+    """A usable torch device for ``--device``: ``cpu``, ``cuda``, ``cuda:N`` (a GPU that is there), ``mps``, or
+    ``auto`` (``cuda`` when a GPU is there, else ``cpu``)."""
     import torch
 
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() and torch.cuda.device_count() > 0 else "cpu"
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"{flag} must be cpu, cuda, cuda:N or mps, got {text!r}") from None
+        raise ConfigError(f"{flag} must be cpu, cuda, cuda:N, mps or auto, got {text!r}") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -36,13 +39,15 @@ def device_arg(text: str, flag: str = "--device") -> str:
         if not torch.backends.mps.is_available():
             raise ConfigError(f"{flag} {text}: Apple MPS is not available here (use --device cpu)")
     elif dev.type != "cpu":
-        raise ConfigError(f"{flag} must be cpu, cuda, cuda:N or mps, got {text!r}")
+        raise ConfigError(f"{flag} must be cpu, cuda, cuda:N, mps or auto, got {text!r}")
     return str(dev)
 
 
 def add_batch_flags(p: argparse.ArgumentParser, model_help: str) -> None:
-    """``--model``, ``--jobs``, ``--force``, ``--shard``, ``--no-progress`` of ``encode`` and ``decode``."""
+    """``--model``, ``--device``, ``--jobs``, ``--force``, ``--shard``, ``--no-progress`` of ``encode`` and ``decode``."""
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH", help=model_help)
+    p.add_argument("--device", default="auto", metavar="cpu|cuda|cuda:N|auto",
+                   help="where the model runs (default auto: the GPU when there is one, else the CPU)")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="J", help="parallel worker processes (default 1)")
     p.add_argument("--force", action="store_true",
                    help="replace outputs that exist (a single named output that exists is otherwise an error; "

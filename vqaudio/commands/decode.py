@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vqaudio.cli_args import add_batch_flags, sample_rate_arg
+from vqaudio.cli_args import add_batch_flags, device_arg, sample_rate_arg
 from vqaudio.commands.encode import _Preloaded
 from vqaudio.errors import ConfigError, TokenFileError
 from vqaudio.filejobs import Job, Plan, check_jobs, collect, parse_shard, run_jobs, shard_plan
@@ -26,18 +26,23 @@ class _Codecs:
     the user model folder, :func:`vqaudio.codec.find_codec_for`)."""
 
     model: str | None
+    device: str = "cpu"
     cache: dict = field(default_factory=dict)
 
     def __call__(self):  # setup(): a fresh cache per worker
-        return _Codecs(self.model)
+        return _Codecs(self.model, self.device)
+
+    def load(self, spec):
+        from vqaudio.codec import load_codec
+
+        if spec not in self.cache:
+            self.cache[spec] = load_codec(spec, device=self.device)
+        return self.cache[spec]
 
     def for_codes(self, codes):
-        from vqaudio.codec import find_codec_for, load_codec
+        from vqaudio.codec import find_codec_for
 
-        spec = self.model if self.model is not None else find_codec_for(codes)[1]
-        if spec not in self.cache:
-            self.cache[spec] = load_codec(spec)
-        return self.cache[spec]
+        return self.load(self.model if self.model is not None else find_codec_for(codes)[1])
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from vqaudio.io import is_audio_path
 
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
-    codecs = _Codecs(args.model)
+    codecs = _Codecs(args.model, device_arg(args.device))
     stdin, stdout = pipe_ends(args.inputs, args.output)
     if stdin or stdout:
         return _decode_pipe(args, codecs, rate, stdin, stdout)
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     if _kind(codecs, plan.jobs) == "series":  # series models write .npy, except to an -o file named by the user
         named = Path(args.output) if args.output is not None else None
         plan = Plan([j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in plan.jobs], plan.batch)
-    setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(args.model)
+    setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(codecs.model, codecs.device)  # workers load their own
     return run_jobs(plan, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
 
 
@@ -121,11 +126,10 @@ def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, rate: str | int, std
 
 def _kind(codecs: _Codecs, jobs: list[Job]) -> str:
     """The kind of model: from ``--model``, else from the first readable token file (``"audio"`` if none)."""
-    from vqaudio.codec import load_codec, load_codes
+    from vqaudio.codec import load_codes
 
     if codecs.model is not None:
-        codecs.cache[codecs.model] = load_codec(codecs.model)  # fail fast on a bad --model
-        return codecs.cache[codecs.model].kind
+        return codecs.load(codecs.model).kind  # fail fast on a bad --model
     for j in jobs:
         try:
             return load_codes(j.src).kind

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from vqaudio.cli_args import add_batch_flags, sample_rate_arg
+from vqaudio.cli_args import add_batch_flags, device_arg, sample_rate_arg
 from vqaudio.errors import ConfigError
 from vqaudio.filejobs import Job, check_jobs, collect, parse_shard, run_jobs, shard_plan
 from vqaudio.pipes import pipe_ends
@@ -24,11 +24,12 @@ class _Setup:
     """Picklable: loads the codec in each worker."""
 
     model: str | None
+    device: str = "cpu"
 
     def __call__(self):
         from vqaudio.codec import load_codec
 
-        return load_codec(self.model)
+        return load_codec(self.model, device=self.device)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     from vqaudio.io import is_audio_path, is_series_path
 
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
-    codec = load_codec(args.model)  # fail fast (and once) on a bad --model or --n-q
+    device = device_arg(args.device)
+    codec = load_codec(args.model, device=device)  # fail fast (and once) on a bad --model or --n-q
     if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
         raise ConfigError(f"--n-q must be in [1, {codec.n_q}] for model {codec.name!r}, got {args.n_q}")
     accept = is_series_path if codec.kind == "series" else is_audio_path
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     plan = collect(args.inputs, args.output, accept, lambda p: p.with_suffix(".vqa"), file_out=lambda p: bool(p.suffix),
                    what="a series" if codec.kind == "series" else "an audio", output_hint=_looks_like_output)
     plan = shard_plan(plan, shard, "encode")
-    setup = _Preloaded(codec) if jobs_n <= 1 else _Setup(args.model)
+    setup = _Preloaded(codec) if jobs_n <= 1 else _Setup(args.model, device)
     return run_jobs(plan, _Encode(args.n_q, rate), setup, jobs_n, args.force, "encode", not args.no_progress)
 
 
