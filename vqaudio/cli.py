@@ -1,7 +1,8 @@
 """The ``vqaudio`` command line. Each subcommand lives in ``vqaudio/commands/<name>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a library call.
 
-User errors (:class:`vqaudio.errors.VQAudioError`) print one line and exit with status 2; a bad flag prints
+User errors (:class:`vqaudio.errors.VQAudioError`) print one line and exit with status 2, warnings
+(:class:`vqaudio.errors.VQAudioWarning`) one line each; a bad flag prints
 its subcommand's usage (status 2); a closed stdout (``vqaudio info x | head -2``) ends quietly with status 141,
 as a process killed by SIGPIPE. Building the parser imports no torch: ``--version`` and ``--help`` are quick.
 """
@@ -14,7 +15,7 @@ import os
 import pkgutil
 import sys
 
-from vqaudio.errors import VQAudioError
+from vqaudio.errors import VQAudioError, printed_warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        with printed_warnings(args.command):
+            result = args.func(args)
         sys.stdout.flush()  # a closed pipe shows up here rather than at exit
     except VQAudioError as err:
         print(f"vqaudio {args.command}: error: {err}", file=sys.stderr)

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from vqaudio import registry, tokenfile
 from vqaudio.errors import AudioError, CheckpointError, ConfigError, TokenFileError
+from vqaudio.input_warnings import ClipCounter, warn_rate
 from vqaudio.io import (
     _AUDIO_FORMATS,
     _DEFAULT_SUBTYPE,
@@ -320,6 +321,7 @@ class Codec:
             raise AudioError(f"{problem} (the model's rate)", source)
         resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds)
         encoder = self._encoder(n_q, None)
+        clips = ClipCounter()
         out: list[Tensor] = []
         length, channels = 0, None
         with torch.inference_mode():
@@ -328,6 +330,7 @@ class Codec:
                 if block.shape[0] != channels:
                     raise AudioError(f"channel count changed from {channels} to {block.shape[0]}", source)
                 length += block.shape[-1]
+                clips.push(block)
                 for y in resampler.push(block):
                     out += encoder.push(y.unsqueeze(1))  # mono model: channels become items [C, 1, n]
             for y in resampler.finish():
@@ -335,6 +338,8 @@ class Codec:
             out += encoder.finish()
         if not length:
             raise AudioError("is empty (0 samples)", source)
+        warn_rate(source, sample_rate, self.sample_rate)
+        clips.warn(source)
         return self._codes(torch.cat(out, dim=-1), length, channels, sample_rate, n_q, None, source)
 
     def encode(self, wav: Tensor, sample_rate: int | None = None, n_q: int | None = None) -> Codes:

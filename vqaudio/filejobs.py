@@ -155,10 +155,14 @@ def shard_plan(plan: Plan, shard: tuple[int, int] | None, desc: str) -> Plan:
 _STATE: dict = {}
 
 
-def _init_worker(threads: int, setup: Callable[[], object]) -> None:
+def _init_worker(threads: int, setup: Callable[[], object], desc: str) -> None:
     import torch
 
+    from vqaudio.errors import printed_warnings
+
     torch.set_num_threads(threads)
+    _STATE["warnings"] = printed_warnings(desc)  # one line each, as in the main process, for the worker's life
+    _STATE["warnings"].__enter__()
     _STATE["ctx"] = setup()
 
 
@@ -211,7 +215,8 @@ def run_jobs(plan: Plan, fn: Callable, setup: Callable[[], object], n_jobs: int,
         pool = None
     else:
         threads = max(1, usable_cpus() // n_jobs)
-        pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads, setup))
+        pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+                                   initargs=(threads, setup, desc))
         results = pool.map(_call, [fn] * len(todo), todo, chunksize=1)
     try:
         for msg in results:
