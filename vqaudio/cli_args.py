@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vqaudio.errors import ConfigError
+from vqaudio.progress import add_progress_flag
 
 __all__ = ["sample_rate_arg", "device_arg", "add_batch_flags"]
 
@@ -44,7 +45,7 @@ def device_arg(text: str, flag: str = "--device") -> str:
 
 
 def add_batch_flags(p: argparse.ArgumentParser, model_help: str) -> None:
-    """``--model``, ``--device``, ``--jobs``, ``--force``, ``--shard``, ``--no-progress`` of ``encode`` and ``decode``."""
+    """``--model``, ``--device``, ``--jobs``, ``--force``, ``--shard``, ``--[no-]progress`` of ``encode`` and ``decode``."""
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH", help=model_help)
     p.add_argument("--device", default="auto", metavar="cpu|cuda|cuda:N|auto",
                    help="where the model runs (default auto: the GPU when there is one, else the CPU)")
@@ -53,4 +54,4 @@ def add_batch_flags(p: argparse.ArgumentParser, model_help: str) -> None:
                    help="replace outputs that exist (a single named output that exists is otherwise an error; "
                         "a folder run skips them)")
     p.add_argument("--shard", metavar="I/N", help="only the inputs with hash(relative path) %% N == I (0 <= I < N)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p)

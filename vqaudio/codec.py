@@ -309,8 +309,10 @@ class Codec:
                      source=source)
 
     def encode_stream(self, blocks: Iterable[Tensor], sample_rate: int | None, n_q: int | None = None,
-                      source: str | None = None) -> Codes:
-        """Encode audio arriving as blocks ``[C, n]`` at ``sample_rate``; memory is bounded by the chunk size."""
+                      source: str | None = None, progress: Callable[[float], None] | None = None) -> Codes:
+        """Encode audio arriving as blocks ``[C, n]`` at ``sample_rate``; memory is bounded by the chunk size.
+
+        ``progress(seconds)`` is called with the seconds of input each block adds."""
         if self.kind != "audio":
             raise AudioError(f"model {self.name!r} codes series, not audio", source)
         n_q = self._n_q(n_q)
@@ -331,6 +333,8 @@ class Codec:
                     raise AudioError(f"channel count changed from {channels} to {block.shape[0]}", source)
                 length += block.shape[-1]
                 clips.push(block)
+                if progress is not None:
+                    progress(block.shape[-1] / sample_rate)
                 for y in resampler.push(block):
                     out += encoder.push(y.unsqueeze(1))  # mono model: channels become items [C, 1, n]
             for y in resampler.finish():
@@ -368,14 +372,16 @@ class Codec:
             out += encoder.finish()
         return self._codes(torch.cat(out, dim=-1), x.shape[-1], self.channels, None, n_q, stats, source)
 
-    def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None) -> Codes:
+    def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None,
+                    progress: Callable[[float, float], None] | None = None) -> Codes:
         """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series.
 
         ``path`` may also be a seekable binary stream (e.g. stdin read into :class:`io.BytesIO`): audio in any
         format soundfile detects from its content (WAV, FLAC, OGG, ...), series as ``.npy`` or CSV text.
-        ``name`` names the input in errors (default: the path; ``"stdin"`` for a stream)."""
+        ``name`` names the input in errors (default: the path; ``"stdin"`` for a stream). Audio only:
+        ``progress(seconds, total_seconds)`` as blocks are read (e.g. a :class:`vqaudio.progress.SecondsBar`)."""
         if hasattr(path, "read"):
-            return self._encode_stream_file(path, n_q, name or "stdin")
+            return self._encode_stream_file(path, n_q, name or "stdin", progress)
         path = Path(path)
         name = name or str(path)
         if self.kind == "series":
@@ -385,13 +391,19 @@ class Codec:
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
             raise AudioError(f"{what}, but model {self.name!r} codes audio", name)
-        sr, _, _, blocks = _audio_blocks(path, 1 << 16, name)
-        return self.encode_stream(blocks, sr, n_q, source=name)
+        return self._encode_audio(path, n_q, name, progress)
 
-    def _encode_stream_file(self, f: BinaryIO, n_q: int | None, name: str) -> Codes:
+    def _encode_audio(self, src: Path | BinaryIO, n_q: int | None, name: str,
+                      progress: Callable[[float, float], None] | None) -> Codes:
+        sr, _, frames, blocks = _audio_blocks(src, 1 << 16, name)
+        total = frames / sr
+        return self.encode_stream(blocks, sr, n_q, source=name,
+                                  progress=None if progress is None else lambda s: progress(s, total))
+
+    def _encode_stream_file(self, f: BinaryIO, n_q: int | None, name: str,
+                            progress: Callable[[float, float], None] | None) -> Codes:
         if self.kind == "audio":
-            sr, _, _, blocks = _audio_blocks(f, 1 << 16, name)
-            return self.encode_stream(blocks, sr, n_q, source=name)
+            return self._encode_audio(f, n_q, name, progress)
         f.seek(0)
         data = f.read()
         suffix = ".npy" if data.startswith(b"\x93NUMPY") else ".csv"
@@ -485,10 +497,11 @@ class Codec:
         return torch.cat(list(blocks), dim=-1), rate
 
     def decode_to_file(self, codes: Codes, path: str | os.PathLike | BinaryIO, sample_rate: str | int = "original",
-                       suffix: str | None = None) -> None:
+                       suffix: str | None = None, progress: Callable[[float, float], None] | None = None) -> None:
         """Decode into an audio file (streamed, atomic; integer formats clip to [-1, 1]) or, for
         series, a ``.npy``/``.csv`` file. ``path`` may be a seekable binary stream (e.g. :class:`io.BytesIO`
-        for stdout); then ``suffix`` (``".wav"``, ``".flac"``, ``".npy"``, ...) names the format."""
+        for stdout); then ``suffix`` (``".wav"``, ``".flac"``, ``".npy"``, ...) names the format. Audio only:
+        ``progress(seconds, total_seconds)`` as blocks are written."""
         stream = hasattr(path, "write")
         name = "stdout" if stream else str(path)
         suffix = (suffix or ("" if stream else Path(path).suffix)).lower()
@@ -507,7 +520,7 @@ class Codec:
             raise AudioError(f"unsupported audio output suffix {suffix!r}", name)
         if not stream and not Path(path).parent.is_dir():
             raise AudioError("output folder does not exist", name)
-        rate, _, blocks = self.decode_stream(codes, sample_rate)
+        rate, length, blocks = self.decode_stream(codes, sample_rate)
         fmt = _AUDIO_FORMATS[suffix]
         subtype = _DEFAULT_SUBTYPE.get(suffix) or sf.default_subtype(fmt)
         clip = not (subtype.startswith("FLOAT") or subtype.startswith("DOUBLE"))
@@ -517,6 +530,8 @@ class Codec:
                 f = stack.enter_context(sf.SoundFile(target, "w", rate, codes.channels, subtype, format=fmt))
                 for block in blocks:
                     f.write((block.clamp(-1, 1) if clip else block).T.numpy())
+                    if progress is not None:
+                        progress(block.shape[-1] / rate, length / rate)
         except OSError as err:  # mkstemp / os.replace: e.g. the destination is a folder, or no permission
             raise AudioError(f"cannot write audio: {err.strerror or err}", name) from None
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:

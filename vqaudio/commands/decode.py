@@ -11,6 +11,7 @@ from vqaudio.commands.encode import _Preloaded
 from vqaudio.errors import ConfigError, TokenFileError
 from vqaudio.filejobs import Job, Plan, check_jobs, collect, parse_shard, run_jobs, shard_plan
 from vqaudio.pipes import pipe_ends
+from vqaudio.progress import progress_wanted
 
 HELP = "decode .vqa token files back to audio (or series)"
 AUDIO_TYPES, SERIES_TYPES = ("wav", "flac", "ogg"), ("npy", "csv")  # --type: what -o - writes
@@ -48,12 +49,19 @@ class _Codecs:
 @dataclass(frozen=True)
 class _Decode:
     sample_rate: str | int
+    progress: bool = False  # a bar in seconds of audio (single files; a batch counts files instead)
 
     def __call__(self, codecs: _Codecs, job: Job) -> None:
         from vqaudio.codec import load_codes
 
         codes = load_codes(job.src)
-        codecs.for_codes(codes).decode_to_file(codes, job.dst, self.sample_rate)
+        self.decode(codecs.for_codes(codes), codes, job.dst)
+
+    def decode(self, codec, codes, dst, suffix: str | None = None) -> None:
+        from vqaudio.progress import SecondsBar
+
+        with SecondsBar("decode", self.progress) as bar:
+            codec.decode_to_file(codes, dst, self.sample_rate, suffix=suffix, progress=bar)
 
 
 def register(subparsers) -> None:
@@ -78,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
     codecs = _Codecs(args.model, device_arg(args.device))
+    progress = progress_wanted(args.progress)
     stdin, stdout = pipe_ends(args.inputs, args.output)
     if stdin or stdout:
-        return _decode_pipe(args, codecs, rate, stdin, stdout)
+        return _decode_pipe(args, codecs, _Decode(rate, progress), stdin, stdout)
 
     def is_vqa(p: Path) -> bool:
         return p.suffix.lower() == ".vqa"
@@ -92,10 +101,10 @@ def run(args: argparse.Namespace) -> int:
         named = Path(args.output) if args.output is not None else None
         plan = Plan([j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in plan.jobs], plan.batch)
     setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(codecs.model, codecs.device)  # workers load their own
-    return run_jobs(plan, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
+    return run_jobs(plan, _Decode(rate, progress and not plan.batch), setup, jobs_n, args.force, "decode", progress)
 
 
-def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, rate: str | int, stdin: bool, stdout: bool) -> int:
+def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, decode: _Decode, stdin: bool, stdout: bool) -> int:
     """One .vqa (a file or stdin) to one output (a file, or stdout in the --type format)."""
     import io
 
@@ -113,13 +122,13 @@ def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, rate: str | int, std
     codes = from_bytes(read_stdin().getvalue(), "stdin") if stdin else load_codes(src)
     codec = codecs.for_codes(codes)
     if not stdout:
-        codec.decode_to_file(codes, dst, rate)
+        decode.decode(codec, codes, dst)
         return 0
     fmt = args.type or ("npy" if codec.kind == "series" else "wav")
     if (fmt in SERIES_TYPES) != (codec.kind == "series"):
         raise ConfigError(f"--type {fmt} does not fit a {codec.kind} model (use {' or '.join(SERIES_TYPES if codec.kind == 'series' else AUDIO_TYPES)})")
     buf = io.BytesIO()
-    codec.decode_to_file(codes, buf, rate, suffix="." + fmt)
+    decode.decode(codec, codes, buf, suffix="." + fmt)
     write_stdout(buf.getvalue())
     return 0
 

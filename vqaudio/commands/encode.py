@@ -13,6 +13,7 @@ from vqaudio.cli_args import add_batch_flags, device_arg, sample_rate_arg
 from vqaudio.errors import ConfigError
 from vqaudio.filejobs import Job, check_jobs, collect, parse_shard, run_jobs, shard_plan
 from vqaudio.pipes import pipe_ends
+from vqaudio.progress import progress_wanted
 
 HELP = "encode audio/series files or folders to .vqa token files"
 DESCRIPTION = (HELP + ". One input file gives one output (default: IN with .vqa; an existing one needs --force); "
@@ -36,19 +37,28 @@ class _Setup:
 class _Encode:
     n_q: int | None
     sample_rate: str
+    progress: bool = False  # a bar in seconds of audio (single files; a batch counts files instead)
 
     def __call__(self, codec, job: Job) -> None:
-        self.write(codec, codec.encode_file(job.src, self.n_q), job.dst)
+        self.write(codec, self.encode(codec, job.src), job.dst)
+
+    def encode(self, codec, src):
+        from vqaudio.progress import SecondsBar
+
+        with SecondsBar("encode", self.progress) as bar:
+            return codec.encode_file(src, self.n_q, progress=bar)
 
     def write(self, codec, codes, dst: Path) -> None:
         """``dst.vqa``, or an audio/series file to listen to the result (encode + decode)."""
         from vqaudio.codec import save_codes
         from vqaudio.io import is_audio_path, is_series_path
+        from vqaudio.progress import SecondsBar
 
         if dst.suffix.lower() == ".vqa":
             save_codes(dst, codes)
         elif is_audio_path(dst) or is_series_path(dst):
-            codec.decode_to_file(codes, dst, self.sample_rate)
+            with SecondsBar("decode", self.progress) as bar:
+                codec.decode_to_file(codes, dst, self.sample_rate, progress=bar)
         else:
             raise ConfigError(f"output must end in .vqa, or in an audio/series suffix to decode right away, not {dst.suffix!r}", str(dst))
 
@@ -79,14 +89,16 @@ def run(args: argparse.Namespace) -> int:
     if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
         raise ConfigError(f"--n-q must be in [1, {codec.n_q}] for model {codec.name!r}, got {args.n_q}")
     accept = is_series_path if codec.kind == "series" else is_audio_path
+    progress = progress_wanted(args.progress)
     stdin, stdout = pipe_ends(args.inputs, args.output)
     if stdin or stdout:
-        return _encode_pipe(args, codec, _Encode(args.n_q, rate), stdin, stdout)
+        return _encode_pipe(args, codec, _Encode(args.n_q, rate, progress), stdin, stdout)
     plan = collect(args.inputs, args.output, accept, lambda p: p.with_suffix(".vqa"), file_out=lambda p: bool(p.suffix),
                    what="a series" if codec.kind == "series" else "an audio", output_hint=_looks_like_output)
     plan = shard_plan(plan, shard, "encode")
     setup = _Preloaded(codec) if jobs_n <= 1 else _Setup(args.model, device)
-    return run_jobs(plan, _Encode(args.n_q, rate), setup, jobs_n, args.force, "encode", not args.no_progress)
+    encode = _Encode(args.n_q, rate, progress and not plan.batch)
+    return run_jobs(plan, encode, setup, jobs_n, args.force, "encode", progress)
 
 
 def _encode_pipe(args: argparse.Namespace, codec, encode: _Encode, stdin: bool, stdout: bool) -> int:
@@ -101,7 +113,7 @@ def _encode_pipe(args: argparse.Namespace, codec, encode: _Encode, stdin: bool, 
         check_stdout()
     else:
         check_named_output(dst, src, args.force)
-    codes = codec.encode_file(read_stdin() if stdin else src, args.n_q)
+    codes = encode.encode(codec, read_stdin() if stdin else src)
     if stdout:
         write_stdout(to_bytes(codes, "stdout"))
     else:

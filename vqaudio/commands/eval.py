@@ -13,6 +13,7 @@ from pathlib import Path
 
 from vqaudio.errors import ConfigError
 from vqaudio.filejobs import exists_error
+from vqaudio.progress import add_progress_flag, progress_wanted
 
 HELP = "evaluate a codec (metrics, bitrate, baselines) and write a report"
 
@@ -48,7 +49,7 @@ def register(subparsers) -> None:
                    help="torch CPU threads (default 1: eval runs many small ops, which extra threads slow down)")
     p.add_argument("--no-plots", action="store_true", help="no PNG figures")
     p.add_argument("--force", action="store_true", help="replace the report already in REPORT_DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         fit = [fit[int(i * step)] for i in range(min(len(fit), args.pca_max_files))]
     n_qs = n_q_list(args.n_q) if args.n_q is not None else None
     make_output_dir(args.output)  # before the (long) evaluation, not after it
-    result = evaluate(codec, files, names, n_qs, baselines, fit, keep=not args.no_plots, progress=not args.no_progress)
+    result = evaluate(codec, files, names, n_qs, baselines, fit, keep=not args.no_plots, progress=progress_wanted(args.progress))
     md = write_report(result, args.output, plots=not args.no_plots)
     top = result["systems"][f"vqaudio n_q={max(result['n_qs'])}"]
     means = ", ".join(f"{k} {v:.3f}" for k, v in top["mean"].items())

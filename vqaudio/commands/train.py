@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from vqaudio.errors import ConfigError
+from vqaudio.progress import add_progress_flag, progress_wanted
 
 HELP = "train a VQ-VAE tokenizer on audio or time series"
 
@@ -50,7 +51,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGrou
                    help="validation metric that picks best/ (default loss; e.g. pesq_nb, stoi, mel; nll_bits for a prior)")
     t.add_argument("--best-mode", choices=["auto", "min", "max"],
                    help="keep the lowest or highest --best-metric (auto: highest for pesq_nb, pesq_wb, stoi, si_snr)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(t)
     return t
 
 
@@ -134,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
     adv_d.update({f: getattr(args, a) for a, f in (("adv_weight", "weight"), ("feature_weight", "feature_weight"),
                                                   ("adv_start_step", "start_step")) if getattr(args, a) is not None})
-    if args.no_progress:
-        train_d["progress"] = False
+    train_d["progress"] = progress_wanted(args.progress)  # display, not a training setting: flags and stderr decide
     try:
         model_config = VQVAEConfig.from_dict(model_d)
         train_config = TrainConfig.from_dict(train_d)

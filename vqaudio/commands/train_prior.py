@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vqaudio.commands.train import TRAIN_FLAGS, _read_json, add_training_arguments
 from vqaudio.errors import ConfigError
+from vqaudio.progress import progress_wanted
 
 HELP = "train a WaveNet prior over a codec's tokens (for vqaudio sample)"
 
@@ -63,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         train_d = dict(_read_json(str(saved)).get("train", {}))  # the run's own settings; flags still override
     model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
-    if args.no_progress:
-        train_d["progress"] = False
+    train_d["progress"] = progress_wanted(args.progress)  # display, not a training setting: flags and stderr decide
     train_d.setdefault("best_metric", "nll_bits")
     try:
         model_config = WaveNetConfig.from_dict(model_d)
