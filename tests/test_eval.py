@@ -161,7 +161,7 @@ def test_eval_series(tmp_path):
     (["--baselines", "pca,mp3"], "unknown baseline(s) mp3"),
     (["--max-files", "0"], "--max-files must be >= 1"),
     (["--codec", "/nonexistent/codec"], "model folder does not exist"),
-    (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or mps, got 'gpu'"),
+    (["--device", "gpu"], "--device must be cpu, cuda, cuda:N, mps or auto, got 'gpu'"),
     (["--device", "cuda:zero"], "--device must be"),
 ])
 def test_eval_errors_are_one_line(tmp_path, codec_dir, eval_dir, capsys, args, message):

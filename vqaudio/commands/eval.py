@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vqaudio.cli_args import device_arg
     from vqaudio.codec import load_codec
+    from vqaudio.figures import metric, rate, unit
     from vqaudio.report import eval_files, evaluate, make_output_dir, write_report
 
     baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(codec, files, names, n_qs, baselines, fit, keep=not args.no_plots, progress=progress_wanted(args.progress))
     md = write_report(result, args.output, plots=not args.no_plots)
     top = result["systems"][f"vqaudio n_q={max(result['n_qs'])}"]
-    means = ", ".join(f"{k} {v:.3f}" for k, v in top["mean"].items())
-    print(f"vqaudio eval: {len(files)} file(s), n_q={max(result['n_qs'])} at {top['bitrate']:.0f} bit/s: {means}; "
-          f"report {md}", file=sys.stderr)
+    means = ", ".join(f"{k} {metric(v)}" for k, v in top["mean"].items())
+    print(f"vqaudio eval: {len(files)} file(s), n_q={max(result['n_qs'])} at {rate(top['bitrate'])} {unit(codec.kind)}: "
+          f"{means}; report {md}", file=sys.stderr)
     return 0

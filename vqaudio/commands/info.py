@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vqaudio.figures import rate
+
 HELP = "show a .vqa token file's header, or a model's config and bitrate"
 
 
@@ -54,10 +56,13 @@ def model_info(spec: str | None) -> dict:
 
 
 def _print(info: dict, indent: str = "") -> None:
+    """``key: value`` lines, floats rounded (``--json`` keeps every digit)."""
     for k, v in info.items():
         if isinstance(v, dict) and v and k != "model":
             print(f"{indent}{k}:")
             _print(v, indent + "  ")
+        elif isinstance(v, float):
+            print(f"{indent}{k}: {rate(v) if 'bitrate' in k or k.isdigit() else f'{v:.6g}'}")
         else:
             print(f"{indent}{k}: {json.dumps(v) if isinstance(v, (dict, list)) or v is None else v}")
 

@@ -110,6 +110,7 @@ def _read_json(path: str) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from vqaudio.adversarial import AdversarialConfig
+    from vqaudio.figures import metric
     from vqaudio.models import VQVAEConfig
     from vqaudio.train import TrainConfig, train_vqvae
 
@@ -145,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     result = train_vqvae(args.data, args.exp, model_config, train_config, segment=args.segment, resume=args.resume,
                          valid_fraction=args.valid_fraction, plots=not args.no_plots, adversarial=adversarial)
     if os.environ.get("RANK", "0") == "0":
-        valid = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result["valid"].items()))
-        print(f"vqaudio train: {result['step']} steps in {args.exp} ({result['steps_per_s']:.2f} steps/s); "
-              f"best {result['best']} at step {result['best_step']}; last validation: {valid or 'none'}", file=sys.stderr)
+        valid = ", ".join(f"{k} {metric(v)}" for k, v in sorted(result["valid"].items()))
+        print(f"vqaudio train: {result['step']} steps in {args.exp} ({result['steps_per_s']:.2f} steps/s); best "
+              f"{train_config.best_metric} {metric(result['best'])} at step {result['best_step']}; last validation: "
+              f"{valid or 'none'}", file=sys.stderr)
     return 0

@@ -50,6 +50,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vqaudio.figures import metric
     from vqaudio.models.wavenet import WaveNetConfig
     from vqaudio.prior import train_prior
     from vqaudio.train import TrainConfig
@@ -79,10 +80,9 @@ def run(args: argparse.Namespace) -> int:
                     labels=args.labels, cache_dir=args.cache, valid_fraction=args.valid_fraction, resume=args.resume,
                     progress=train_config.progress)
     if os.environ.get("RANK", "0") == "0":
-        nll = r.get("valid_nll_bits")
         print(f"vqaudio train-prior: {r['step']} steps in {args.exp} ({r['steps_per_s']:.2f} steps/s); tokens "
               f"train {r['tokens']['train']} / held-out {r['tokens']['valid']}; held-out NLL "
-              f"{'n/a' if nll is None else f'{nll:.3f}'} bits/token (best, step {r['best_step']}) vs unigram entropy "
-              f"{r['unigram_bits']:.3f} bits (held-out unigram cross-entropy {r['unigram_xent_bits']:.3f})",
+              f"{metric(r.get('valid_nll_bits'))} bits/token (best, step {r['best_step']}) vs unigram entropy "
+              f"{metric(r['unigram_bits'])} bits (held-out unigram cross-entropy {metric(r['unigram_xent_bits'])})",
               file=sys.stderr)
     return 0
