@@ -5,6 +5,7 @@ User errors (:class:`vqaudio.errors.VQAudioError`) print one line and exit with 
 (:class:`vqaudio.errors.VQAudioWarning`) one line each; a bad flag prints
 its subcommand's usage (status 2); a closed stdout (``vqaudio info x | head -2``) ends quietly with status 141,
 as a process killed by SIGPIPE. Building the parser imports no torch: ``--version`` and ``--help`` are quick.
+Thread defaults (``OMP_WAIT_POLICY=PASSIVE``, threads = usable CPUs): :mod:`vqaudio.threads`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pkgutil
 import sys
 
 from vqaudio.errors import VQAudioError, printed_warnings
+from vqaudio.threads import apply_cli_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +62,7 @@ def _stdout_closed() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    apply_cli_defaults()  # OMP_WAIT_POLICY=PASSIVE, threads = usable CPUs: before any command imports torch
     parser = build_parser()
     args = _parse(parser, argv)
     if not getattr(args, "func", None):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vqaudio.errors import ConfigError, VQAudioError
 
-__all__ = ["Job", "Plan", "parse_shard", "in_shard", "shard_plan", "collect", "run_jobs", "exists_error", "check_named_output", "usable_cpus"]
+__all__ = ["Job", "Plan", "parse_shard", "in_shard", "shard_plan", "collect", "run_jobs", "exists_error", "check_named_output"]
 
 
 def exists_error(path: str | os.PathLike) -> ConfigError:
@@ -42,14 +42,6 @@ def check_named_output(dst: Path, src: Path | None, force: bool) -> None:
     if (dst.exists() or dst.is_symlink()) and not force:
         raise exists_error(dst)
     make_output_dir(dst.parent)
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -214,6 +206,8 @@ def run_jobs(plan: Plan, fn: Callable, setup: Callable[[], object], n_jobs: int,
         results = (_direct(fn, ctx, j) for j in todo)
         pool = None
     else:
+        from vqaudio.threads import usable_cpus
+
         threads = max(1, usable_cpus() // n_jobs)
         pool = ProcessPoolExecutor(n_jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                                    initargs=(threads, setup, desc))
