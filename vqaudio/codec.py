@@ -216,12 +216,19 @@ def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int,
     return int(f.samplerate), int(f.channels), int(f.frames), blocks()
 
 
+SHAPES = "a float tensor [T], [C, T] or [B, C, T], or a list of [C, T] tensors"
+
+
 def _check_wav(x: Tensor, what: str) -> Tensor:
-    x = torch.as_tensor(x)
+    """``x`` as float32 ``[C, T]`` on the CPU (``[T]``: one channel); one-line :class:`AudioError` otherwise."""
+    try:
+        x = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise AudioError(f"expected {SHAPES}, got {type(x).__name__}", what) from None
     if x.dim() == 1:
         x = x.unsqueeze(0)
     if x.dim() != 2 or not x.is_floating_point():
-        raise AudioError(f"expected a float tensor [C, T], got {x.dtype} {list(x.shape)}", what)
+        raise AudioError(f"expected {SHAPES}, got {x.dtype} {list(x.shape)}", what)
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AudioError(f"is empty (shape {list(x.shape)})", what)
     if not bool(torch.isfinite(x).all()):
@@ -346,12 +353,20 @@ class Codec:
         clips.warn(source)
         return self._codes(torch.cat(out, dim=-1), length, channels, sample_rate, n_q, None, source)
 
-    def encode(self, wav: Tensor, sample_rate: int | None = None, n_q: int | None = None) -> Codes:
+    def encode(self, wav: Tensor | list[Tensor], sample_rate: int | None = None,
+               n_q: int | None = None) -> Codes | list[Codes]:
         """Codes of ``wav`` float ``[C, T]`` (or ``[T]``): ``Codes.codes`` int64 ``[items, n_q, ceil(T' / hop)]``.
 
         Audio: ``sample_rate`` is ``wav``'s rate (resampled to the model's); each channel is one item.
         Series: ``wav`` is ``[C, T]`` with the model's ``C`` (``sample_rate`` is ignored); one item.
+
+        A batch, ``[B, C, T]`` or a list of ``[C, T_i]`` of any lengths, gives a list of :class:`Codes`, the same
+        codes as encoding the items one at a time, computed in padding-aware batches (:mod:`vqaudio.batch`).
         """
+        if isinstance(wav, list | tuple) or (isinstance(wav, Tensor) and wav.dim() == 3):
+            from vqaudio.batch import encode_many
+
+            return encode_many(self, [_check_wav(x, f"input[{i}]") for i, x in enumerate(wav)], sample_rate, n_q)
         wav = _check_wav(wav, "input")
         if self.kind == "series":
             return self._encode_series(wav, n_q, None)
@@ -445,11 +460,8 @@ class Codec:
             return sample_rate
         raise ConfigError(f"sample_rate must be 'original', 'model' or a positive integer, got {sample_rate!r}")
 
-    def decode_stream(self, codes: Codes, sample_rate: str | int = "original") -> tuple[int | None, int, Iterator[Tensor]]:
-        """``(rate, length, blocks)``: the decoded signal as float32 blocks ``[C, n]`` totalling ``length``.
-
-        ``sample_rate``: ``"original"`` (the input file's), ``"model"``, or a rate in Hz (audio only).
-        """
+    def decode_plan(self, codes: Codes, sample_rate: str | int) -> tuple[int | None, int, SeriesStats | None]:
+        """Check ``codes`` against the model; ``(output rate, output length, series statistics)`` of decoding them."""
         self.check(codes)
         rate = self._output_rate(codes, sample_rate)
         problem = None if rate is None else resample_problem(self.sample_rate, rate)
@@ -460,10 +472,18 @@ class Codec:
         stats = None
         if codes.stats is not None:
             stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(1, -1, 1) for k in ("mean", "std")))
-        model_length = codes.model_length
-        length = model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
+        length = codes.model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
         if rate == codes.orig_sample_rate:
             length = codes.length
+        return rate, length, stats
+
+    def decode_stream(self, codes: Codes, sample_rate: str | int = "original") -> tuple[int | None, int, Iterator[Tensor]]:
+        """``(rate, length, blocks)``: the decoded signal as float32 blocks ``[C, n]`` totalling ``length``.
+
+        ``sample_rate``: ``"original"`` (the input file's), ``"model"``, or a rate in Hz (audio only).
+        """
+        rate, length, stats = self.decode_plan(codes, sample_rate)
+        model_length = codes.model_length
 
         def fn(c: Tensor) -> Tensor:  # [items, n_q, f] -> [items, C, f * hop]
             return self.model.decode(c.to(self.device), stats=stats).cpu()
@@ -490,9 +510,19 @@ class Codec:
 
         return rate, length, blocks()
 
-    def decode(self, codes: Codes, sample_rate: str | int = "original") -> tuple[Tensor, int | None]:
+    def decode(self, codes: Codes | list[Codes], sample_rate: str | int = "original"
+               ) -> tuple[Tensor, int | None] | list[tuple[Tensor, int | None]]:
         """``(wav float32 [C, T], rate)``: decoded audio at the original rate (default) or the model's
-        (``"model"``), with the original channels; series: ``([C, T], None)`` at the original scale."""
+        (``"model"``), with the original channels; series: ``([C, T], None)`` at the original scale.
+
+        A list of :class:`Codes` gives a list of ``(wav, rate)``, the same as decoding them one at a time,
+        computed in padding-aware batches (:mod:`vqaudio.batch`)."""
+        if isinstance(codes, list | tuple):
+            from vqaudio.batch import decode_many
+
+            return decode_many(self, list(codes), sample_rate)
+        if not isinstance(codes, Codes):
+            raise TokenFileError(f"decode takes Codes or a list of Codes, got {type(codes).__name__}")
         rate, _, blocks = self.decode_stream(codes, sample_rate)
         return torch.cat(list(blocks), dim=-1), rate
 
