@@ -585,7 +585,8 @@ def load_codes(path: str | os.PathLike) -> Codes:
 
 def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                chunk_seconds: float = 15.0) -> Codec:
-    """Load a codec by registered name (``None``: the default model) or checkpoint/experiment folder."""
+    """Load a codec by shipped or user model name (``None``: the default model) or checkpoint/experiment folder
+    (:func:`vqaudio.registry.resolve`)."""
     from vqaudio.checkpoint import load_model
 
     name, folder = registry.resolve(name_or_path)
