@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import one_line, run
 from test_codec import trained_checkpoint
 
-from vqaudio.cli import main
 from vqaudio.codec import load_codes
 
 
@@ -24,16 +24,6 @@ def talk(tmp_path, speech_file) -> Path:
     dst = tmp_path / "talk.wav"
     shutil.copy(speech_file, dst)
     return dst
-
-
-def run(*args, expect: int = 0) -> None:
-    assert main([str(a) for a in args]) == expect
-
-
-def one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_decode_never_writes_over_the_recording(talk, ckpt, capsys):

@@ -15,16 +15,21 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from cli_helpers import one_line, run
 from test_codec import trained_checkpoint
 
 from vqaudio import registry
 from vqaudio.checkpoint import save_model
-from vqaudio.cli import main
 from vqaudio.codec import load_codec, load_codes
 from vqaudio.models.vqvae import VQVAE, VQVAEConfig
 
 FIXTURE = Path(__file__).parent / "data" / "speech-8k-37ac2a1f.vqa"
 CURRENT_SHA = "37ac2a1f034e4e41947c1c47bb0cf3b89cfae11e1a6772a74d04ad05675c990b"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, speech_crops) -> Path:
+    return trained_checkpoint(tmp_path_factory.mktemp("models"), speech_crops)
 
 
 def signal() -> tuple[np.ndarray, int]:
@@ -41,21 +46,6 @@ def signal() -> tuple[np.ndarray, int]:
 @pytest.fixture(autouse=True)
 def _own_user_models(tmp_path, monkeypatch):
     monkeypatch.setenv("VQAUDIO_MODELS", str(tmp_path / "user-models"))
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, speech_crops) -> Path:
-    return trained_checkpoint(tmp_path_factory.mktemp("models"), speech_crops)
-
-
-def run(*args, expect: int = 0) -> None:
-    assert main([str(a) for a in args]) == expect
-
-
-def one_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def decoded(path: Path) -> np.ndarray:

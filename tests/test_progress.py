@@ -16,14 +16,14 @@ from vqaudio.cli import main
 from vqaudio.progress import progress_wanted
 
 
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, speech_crops) -> Path:
     return trained_checkpoint(tmp_path_factory.mktemp("models"), speech_crops)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 from vqaudio.errors import ConfigError
 
-__all__ = ["STDIO", "pipe_ends", "read_stdin", "check_stdout", "write_stdout"]
+__all__ = ["STDIO", "pipe_ends", "checked_ends", "read_stdin", "check_stdout", "write_stdout"]
 
 STDIO = "-"
 
@@ -30,6 +30,21 @@ def pipe_ends(inputs: list[str], output: str | None) -> tuple[bool, bool]:
         raise ConfigError(f"-o - (stdout) takes one input file, got {' '.join(inputs)}")
     if src and output is not None and not dst and Path(output).is_dir():
         raise ConfigError("the input is stdin, so -o must name a file, not a folder", output)
+    return src, dst
+
+
+def checked_ends(inputs: list[str], output: str | None, stdin: bool, stdout: bool,
+                 force: bool) -> tuple[Path | None, Path | None]:
+    """``(src, dst)`` of a run with a pipe end (``None`` for stdin / stdout), checked before any work: stdout
+    is not a terminal, a named output is not the input and needs ``force`` if it exists (its folder is made)."""
+    from vqaudio.filejobs import check_named_output
+
+    src = None if stdin else Path(inputs[0])
+    dst = None if stdout else Path(output)
+    if stdout:
+        check_stdout()
+    else:
+        check_named_output(dst, src, force)
     return src, dst
 
 

@@ -109,16 +109,10 @@ def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, decode: _Decode, std
     import io
 
     from vqaudio.codec import load_codes
-    from vqaudio.filejobs import check_named_output
-    from vqaudio.pipes import check_stdout, read_stdin, write_stdout
+    from vqaudio.pipes import checked_ends, read_stdin, write_stdout
     from vqaudio.tokenfile import from_bytes
 
-    src = None if stdin else Path(args.inputs[0])
-    dst = None if stdout else Path(args.output)
-    if stdout:
-        check_stdout()
-    else:
-        check_named_output(dst, src, args.force)
+    src, dst = checked_ends(args.inputs, args.output, stdin, stdout, args.force)
     codes = from_bytes(read_stdin().getvalue(), "stdin") if stdin else load_codes(src)
     codec = codecs.for_codes(codes)
     if not stdout:

@@ -103,16 +103,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _encode_pipe(args: argparse.Namespace, codec, encode: _Encode, stdin: bool, stdout: bool) -> int:
     """One input (a file or stdin) to one output (a file or stdout, which gets the .vqa bytes)."""
-    from vqaudio.filejobs import check_named_output
-    from vqaudio.pipes import check_stdout, read_stdin, write_stdout
+    from vqaudio.pipes import checked_ends, read_stdin, write_stdout
     from vqaudio.tokenfile import to_bytes
 
-    src = None if stdin else Path(args.inputs[0])
-    dst = None if stdout else Path(args.output)
-    if stdout:
-        check_stdout()
-    else:
-        check_named_output(dst, src, args.force)
+    src, dst = checked_ends(args.inputs, args.output, stdin, stdout, args.force)
     codes = encode.encode(codec, read_stdin() if stdin else src)
     if stdout:
         write_stdout(to_bytes(codes, "stdout"))
