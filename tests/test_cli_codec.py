@@ -17,7 +17,7 @@ from test_codec import trained_checkpoint
 from vqaudio.checkpoint import save_model
 from vqaudio.cli import main
 from vqaudio.codec import load_codec, load_codes
-from vqaudio.commands.encode import in_shard
+from vqaudio.filejobs import in_shard
 from vqaudio.models.vqvae import VQVAE, VQVAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,15 +65,13 @@ def test_encode_decode_info_one_file(wav, ckpt, capsys):
     vqa = wav.with_suffix(".vqa")
     codes = load_codes(vqa)
     assert codes.model == "tiny-speech" and codes.length == sf.info(str(wav)).frames
-    run("decode", vqa, "--model", ckpt, expect=0)  # default output IN.wav is the input: skipped, not overwritten
-    assert "skipped 1 existing" in capsys.readouterr().err
-    tok = wav.parent.parent / "tok" / "speech.vqa"
-    tok.parent.mkdir()
-    shutil.copy(vqa, tok)
-    run("decode", tok, "--model", ckpt)
-    y, sr = sf.read(str(tok.with_suffix(".wav")))
+    original = wav.read_bytes()
+    run("decode", vqa, "--model", ckpt)  # default output IN.decoded.wav: never the recording that was encoded
+    decoded = wav.parent / "speech.decoded.wav"
+    y, sr = sf.read(str(decoded))
     assert sr == sf.info(str(wav)).samplerate and len(y) == codes.length
     np.testing.assert_allclose(y, load_codec(ckpt).decode(codes)[0][0].clamp(-1, 1).numpy(), atol=1.5 / 32768)
+    assert wav.read_bytes() == original and files(wav.parent) == ["speech.decoded.wav", "speech.vqa", "speech.wav"]
     run("decode", vqa, "--model", ckpt, "-o", wav.parent / "m.wav", "--sample-rate", "model")
     assert sf.info(str(wav.parent / "m.wav")).samplerate == 8000
     capsys.readouterr()
@@ -83,7 +81,7 @@ def test_encode_decode_info_one_file(wav, ckpt, capsys):
     assert info["payload_bitrate"] == 250 * 4 * 6
     run("info", ckpt)
     out = capsys.readouterr().out
-    assert "bitrate:" in out and "1: 1500.0" in out and "hop: 32" in out
+    assert "bitrate:" in out and "1: 1500\n" in out and "hop: 32" in out
     run("info")
     assert "speech-8k" in capsys.readouterr().out
 
@@ -107,7 +105,7 @@ def test_folder_mirrored_skip_force_and_shards(speech_dir, ckpt, tmp_path, capsy
     first = {p: (out / p).stat().st_mtime_ns for p in want}
     capsys.readouterr()
     run("encode", speech_dir, "-o", out, "--model", ckpt)
-    assert "skipped 24 existing" in capsys.readouterr().err
+    assert "skipped 24 of 24 output(s) that exist" in capsys.readouterr().err
     assert {p: (out / p).stat().st_mtime_ns for p in want} == first
     victim = out / want[0]
     victim.write_bytes(b"stale")
@@ -123,7 +121,7 @@ def test_folder_mirrored_skip_force_and_shards(speech_dir, ckpt, tmp_path, capsy
     assert sorted(seen) == want and 0 < len(files(tmp_path / "shard0")) < 24
     # decode a folder back, mirrored
     run("decode", out, "-o", tmp_path / "audio", "--model", ckpt, "--no-progress")
-    assert files(tmp_path / "audio") == [Path(p).with_suffix(".wav").as_posix() for p in want]
+    assert files(tmp_path / "audio") == [Path(p).with_suffix(".decoded.wav").as_posix() for p in want]
 
 
 
@@ -144,7 +142,7 @@ def test_manifest_inputs_mirrored(speech_dir, ckpt, tmp_path, capsys):
     vqas = tmp_path / "a" / "tokens.scp"
     vqas.write_text("\n".join(want[:2]))
     run("decode", vqas, "-o", tmp_path / "audio", "--model", ckpt, "--no-progress")
-    assert files(tmp_path / "audio") == [Path(p).with_suffix(".wav").as_posix() for p in want[:2]]
+    assert files(tmp_path / "audio") == [Path(p).with_suffix(".decoded.wav").as_posix() for p in want[:2]]
     (tmp_path / "bad.txt").write_text("gone.wav\n")
     capsys.readouterr()
     run("encode", tmp_path / "bad.txt", "-o", tmp_path / "c", "--model", ckpt, expect=2)
@@ -171,7 +169,7 @@ def test_jobs_give_identical_files(speech_dir, ckpt, tmp_path):
     run("decode", tmp_path / "one", "-o", tmp_path / "a1", "--model", ckpt, "--no-progress")
     run("decode", tmp_path / "one", "-o", tmp_path / "a2", "--model", ckpt, "--jobs", "2", "--no-progress")
     wavs = files(tmp_path / "a1")
-    assert wavs == files(tmp_path / "a2") == [Path(n).with_suffix(".wav").as_posix() for n in names]
+    assert wavs == files(tmp_path / "a2") == [Path(n).with_suffix(".decoded.wav").as_posix() for n in names]
     for n in wavs:
         assert (tmp_path / "a1" / n).read_bytes() == (tmp_path / "a2" / n).read_bytes()
 
@@ -227,9 +225,10 @@ def test_model_errors(wav, ckpt, tmp_path, capsys, monkeypatch):
     run("encode", wav, expect=2)
     one_error_line(capsys, "speech-8k", "not shipped", "--model PATH")
     monkeypatch.undo()
+    monkeypatch.setenv("VQAUDIO_MODELS", str(tmp_path / "no-user-models"))
     run("encode", wav, "--model", ckpt)
-    run("decode", wav.with_suffix(".vqa"), "-o", tmp_path / "y.wav", expect=2)  # recorded name: a folder, not registered
-    one_error_line(capsys, "tiny-speech", "not a registered name", "--model PATH")
+    run("decode", wav.with_suffix(".vqa"), "-o", tmp_path / "y.wav", expect=2)  # neither shipped nor a user model
+    one_error_line(capsys, "needs model 'tiny-speech'", "no-user-models", "--model PATH")
     torch.manual_seed(3)
     other = save_model(tmp_path / "other", VQVAE(VQVAEConfig(hidden=4, max_hidden=16, dim=8, n_q=4, codebook_size=64)))
     run("decode", wav.with_suffix(".vqa"), "--model", other, "-o", tmp_path / "z.wav", expect=2)
@@ -259,13 +258,13 @@ def test_series_model_cli(tmp_path, capsys):
     assert files(tmp_path / "tok") == ["a.vqa", "b.vqa"]
     assert torch.equal(load_codes(tmp_path / "tok" / "a.vqa").codes, load_codes(tmp_path / "tok" / "b.vqa").codes)
     run("decode", tmp_path / "tok", "--model", ckpt, "--no-progress")
-    y = np.load(tmp_path / "tok" / "a.npy")
+    y = np.load(tmp_path / "tok" / "a.decoded.npy")
     assert y.shape == x.shape and abs(y[:, 0].mean() - 50) < 5  # RevIN statistics restored
     (tmp_path / "dec").mkdir()  # one file into an existing folder: .npy there; to a named file: that name
     run("decode", tmp_path / "tok" / "b.vqa", "-o", tmp_path / "dec", "--model", ckpt, "--no-progress")
     run("decode", tmp_path / "tok" / "b.vqa", "-o", tmp_path / "dec" / "named.npy", "--model", ckpt, "--no-progress")
-    assert files(tmp_path / "dec") == ["b.npy", "named.npy"]
-    assert np.array_equal(np.load(tmp_path / "dec" / "b.npy"), y)
+    assert files(tmp_path / "dec") == ["b.decoded.npy", "named.npy"]
+    assert np.array_equal(np.load(tmp_path / "dec" / "b.decoded.npy"), y)
     np.save(tmp_path / "c.npy", x[:, :1])
     run("encode", tmp_path / "c.npy", "--model", ckpt, expect=2)
     one_error_line(capsys, "c.npy", "1 channel(s)")

@@ -94,7 +94,7 @@ def test_eval_cli_writes_report(tmp_path, codec_dir, eval_dir, capsys):
     argv = ["eval", "--codec", str(codec_dir), "--data", str(eval_dir), "-o", str(out), "--no-progress", "--no-plots", "--n-q", "1"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"vqaudio eval: error: {out}: already holds a report; pass --force to replace it, or choose another -o"
+    assert err == f"vqaudio eval: error: {out / 'report.json'}: already exists; pass --force to replace it"
     assert (out / "report.json").read_bytes() == before
     assert main([*argv, "--force"]) == 0
     assert json.loads((out / "report.json").read_text())["n_qs"] == [1]
@@ -161,7 +161,7 @@ def test_eval_series(tmp_path):
     (["--baselines", "pca,mp3"], "unknown baseline(s) mp3"),
     (["--max-files", "0"], "--max-files must be >= 1"),
     (["--codec", "/nonexistent/codec"], "model folder does not exist"),
-    (["--device", "gpu"], "--device must be cpu, cuda, cuda:N or mps, got 'gpu'"),
+    (["--device", "gpu"], "--device must be cpu, cuda, cuda:N, mps or auto, got 'gpu'"),
     (["--device", "cuda:zero"], "--device must be"),
 ])
 def test_eval_errors_are_one_line(tmp_path, codec_dir, eval_dir, capsys, args, message):

@@ -278,7 +278,7 @@ def test_sample_cli_bad_device_and_length(prior_dir: Path, codec_dir: Path, tmp_
     out = tmp_path / "o"
     base = ["sample", "--prior", str(prior_dir), "--codec", str(codec_dir), "--label", "0", "-o", str(out)]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
-    cases = [(["--frames", "3", "--device", "gpu"], "--device must be cpu, cuda, cuda:N or mps, got 'gpu'"),
+    cases = [(["--frames", "3", "--device", "gpu"], "--device must be cpu, cuda, cuda:N, mps or auto, got 'gpu'"),
              (["--frames", "3", "--device", "cuda"], "--device cuda: no CUDA GPU is available"),
              (["--frames", "3", "--device", "cuda:x"], "--device must be"),
              (["--seconds", "1e308"], "--seconds must be a finite number in (0, 86400s]"),

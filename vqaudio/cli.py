@@ -1,17 +1,23 @@
 """The ``vqaudio`` command line. Each subcommand lives in ``vqaudio/commands/<name>.py`` and exposes
 ``register(subparsers)``, which adds its parser and sets ``func`` to a library call.
 
-User errors (:class:`vqaudio.errors.VQAudioError`) print one line and exit with status 2.
+User errors (:class:`vqaudio.errors.VQAudioError`) print one line and exit with status 2, warnings
+(:class:`vqaudio.errors.VQAudioWarning`) one line each; a bad flag prints
+its subcommand's usage (status 2); a closed stdout (``vqaudio info x | head -2``) ends quietly with status 141,
+as a process killed by SIGPIPE. Building the parser imports no torch: ``--version`` and ``--help`` are quick.
+Thread defaults (``OMP_WAIT_POLICY=PASSIVE``, threads = usable CPUs): :mod:`vqaudio.threads`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
-from vqaudio.errors import VQAudioError
+from vqaudio.errors import VQAudioError, printed_warnings
+from vqaudio.threads import apply_cli_defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,21 +41,45 @@ def _version() -> str:
     return __version__
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parse_args``, except that an unknown flag is reported with its subcommand's usage."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        (sub.choices.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away: no traceback, no second error at exit; the status of SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests)
+        pass
+    return 128 + 13
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    apply_cli_defaults()  # OMP_WAIT_POLICY=PASSIVE, threads = usable CPUs: before any command imports torch
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        result = args.func(args)
+        with printed_warnings(args.command):
+            result = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here rather than at exit
     except VQAudioError as err:
         print(f"vqaudio {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vqaudio {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
     return int(result or 0)
 
 

@@ -21,10 +21,13 @@ are read and written block by block (:meth:`Codec.encode_file`, :meth:`Codec.dec
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -34,6 +37,7 @@ from torch import Tensor
 
 from vqaudio import registry, tokenfile
 from vqaudio.errors import AudioError, CheckpointError, ConfigError, TokenFileError
+from vqaudio.input_warnings import ClipCounter, warn_rate
 from vqaudio.io import (
     _AUDIO_FORMATS,
     _DEFAULT_SUBTYPE,
@@ -48,7 +52,8 @@ from vqaudio.io import (
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
 from vqaudio.tokenfile import Codes, resampled_length
 
-__all__ = ["Codes", "Codec", "load_codec", "save_codes", "load_codes", "ChunkedRunner", "StreamResampler"]
+__all__ = ["Codes", "Codec", "load_codec", "load_codec_for", "find_codec_for", "save_codes", "load_codes", "ChunkedRunner",
+           "StreamResampler"]
 
 
 class ChunkedRunner:
@@ -166,21 +171,27 @@ def _inference_copy(model: VQVAE) -> VQVAE:
     return fast.to(next(model.parameters()).device).eval().requires_grad_(False)
 
 
-def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[Tensor]]:
-    """Open an audio file for streaming: ``(sample_rate, channels, frames, blocks of float32 [C, n])``."""
-    if not path.is_file():
-        raise AudioError("no such file" if not path.exists() else "not a regular file", str(path))
-    if path.stat().st_size == 0:
-        raise AudioError("file is empty (0 bytes)", str(path))
+def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int, int, int, Iterator[Tensor]]:
+    """Open an audio file (or a seekable binary stream, e.g. stdin read into memory) for streaming:
+    ``(sample_rate, channels, frames, blocks of float32 [C, n])``; errors name ``name``."""
+    if isinstance(src, Path):
+        if not src.is_file():
+            raise AudioError("no such file" if not src.exists() else "not a regular file", name)
+        if src.stat().st_size == 0:
+            raise AudioError("file is empty (0 bytes)", name)
+    elif src.seek(0, os.SEEK_END) == 0:
+        raise AudioError("is empty (0 bytes)", name)
+    else:
+        src.seek(0)
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(str(src) if isinstance(src, Path) else src)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", str(path)) from None
+        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", name) from None
     if f.frames == 0 or f.channels == 0:
         f.close()
-        raise AudioError("is empty (0 samples)", str(path))
+        raise AudioError("is empty (0 samples)", name)
     try:
-        check_not_truncated(path, f.frames)
+        check_not_truncated(src, f.frames, name)
     except AudioError:
         f.close()
         raise
@@ -192,25 +203,32 @@ def _audio_blocks(path: Path, blocksize: int) -> tuple[int, int, int, Iterator[T
                 for block in f.blocks(blocksize, dtype="float32", always_2d=True):
                     x = torch.from_numpy(np.ascontiguousarray(block.T))
                     if not bool(torch.isfinite(x).all()):
-                        raise AudioError("contains NaN or Inf samples", str(path))
+                        raise AudioError("contains NaN or Inf samples", name)
                     n += x.shape[-1]
                     yield x
             except (sf.LibsndfileError, RuntimeError, ValueError) as err:
-                raise AudioError(f"cannot read audio (corrupt or truncated): {err}", str(path)) from None
+                raise AudioError(f"cannot read audio (corrupt or truncated): {err}", name) from None
         if n == 0:
-            raise AudioError("is empty (0 samples)", str(path))
+            raise AudioError("is empty (0 samples)", name)
         if n < f.frames and f.format not in ("MPEG", "OGG"):  # compressed: frames can be an estimate
-            raise AudioError(f"truncated: header says {f.frames} samples, file holds {n}", str(path))
+            raise AudioError(f"truncated: header says {f.frames} samples, file holds {n}", name)
 
     return int(f.samplerate), int(f.channels), int(f.frames), blocks()
 
 
+SHAPES = "a float tensor [T], [C, T] or [B, C, T], or a list of [C, T] tensors"
+
+
 def _check_wav(x: Tensor, what: str) -> Tensor:
-    x = torch.as_tensor(x)
+    """``x`` as float32 ``[C, T]`` on the CPU (``[T]``: one channel); one-line :class:`AudioError` otherwise."""
+    try:
+        x = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError):
+        raise AudioError(f"expected {SHAPES}, got {type(x).__name__}", what) from None
     if x.dim() == 1:
         x = x.unsqueeze(0)
     if x.dim() != 2 or not x.is_floating_point():
-        raise AudioError(f"expected a float tensor [C, T], got {x.dtype} {list(x.shape)}", what)
+        raise AudioError(f"expected {SHAPES}, got {x.dtype} {list(x.shape)}", what)
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AudioError(f"is empty (shape {list(x.shape)})", what)
     if not bool(torch.isfinite(x).all()):
@@ -298,8 +316,10 @@ class Codec:
                      source=source)
 
     def encode_stream(self, blocks: Iterable[Tensor], sample_rate: int | None, n_q: int | None = None,
-                      source: str | None = None) -> Codes:
-        """Encode audio arriving as blocks ``[C, n]`` at ``sample_rate``; memory is bounded by the chunk size."""
+                      source: str | None = None, progress: Callable[[float], None] | None = None) -> Codes:
+        """Encode audio arriving as blocks ``[C, n]`` at ``sample_rate``; memory is bounded by the chunk size.
+
+        ``progress(seconds)`` is called with the seconds of input each block adds."""
         if self.kind != "audio":
             raise AudioError(f"model {self.name!r} codes series, not audio", source)
         n_q = self._n_q(n_q)
@@ -310,6 +330,7 @@ class Codec:
             raise AudioError(f"{problem} (the model's rate)", source)
         resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds)
         encoder = self._encoder(n_q, None)
+        clips = ClipCounter()
         out: list[Tensor] = []
         length, channels = 0, None
         with torch.inference_mode():
@@ -318,6 +339,9 @@ class Codec:
                 if block.shape[0] != channels:
                     raise AudioError(f"channel count changed from {channels} to {block.shape[0]}", source)
                 length += block.shape[-1]
+                clips.push(block)
+                if progress is not None:
+                    progress(block.shape[-1] / sample_rate)
                 for y in resampler.push(block):
                     out += encoder.push(y.unsqueeze(1))  # mono model: channels become items [C, 1, n]
             for y in resampler.finish():
@@ -325,14 +349,24 @@ class Codec:
             out += encoder.finish()
         if not length:
             raise AudioError("is empty (0 samples)", source)
+        warn_rate(source, sample_rate, self.sample_rate)
+        clips.warn(source)
         return self._codes(torch.cat(out, dim=-1), length, channels, sample_rate, n_q, None, source)
 
-    def encode(self, wav: Tensor, sample_rate: int | None = None, n_q: int | None = None) -> Codes:
+    def encode(self, wav: Tensor | list[Tensor], sample_rate: int | None = None,
+               n_q: int | None = None) -> Codes | list[Codes]:
         """Codes of ``wav`` float ``[C, T]`` (or ``[T]``): ``Codes.codes`` int64 ``[items, n_q, ceil(T' / hop)]``.
 
         Audio: ``sample_rate`` is ``wav``'s rate (resampled to the model's); each channel is one item.
         Series: ``wav`` is ``[C, T]`` with the model's ``C`` (``sample_rate`` is ignored); one item.
+
+        A batch, ``[B, C, T]`` or a list of ``[C, T_i]`` of any lengths, gives a list of :class:`Codes`, the same
+        codes as encoding the items one at a time, computed in padding-aware batches (:mod:`vqaudio.batch`).
         """
+        if isinstance(wav, list | tuple) or (isinstance(wav, Tensor) and wav.dim() == 3):
+            from vqaudio.batch import encode_many
+
+            return encode_many(self, [_check_wav(x, f"input[{i}]") for i, x in enumerate(wav)], sample_rate, n_q)
         wav = _check_wav(wav, "input")
         if self.kind == "series":
             return self._encode_series(wav, n_q, None)
@@ -353,18 +387,48 @@ class Codec:
             out += encoder.finish()
         return self._codes(torch.cat(out, dim=-1), x.shape[-1], self.channels, None, n_q, stats, source)
 
-    def encode_file(self, path: str | os.PathLike, n_q: int | None = None) -> Codes:
-        """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series."""
+    def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None,
+                    progress: Callable[[float, float], None] | None = None) -> Codes:
+        """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series.
+
+        ``path`` may also be a seekable binary stream (e.g. stdin read into :class:`io.BytesIO`): audio in any
+        format soundfile detects from its content (WAV, FLAC, OGG, ...), series as ``.npy`` or CSV text.
+        ``name`` names the input in errors (default: the path; ``"stdin"`` for a stream). Audio only:
+        ``progress(seconds, total_seconds)`` as blocks are read (e.g. a :class:`vqaudio.progress.SecondsBar`)."""
+        if hasattr(path, "read"):
+            return self._encode_stream_file(path, n_q, name or "stdin", progress)
         path = Path(path)
+        name = name or str(path)
         if self.kind == "series":
             if not is_series_path(path):
-                raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", str(path))
-            return self._encode_series(load_series(path), n_q, str(path))
+                raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", name)
+            return self._encode_series(load_series(path), n_q, name)
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
-            raise AudioError(f"{what}, but model {self.name!r} codes audio", str(path))
-        sr, _, _, blocks = _audio_blocks(path, 1 << 16)
-        return self.encode_stream(blocks, sr, n_q, source=str(path))
+            raise AudioError(f"{what}, but model {self.name!r} codes audio", name)
+        return self._encode_audio(path, n_q, name, progress)
+
+    def _encode_audio(self, src: Path | BinaryIO, n_q: int | None, name: str,
+                      progress: Callable[[float, float], None] | None) -> Codes:
+        sr, _, frames, blocks = _audio_blocks(src, 1 << 16, name)
+        total = frames / sr
+        return self.encode_stream(blocks, sr, n_q, source=name,
+                                  progress=None if progress is None else lambda s: progress(s, total))
+
+    def _encode_stream_file(self, f: BinaryIO, n_q: int | None, name: str,
+                            progress: Callable[[float, float], None] | None) -> Codes:
+        if self.kind == "audio":
+            return self._encode_audio(f, n_q, name, progress)
+        f.seek(0)
+        data = f.read()
+        suffix = ".npy" if data.startswith(b"\x93NUMPY") else ".csv"
+        with tempfile.TemporaryDirectory() as tmp:  # the series readers take paths; series are small
+            (Path(tmp) / f"stdin{suffix}").write_bytes(data)
+            try:
+                x = load_series(Path(tmp) / f"stdin{suffix}")
+            except AudioError as err:
+                raise AudioError(str(err).split(": ", 1)[-1], name) from None
+        return self._encode_series(x, n_q, name)
 
     # -- decoding ------------------------------------------------------------------------------
     def check(self, codes: Codes) -> None:
@@ -396,11 +460,8 @@ class Codec:
             return sample_rate
         raise ConfigError(f"sample_rate must be 'original', 'model' or a positive integer, got {sample_rate!r}")
 
-    def decode_stream(self, codes: Codes, sample_rate: str | int = "original") -> tuple[int | None, int, Iterator[Tensor]]:
-        """``(rate, length, blocks)``: the decoded signal as float32 blocks ``[C, n]`` totalling ``length``.
-
-        ``sample_rate``: ``"original"`` (the input file's), ``"model"``, or a rate in Hz (audio only).
-        """
+    def decode_plan(self, codes: Codes, sample_rate: str | int) -> tuple[int | None, int, SeriesStats | None]:
+        """Check ``codes`` against the model; ``(output rate, output length, series statistics)`` of decoding them."""
         self.check(codes)
         rate = self._output_rate(codes, sample_rate)
         problem = None if rate is None else resample_problem(self.sample_rate, rate)
@@ -411,10 +472,18 @@ class Codec:
         stats = None
         if codes.stats is not None:
             stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(1, -1, 1) for k in ("mean", "std")))
-        model_length = codes.model_length
-        length = model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
+        length = codes.model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
         if rate == codes.orig_sample_rate:
             length = codes.length
+        return rate, length, stats
+
+    def decode_stream(self, codes: Codes, sample_rate: str | int = "original") -> tuple[int | None, int, Iterator[Tensor]]:
+        """``(rate, length, blocks)``: the decoded signal as float32 blocks ``[C, n]`` totalling ``length``.
+
+        ``sample_rate``: ``"original"`` (the input file's), ``"model"``, or a rate in Hz (audio only).
+        """
+        rate, length, stats = self.decode_plan(codes, sample_rate)
+        model_length = codes.model_length
 
         def fn(c: Tensor) -> Tensor:  # [items, n_q, f] -> [items, C, f * hop]
             return self.model.decode(c.to(self.device), stats=stats).cpu()
@@ -441,38 +510,62 @@ class Codec:
 
         return rate, length, blocks()
 
-    def decode(self, codes: Codes, sample_rate: str | int = "original") -> tuple[Tensor, int | None]:
+    def decode(self, codes: Codes | list[Codes], sample_rate: str | int = "original"
+               ) -> tuple[Tensor, int | None] | list[tuple[Tensor, int | None]]:
         """``(wav float32 [C, T], rate)``: decoded audio at the original rate (default) or the model's
-        (``"model"``), with the original channels; series: ``([C, T], None)`` at the original scale."""
+        (``"model"``), with the original channels; series: ``([C, T], None)`` at the original scale.
+
+        A list of :class:`Codes` gives a list of ``(wav, rate)``, the same as decoding them one at a time,
+        computed in padding-aware batches (:mod:`vqaudio.batch`)."""
+        if isinstance(codes, list | tuple):
+            from vqaudio.batch import decode_many
+
+            return decode_many(self, list(codes), sample_rate)
+        if not isinstance(codes, Codes):
+            raise TokenFileError(f"decode takes Codes or a list of Codes, got {type(codes).__name__}")
         rate, _, blocks = self.decode_stream(codes, sample_rate)
         return torch.cat(list(blocks), dim=-1), rate
 
-    def decode_to_file(self, codes: Codes, path: str | os.PathLike, sample_rate: str | int = "original") -> None:
+    def decode_to_file(self, codes: Codes, path: str | os.PathLike | BinaryIO, sample_rate: str | int = "original",
+                       suffix: str | None = None, progress: Callable[[float, float], None] | None = None) -> None:
         """Decode into an audio file (streamed, atomic; integer formats clip to [-1, 1]) or, for
-        series, a ``.npy``/``.csv`` file."""
-        path = Path(path)
+        series, a ``.npy``/``.csv`` file. ``path`` may be a seekable binary stream (e.g. :class:`io.BytesIO`
+        for stdout); then ``suffix`` (``".wav"``, ``".flac"``, ``".npy"``, ...) names the format. Audio only:
+        ``progress(seconds, total_seconds)`` as blocks are written."""
+        stream = hasattr(path, "write")
+        name = "stdout" if stream else str(path)
+        suffix = (suffix or ("" if stream else Path(path).suffix)).lower()
         if self.kind == "series":
-            if not is_series_path(path):
-                raise AudioError("series decode needs a .npy or .csv output", str(path))
-            save_series(path, self.decode(codes)[0])
+            if not is_series_path(f"x{suffix}"):
+                raise AudioError("series decode needs a .npy or .csv output", name)
+            x = self.decode(codes)[0]
+            if stream:
+                with tempfile.TemporaryDirectory() as tmp:  # save_series takes paths; series are small
+                    save_series(Path(tmp) / f"out{suffix}", x)
+                    path.write((Path(tmp) / f"out{suffix}").read_bytes())
+            else:
+                save_series(path, x)
             return
-        if not is_audio_path(path):
-            raise AudioError(f"unsupported audio output suffix {path.suffix!r}", str(path))
-        if not path.parent.is_dir():
-            raise AudioError("output folder does not exist", str(path))
-        rate, _, blocks = self.decode_stream(codes, sample_rate)
-        suffix = path.suffix.lower()
+        if not is_audio_path(f"x{suffix}"):
+            raise AudioError(f"unsupported audio output suffix {suffix!r}", name)
+        if not stream and not Path(path).parent.is_dir():
+            raise AudioError("output folder does not exist", name)
+        rate, length, blocks = self.decode_stream(codes, sample_rate)
         fmt = _AUDIO_FORMATS[suffix]
         subtype = _DEFAULT_SUBTYPE.get(suffix) or sf.default_subtype(fmt)
         clip = not (subtype.startswith("FLOAT") or subtype.startswith("DOUBLE"))
         try:
-            with atomic_path(path) as tmp, sf.SoundFile(str(tmp), "w", rate, codes.channels, subtype, format=fmt) as f:
+            with contextlib.ExitStack() as stack:
+                target = path if stream else str(stack.enter_context(atomic_path(path)))
+                f = stack.enter_context(sf.SoundFile(target, "w", rate, codes.channels, subtype, format=fmt))
                 for block in blocks:
                     f.write((block.clamp(-1, 1) if clip else block).T.numpy())
+                    if progress is not None:
+                        progress(block.shape[-1] / rate, length / rate)
         except OSError as err:  # mkstemp / os.replace: e.g. the destination is a folder, or no permission
-            raise AudioError(f"cannot write audio: {err.strerror or err}", str(path)) from None
+            raise AudioError(f"cannot write audio: {err.strerror or err}", name) from None
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-            raise AudioError(f"cannot write audio: {err}", str(path)) from None
+            raise AudioError(f"cannot write audio: {err}", name) from None
 
 
 def _chain(first: Iterable[Tensor], then: Callable[[], Iterable[Tensor]]) -> Iterator[Tensor]:
@@ -492,7 +585,8 @@ def load_codes(path: str | os.PathLike) -> Codes:
 
 def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
                chunk_seconds: float = 15.0) -> Codec:
-    """Load a codec by registered name (``None``: the default model) or checkpoint/experiment folder."""
+    """Load a codec by shipped or user model name (``None``: the default model) or checkpoint/experiment folder
+    (:func:`vqaudio.registry.resolve`)."""
     from vqaudio.checkpoint import load_model
 
     name, folder = registry.resolve(name_or_path)
@@ -500,3 +594,24 @@ def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torc
     if not isinstance(model, VQVAE):
         raise CheckpointError(f"is a {type(model).__name__} checkpoint, not a VQ-VAE codec model", str(folder))
     return Codec(model.to(device), name=name, sha256=model.checkpoint_sha256, chunk_seconds=chunk_seconds)
+
+
+def find_codec_for(codes: Codes) -> tuple[str, Path]:
+    """``(name, folder)`` of the shipped or user model that made ``codes``, found by the weights sha256 their
+    header records (whatever the model is called now); :class:`TokenFileError` saying which model is needed."""
+    found = registry.find_by_sha256(codes.model_sha256)
+    if found is None:
+        raise TokenFileError(
+            f"needs model {codes.model!r} (weights sha256 {codes.model_sha256[:16]}), which is neither shipped nor in "
+            f"the user model folder {registry.user_model_dir()} (${registry.MODELS_ENV}): copy its folder there "
+            f"(vqaudio export EXP -o {registry.user_model_dir() / codes.model}) or pass --model PATH", codes.source)
+    return found
+
+
+def load_codec_for(codes: Codes, device: str | torch.device = "cpu", chunk_seconds: float = 15.0) -> Codec:
+    """The codec that decodes ``codes``: the shipped or user model with the weights their header names
+    (:func:`find_codec_for`), under its current name."""
+    name, folder = find_codec_for(codes)
+    codec = load_codec(folder, device, chunk_seconds)
+    codec.name = name
+    return codec

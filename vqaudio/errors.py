@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
-
-import numpy as np
 
 
 class VQAudioError(Exception):
@@ -40,4 +42,31 @@ class TrainingError(VQAudioError):
 
 def is_finite_number(v: Any) -> bool:
     """A finite real number (int, float or a NumPy scalar of them), not a bool: what config checks accept."""
+    import numpy as np  # here, not at the top: the CLI's start-up (--version, --help) imports this module
+
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+
+class VQAudioWarning(UserWarning):
+    """Something users should know about their input that does not stop the work (a one-line message naming
+    the file): content above the model's band is dropped, the input is clipped. The CLI prints it as
+    ``vqaudio COMMAND: warning: ...``."""
+
+
+@contextlib.contextmanager
+def printed_warnings(command: str) -> Iterator[None]:
+    """Within the block, each :class:`VQAudioWarning` is printed as one line ``vqaudio COMMAND: warning: ...`` on
+    stderr (between progress bars), every time; other warnings as usual."""
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, VQAudioWarning):
+                return original(message, category, filename, lineno, file, line)
+            from tqdm import tqdm
+
+            tqdm.write(f"vqaudio {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+        warnings.showwarning = show
+        warnings.simplefilter("always", VQAudioWarning)
+        yield

@@ -19,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -90,7 +91,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 _WAV_SAMPLE_TAGS = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible: block_align bytes per frame
 
 
-def header_frames(path: str | os.PathLike) -> int | None:
+def _head(src: str | os.PathLike | BinaryIO, n: int) -> tuple[bytes, int]:
+    """The first ``n`` bytes of a file or a seekable binary stream, and its size (the stream's position is kept)."""
+    if hasattr(src, "read"):
+        pos = src.tell()
+        src.seek(0)
+        head = src.read(n)
+        size = src.seek(0, os.SEEK_END)
+        src.seek(pos)
+        return head, size
+    with open(src, "rb") as f:
+        return f.read(n), os.fstat(f.fileno()).st_size
+
+
+def header_frames(path: str | os.PathLike | BinaryIO) -> int | None:
     """Sample frames per channel that a WAV or AIFF header declares when its sample data chunk runs past
     the end of the file (a truncated file); ``None`` when the chunk is complete, or unknown (other
     formats, compressed WAV, a streaming header with size 0 or 0xFFFFFFFF, an unparsable header).
@@ -100,9 +114,7 @@ def header_frames(path: str | os.PathLike) -> int | None:
     channels x bytes per sample, as libsndfile does for PCM, not a possibly wrong ``block_align``.
     """
     try:
-        with open(path, "rb") as f:
-            head = f.read(1 << 20)
-            file_size = os.fstat(f.fileno()).st_size
+        head, file_size = _head(path, 1 << 20)
     except OSError:
         return None
     if len(head) < 12:
@@ -136,14 +148,14 @@ def header_frames(path: str | os.PathLike) -> int | None:
     return None
 
 
-def check_not_truncated(path: str | os.PathLike, frames: int) -> None:
+def check_not_truncated(path: str | os.PathLike | BinaryIO, frames: int, name: str | None = None) -> None:
     """Raise :class:`AudioError` when ``path``'s header declares more than the ``frames`` libsndfile reads.
 
     libsndfile silently shortens a truncated WAV/AIFF to what is there (see :func:`header_frames`).
     """
     declared = header_frames(path)
     if declared is not None and declared > frames:
-        raise AudioError(f"truncated: header says {declared} samples, file holds {frames}", str(path))
+        raise AudioError(f"truncated: header says {declared} samples, file holds {frames}", name or str(path))
 
 
 def _check_readable(path: Path, suffixes: frozenset[str], kind: str) -> None:

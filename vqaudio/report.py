@@ -31,6 +31,8 @@ from torch import Tensor
 from vqaudio import baselines as B
 from vqaudio import metrics as M
 from vqaudio.errors import ConfigError
+from vqaudio.figures import metric, rate
+from vqaudio.figures import unit as bitrate_unit
 from vqaudio.io import atomic_path, is_audio_path, is_series_path, load_audio, load_series, resample
 
 __all__ = ["eval_files", "vqa_bits", "evaluate", "write_report", "BASELINES", "primary_metric"]
@@ -209,10 +211,6 @@ _LABELS = {"si_snr": "SI-SNR dB ↑", "log_mel": "log-mel ↓", "mrstft": "MR-ST
            "pesq_wb": "PESQ-WB ↑", "stoi": "STOI ↑", "nmse": "NMSE ↓"}
 
 
-def _fmt(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}" if abs(v) < 100 else f"{v:.0f}"
-
-
 def _finite(x: Any) -> Any:
     """``x`` with every NaN/inf float replaced by ``None`` (standard JSON)."""
     if isinstance(x, float):
@@ -222,10 +220,6 @@ def _finite(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [_finite(v) for v in x]
     return x
-
-
-def _rate(v: float) -> str:
-    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -307,7 +301,7 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool
     out = make_output_dir(out_dir)
     audio = result.pop("_audio", None)
     c, systems, metrics = result["codec"], result["systems"], result["metrics"]
-    unit = "bit/s" if c["kind"] == "audio" else "bit/step"
+    unit = bitrate_unit(c["kind"])
     figs: list[tuple[str, str]] = []
     if plots:
         best, worst = result["best_file"], result["worst_file"]
@@ -341,13 +335,13 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool
     order = sorted(systems, key=lambda k: (systems[k]["system"] != "codec", systems[k]["system"] != "pca",
                                            -systems[k]["bitrate"]))
     lines += _table(["system", f"bitrate ({unit})"] + [_LABELS.get(m, m) for m in metrics],
-                    [[k, _rate(systems[k]["bitrate"])] + [_fmt(systems[k]["mean"][m]) for m in metrics] for k in order])
+                    [[k, rate(systems[k]["bitrate"])] + [metric(systems[k]["mean"][m]) for m in metrics] for k in order])
     lines += ["", "## Quality against n_q", ""]
     rows = []
     for k in result["n_qs"]:
         s, p = systems[f"vqaudio n_q={k}"], systems.get(f"pca n_q={k}")
-        rows.append([str(k), _rate(c["nominal_bitrate"][str(k)]), _rate(s["bitrate"]), _rate(s["file_bitrate"])]
-                    + [_fmt(s["mean"][m]) + (f" (PCA {_fmt(p['mean'][m])})" if p else "") for m in metrics])
+        rows.append([str(k), rate(c["nominal_bitrate"][str(k)]), rate(s["bitrate"]), rate(s["file_bitrate"])]
+                    + [metric(s["mean"][m]) + (f" (PCA {metric(p['mean'][m])})" if p else "") for m in metrics])
     lines += _table(["n_q", "nominal", "payload", "file"] + [_LABELS.get(m, m) for m in metrics], rows)
     pcas = [s for s in systems.values() if s["system"] == "pca"]
     if pcas:
@@ -363,7 +357,7 @@ def write_report(result: dict[str, Any], out_dir: str | os.PathLike, plots: bool
     lines += ["", f"## Per file (vqaudio n_q={max(result['n_qs'])}; best `{result['best_file']}`, "
               f"worst `{result['worst_file']}` by {result['primary_metric']})", ""]
     lines += _table(["file", f"bitrate ({unit})"] + [_LABELS.get(m, m) for m in metrics],
-                    [[f, _rate(main[f]["bitrate"])] + [_fmt(main[f][m]) for m in metrics] for f in result["files"]])
+                    [[f, rate(main[f]["bitrate"])] + [metric(main[f][m]) for m in metrics] for f in result["files"]])
     if result["skipped"]:
         lines += ["", "## Not evaluated", ""] + [f"- {k}: {v}" for k, v in sorted(result["skipped"].items())]
     for title, f in figs:

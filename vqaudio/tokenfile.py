@@ -37,8 +37,8 @@ import torch
 from vqaudio.errors import TokenFileError
 from vqaudio.io import atomic_path
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "Codes", "write", "read", "pack_bits", "unpack_bits", "code_bits",
-           "packing", "pack_codes", "unpack_codes"]
+__all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "Codes", "write", "read", "to_bytes", "from_bytes", "pack_bits",
+           "unpack_bits", "code_bits", "packing", "pack_codes", "unpack_codes"]
 
 MAGIC = b"\x89VQA\r\n\x1a\n"
 FORMAT_VERSION = 2  # the newest version read and written (version 1: plain packing, still written for powers of two)
@@ -349,15 +349,12 @@ def _validate(c: Codes, fail) -> None:
             fail(f"code {bad} out of range for codebook size {c.codebook_size}")
 
 
-def write(path: str | os.PathLike, codes: Codes) -> None:
-    """Write ``codes`` to ``path`` atomically (temp file in the same folder, then ``os.replace``).
-
-    Raises :class:`TokenFileError` (naming ``path``) if the codes or metadata are inconsistent.
-    """
-    path = Path(path)
+def to_bytes(codes: Codes, name: str = "token file") -> bytes:
+    """The bytes of the ``.vqa`` file of ``codes``; :class:`TokenFileError` (naming ``name``) if the codes or
+    metadata are inconsistent."""
 
     def fail(msg: str):
-        raise TokenFileError(f"cannot write token file: {msg}", path=str(path))
+        raise TokenFileError(f"cannot write token file: {msg}", path=name)
 
     _validate(codes, fail)
     header = json.dumps(codes.header(), separators=(",", ":"), sort_keys=True).encode("utf-8")
@@ -365,11 +362,21 @@ def write(path: str | os.PathLike, codes: Codes) -> None:
     head += _CRC.pack(zlib.crc32(head))
     payload = pack_codes(codes.codes.cpu().numpy(), codes.codebook_size)
     crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + payload + _CRC.pack(crc)
+
+
+def write(path: str | os.PathLike, codes: Codes) -> None:
+    """Write ``codes`` to ``path`` atomically (temp file in the same folder, then ``os.replace``).
+
+    Raises :class:`TokenFileError` (naming ``path``) if the codes or metadata are inconsistent.
+    """
+    path = Path(path)
+    data = to_bytes(codes, str(path))
     try:
         with atomic_path(path) as tmp:
-            tmp.write_bytes(head + payload + _CRC.pack(crc))
+            tmp.write_bytes(data)
     except OSError as err:
-        fail(err.strerror or str(err))
+        raise TokenFileError(f"cannot write token file: {err.strerror or err}", path=str(path)) from None
 
 
 def read(path: str | os.PathLike) -> Codes:
@@ -379,14 +386,19 @@ def read(path: str | os.PathLike) -> Codes:
     foreign (magic), from a newer format version, inconsistent, or holds out-of-range codes.
     """
     path = Path(path)
-
-    def fail(msg: str):
-        raise TokenFileError(msg, path=str(path))
-
     try:
         data = path.read_bytes()
     except OSError as err:
-        fail(f"cannot read token file ({err.strerror or err})")
+        raise TokenFileError(f"cannot read token file ({err.strerror or err})", path=str(path)) from None
+    return from_bytes(data, str(path))
+
+
+def from_bytes(data: bytes, name: str) -> Codes:
+    """:func:`read` of a ``.vqa`` file's bytes (e.g. from stdin); errors name ``name``."""
+
+    def fail(msg: str):
+        raise TokenFileError(msg, path=name)
+
     size = len(data)
     if data[: len(MAGIC)] != MAGIC[: min(size, len(MAGIC))]:
         fail("not a vqaudio token file (bad magic)")
@@ -412,7 +424,7 @@ def read(path: str | os.PathLike) -> Codes:
         meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"])
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
         group = h["group"] if version == 2 else 1
-        name, sha = model["name"], model["sha256"]
+        model_name, sha = model["name"], model["sha256"]
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
         fail(f"invalid token file header ({type(err).__name__}: {err})")
     except RecursionError:  # e.g. a header of deeply nested [[[[...
@@ -439,6 +451,7 @@ def read(path: str | os.PathLike) -> Codes:
         fail("corrupted token file payload (CRC32 mismatch)")
     raw = np.frombuffer(data, dtype=np.uint8, count=pend - hend - _CRC.size, offset=hend + _CRC.size)
     values = unpack_bits(raw, bits, count) if version == 1 else unpack_codes(raw, k, count)
-    codes = Codes(torch.from_numpy(values).reshape(items, n_q, frames), model=name, model_sha256=sha, source=str(path), **meta)
+    codes = Codes(torch.from_numpy(values).reshape(items, n_q, frames), model=model_name, model_sha256=sha, source=name,
+                  **meta)
     _validate(codes, lambda msg: fail(f"invalid token file ({msg})"))
     return codes

@@ -3,99 +3,136 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vqaudio.commands.encode import (
-    Job,
-    _Preloaded,
-    add_common,
-    check_jobs,
-    collect,
-    in_shard,
-    parse_shard,
-    run_jobs,
-    sample_rate_arg,
-)
-from vqaudio.errors import TokenFileError
+from vqaudio.cli_args import add_batch_flags, device_arg, sample_rate_arg
+from vqaudio.commands.encode import _Preloaded
+from vqaudio.errors import ConfigError, TokenFileError
+from vqaudio.filejobs import Job, Plan, check_jobs, collect, parse_shard, run_jobs, shard_plan
+from vqaudio.pipes import pipe_ends
+from vqaudio.progress import progress_wanted
 
 HELP = "decode .vqa token files back to audio (or series)"
+AUDIO_TYPES, SERIES_TYPES = ("wav", "flac", "ogg"), ("npy", "csv")  # --type: what -o - writes
+DECODED = ".decoded"  # IN.vqa -> IN.decoded.wav: never the name of the file that was encoded
+DESCRIPTION = (HELP + f". Outputs are named IN{DECODED}.wav (series: IN{DECODED}.npy) unless -o names the file, so a "
+               "decode never lands on the recording it was made from. One input file gives one output (an existing "
+               "one needs --force); folders and manifests are mirrored under -o, skipping outputs that exist.")
 
 
 @dataclass
 class _Codecs:
-    """Codecs by model spec, loaded on first use: ``--model``, else the name recorded in each file."""
+    """Codecs loaded on first use: ``--model``, else the model each file's weights sha256 names (shipped or in
+    the user model folder, :func:`vqaudio.codec.find_codec_for`)."""
 
     model: str | None
+    device: str = "cpu"
     cache: dict = field(default_factory=dict)
 
     def __call__(self):  # setup(): a fresh cache per worker
-        return _Codecs(self.model)
+        return _Codecs(self.model, self.device)
 
-    def for_codes(self, codes):
-        from vqaudio import registry
+    def load(self, spec):
         from vqaudio.codec import load_codec
 
-        spec = self.model
-        if spec is None:
-            if codes.model not in registry.MODELS:
-                raise TokenFileError(f"was encoded with model {codes.model!r}, which is not a registered name; "
-                                     "pass its folder with --model PATH", codes.source)
-            spec = codes.model
         if spec not in self.cache:
-            self.cache[spec] = load_codec(spec)
+            self.cache[spec] = load_codec(spec, device=self.device)
         return self.cache[spec]
+
+    def for_codes(self, codes):
+        from vqaudio.codec import find_codec_for
+
+        return self.load(self.model if self.model is not None else find_codec_for(codes)[1])
 
 
 @dataclass(frozen=True)
 class _Decode:
     sample_rate: str | int
+    progress: bool = False  # a bar in seconds of audio (single files; a batch counts files instead)
 
     def __call__(self, codecs: _Codecs, job: Job) -> None:
         from vqaudio.codec import load_codes
 
         codes = load_codes(job.src)
-        codecs.for_codes(codes).decode_to_file(codes, job.dst, self.sample_rate)
+        self.decode(codecs.for_codes(codes), codes, job.dst)
+
+    def decode(self, codec, codes, dst, suffix: str | None = None) -> None:
+        from vqaudio.progress import SecondsBar
+
+        with SecondsBar("decode", self.progress) as bar:
+            codec.decode_to_file(codes, dst, self.sample_rate, suffix=suffix, progress=bar)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("decode", help=HELP, description=HELP + ".")
-    p.add_argument("inputs", nargs="+", metavar="IN", help=".vqa file, folder (recursive) or manifest (.txt/.lst/.list/.scp: a path per line)")
+    p = subparsers.add_parser("decode", help=HELP, description=DESCRIPTION)
+    p.add_argument("inputs", nargs="+", metavar="IN",
+                   help=".vqa file, folder (recursive), manifest (.txt/.lst/.list/.scp: a path per line), or - for a "
+                        ".vqa on stdin (the output then goes to stdout unless -o names a file)")
     p.add_argument("-o", "--output", metavar="OUT",
-                   help="output file (one input) or folder (mirrors input folders); default: IN with .wav (.npy for series)")
+                   help=f"output file (one input) or folder (mirrors input folders); default: IN{DECODED}.wav next to IN "
+                        f"(series: IN{DECODED}.npy); - writes to stdout (see --type)")
+    p.add_argument("--type", "-t", choices=AUDIO_TYPES + SERIES_TYPES, default=None,
+                   help="format written to stdout (-o -): wav (default), flac or ogg; npy (default) or csv for series")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
                    help="rate of the decoded audio: the input file's (default), the model's, or a number in Hz")
-    add_common(p)
+    add_batch_flags(p, "model name or checkpoint/experiment folder (default: the shipped or user model whose "
+                       "weights sha256 the file records; see `vqaudio models`)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vqaudio.io import is_audio_path
+
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
-    codecs = _Codecs(args.model)
+    codecs = _Codecs(args.model, device_arg(args.device))
+    progress = progress_wanted(args.progress)
+    stdin, stdout = pipe_ends(args.inputs, args.output)
+    if stdin or stdout:
+        return _decode_pipe(args, codecs, _Decode(rate, progress), stdin, stdout)
 
     def is_vqa(p: Path) -> bool:
         return p.suffix.lower() == ".vqa"
 
-    jobs = collect(args.inputs, args.output, is_vqa, ".wav", file_out=lambda p: bool(p.suffix), what="a .vqa")
-    jobs = [j for j in jobs if in_shard(j.rel, shard)]
-    if not jobs:
-        print("vqaudio decode: nothing to decode", file=sys.stderr)
-        return 0
-    if _kind(codecs, jobs) == "series":  # series models write .npy, except to an -o file named by the user
+    plan = collect(args.inputs, args.output, is_vqa, lambda p: p.with_suffix(DECODED + ".wav"),
+                   file_out=lambda p: bool(p.suffix), what="a .vqa", output_hint=is_audio_path)
+    plan = shard_plan(plan, shard, "decode")
+    if _kind(codecs, plan.jobs) == "series":  # series models write .npy, except to an -o file named by the user
         named = Path(args.output) if args.output is not None else None
-        jobs = [j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in jobs]
-    setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(args.model)
-    return run_jobs(jobs, _Decode(rate), setup, jobs_n, args.force, "decode", not args.no_progress)
+        plan = Plan([j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in plan.jobs], plan.batch)
+    setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(codecs.model, codecs.device)  # workers load their own
+    return run_jobs(plan, _Decode(rate, progress and not plan.batch), setup, jobs_n, args.force, "decode", progress)
+
+
+def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, decode: _Decode, stdin: bool, stdout: bool) -> int:
+    """One .vqa (a file or stdin) to one output (a file, or stdout in the --type format)."""
+    import io
+
+    from vqaudio.codec import load_codes
+    from vqaudio.pipes import checked_ends, read_stdin, write_stdout
+    from vqaudio.tokenfile import from_bytes
+
+    src, dst = checked_ends(args.inputs, args.output, stdin, stdout, args.force)
+    codes = from_bytes(read_stdin().getvalue(), "stdin") if stdin else load_codes(src)
+    codec = codecs.for_codes(codes)
+    if not stdout:
+        decode.decode(codec, codes, dst)
+        return 0
+    fmt = args.type or ("npy" if codec.kind == "series" else "wav")
+    if (fmt in SERIES_TYPES) != (codec.kind == "series"):
+        raise ConfigError(f"--type {fmt} does not fit a {codec.kind} model (use {' or '.join(SERIES_TYPES if codec.kind == 'series' else AUDIO_TYPES)})")
+    buf = io.BytesIO()
+    decode.decode(codec, codes, buf, suffix="." + fmt)
+    write_stdout(buf.getvalue())
+    return 0
 
 
 def _kind(codecs: _Codecs, jobs: list[Job]) -> str:
     """The kind of model: from ``--model``, else from the first readable token file (``"audio"`` if none)."""
-    from vqaudio.codec import load_codec, load_codes
+    from vqaudio.codec import load_codes
 
     if codecs.model is not None:
-        codecs.cache[codecs.model] = load_codec(codecs.model)  # fail fast on a bad --model
-        return codecs.cache[codecs.model].kind
+        return codecs.load(codecs.model).kind  # fail fast on a bad --model
     for j in jobs:
         try:
             return load_codes(j.src).kind

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 from vqaudio.errors import ConfigError
+from vqaudio.filejobs import exists_error
+from vqaudio.progress import add_progress_flag, progress_wanted
 
 HELP = "evaluate a codec (metrics, bitrate, baselines) and write a report"
 
@@ -47,15 +49,16 @@ def register(subparsers) -> None:
                    help="torch CPU threads (default 1: eval runs many small ops, which extra threads slow down)")
     p.add_argument("--no-plots", action="store_true", help="no PNG figures")
     p.add_argument("--force", action="store_true", help="replace the report already in REPORT_DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_flag(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from vqaudio.cli_args import device_arg
     from vqaudio.codec import load_codec
-    from vqaudio.commands.encode import device_arg
+    from vqaudio.figures import metric, rate, unit
     from vqaudio.report import eval_files, evaluate, make_output_dir, write_report
 
     baselines = () if args.baselines.strip() == "none" else tuple(b.strip() for b in args.baselines.split(",") if b.strip())
@@ -64,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     out = Path(args.output)
-    if not args.force and any((out / f).exists() for f in ("report.json", "report.md")):
-        raise ConfigError("already holds a report; pass --force to replace it, or choose another -o", str(out))
+    existing = [out / f for f in ("report.json", "report.md") if (out / f).exists()]
+    if existing and not args.force:
+        raise exists_error(existing[0])
     device = device_arg(args.device)
     torch.set_num_threads(args.threads)
     codec = load_codec(args.codec, device=device)
@@ -78,10 +82,10 @@ def run(args: argparse.Namespace) -> int:
         fit = [fit[int(i * step)] for i in range(min(len(fit), args.pca_max_files))]
     n_qs = n_q_list(args.n_q) if args.n_q is not None else None
     make_output_dir(args.output)  # before the (long) evaluation, not after it
-    result = evaluate(codec, files, names, n_qs, baselines, fit, keep=not args.no_plots, progress=not args.no_progress)
+    result = evaluate(codec, files, names, n_qs, baselines, fit, keep=not args.no_plots, progress=progress_wanted(args.progress))
     md = write_report(result, args.output, plots=not args.no_plots)
     top = result["systems"][f"vqaudio n_q={max(result['n_qs'])}"]
-    means = ", ".join(f"{k} {v:.3f}" for k, v in top["mean"].items())
-    print(f"vqaudio eval: {len(files)} file(s), n_q={max(result['n_qs'])} at {top['bitrate']:.0f} bit/s: {means}; "
-          f"report {md}", file=sys.stderr)
+    means = ", ".join(f"{k} {metric(v)}" for k, v in top["mean"].items())
+    print(f"vqaudio eval: {len(files)} file(s), n_q={max(result['n_qs'])} at {rate(top['bitrate'])} {unit(codec.kind)}: "
+          f"{means}; report {md}", file=sys.stderr)
     return 0

@@ -6,12 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
+from vqaudio.figures import rate
+
 HELP = "show a .vqa token file's header, or a model's config and bitrate"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("info", help=HELP, description=HELP + "; without an argument, list the model names.")
-    p.add_argument("target", nargs="?", metavar="FILE|MODEL", help=".vqa file, model folder or registered model name")
+    p = subparsers.add_parser("info", help=HELP, description=HELP + "; without an argument, list the models "
+                              "(as `vqaudio models`).")
+    p.add_argument("target", nargs="?", metavar="FILE|MODEL", help=".vqa file, model folder, or shipped or user model name")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -19,9 +22,12 @@ def register(subparsers) -> None:
 def token_file_info(path: Path) -> dict:
     """The validated header of a token file plus its size, duration and bitrates."""
     from vqaudio.codec import load_codes
+    from vqaudio.registry import find_by_sha256
 
     codes = load_codes(path)
-    info = {"file": str(path), "bytes": path.stat().st_size, **codes.header()}
+    found = find_by_sha256(codes.model_sha256)
+    info = {"file": str(path), "bytes": path.stat().st_size, **codes.header(),
+            "decoded_with": f"{found[0]} ({found[1]})" if found else None}
     if codes.kind == "audio":
         seconds = codes.length / codes.orig_sample_rate
         info["seconds"] = round(seconds, 6)
@@ -49,19 +55,14 @@ def model_info(spec: str | None) -> dict:
     }
 
 
-def _models() -> dict:
-    from vqaudio.registry import DEFAULT_MODEL, MODELS, PRETRAINED_DIR, shipped
-
-    have = set(shipped())
-    return {"default": DEFAULT_MODEL, "folder": str(PRETRAINED_DIR),
-            "models": {n: {"description": d, "shipped": n in have} for n, d in MODELS.items()}}
-
-
 def _print(info: dict, indent: str = "") -> None:
+    """``key: value`` lines, floats rounded (``--json`` keeps every digit)."""
     for k, v in info.items():
         if isinstance(v, dict) and v and k != "model":
             print(f"{indent}{k}:")
             _print(v, indent + "  ")
+        elif isinstance(v, float):
+            print(f"{indent}{k}: {rate(v) if 'bitrate' in k or k.isdigit() else f'{v:.6g}'}")
         else:
             print(f"{indent}{k}: {json.dumps(v) if isinstance(v, (dict, list)) or v is None else v}")
 
@@ -69,10 +70,11 @@ def _print(info: dict, indent: str = "") -> None:
 def run(args: argparse.Namespace) -> int:
     target = args.target
     if target is None:
-        info = _models()
-    else:
-        path = Path(target)
-        info = token_file_info(path) if path.is_file() or path.suffix.lower() == ".vqa" else model_info(target)
+        from vqaudio.commands import models
+
+        return models.run(args)
+    path = Path(target)
+    info = token_file_info(path) if path.is_file() or path.suffix.lower() == ".vqa" else model_info(target)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

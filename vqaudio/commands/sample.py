@@ -14,8 +14,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("sample", help=HELP, description=HELP + ".")
     p.add_argument("--prior", required=True, metavar="P", help="prior checkpoint or train-prior experiment folder")
     p.add_argument("--codec", metavar="C",
-                   help="codec name or folder (default: the prior's codec if it is a shipped name; without one, "
-                        "only .vqa token files are written)")
+                   help="codec name or folder (default: the prior's codec when it is a shipped or user model, found by "
+                        "its weights sha256; without one, only .vqa token files are written)")
     p.add_argument("-n", type=int, default=1, metavar="N", help="number of sequences (generated as one batch)")
     length = p.add_mutually_exclusive_group(required=True)
     length.add_argument("--seconds", type=float, metavar="S", help="length of new material in seconds (time steps for series)")
@@ -34,8 +34,8 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vqaudio import registry
+    from vqaudio.cli_args import device_arg
     from vqaudio.codec import load_codec
-    from vqaudio.commands.encode import device_arg
     from vqaudio.prior import load_prior, sample
 
     if not 0 <= args.temperature < float("inf"):
@@ -47,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     device = device_arg(args.device)
     model = load_prior(args.prior).to(device)
     codec_spec = args.codec
-    shipped_name = model.cfg.codec.get("name")
-    if codec_spec is None and shipped_name in registry.shipped():
-        codec_spec = shipped_name
+    found = registry.find_by_sha256(model.cfg.codec.get("sha256"))  # a shipped or user model: no --codec needed
+    if codec_spec is None and found is not None:
+        codec_spec = found[1]
     codec = load_codec(codec_spec, device=device) if codec_spec is not None else None
     paths = sample(model, codec, n=args.n, seconds=args.seconds, frames=args.frames, temperature=args.temperature,
                    top_k=args.top_k or None, top_p=args.top_p, seed=args.seed, prime=args.prime, label=args.label,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from vqaudio.errors import ConfigError
+from vqaudio.progress import add_progress_flag, progress_wanted
 
 HELP = "train a VQ-VAE tokenizer on audio or time series"
 
@@ -66,26 +67,27 @@ def quantizer_overrides(args: argparse.Namespace, model: dict) -> dict:
 def add_training_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The flags of ``TrainConfig`` shared by ``train`` and ``train-prior`` (see ``TRAIN_FLAGS``)."""
     t = p.add_argument_group("training (override --config)")
-    t.add_argument("--steps", type=int, metavar="N")
+    t.add_argument("--steps", type=int, metavar="N", help="optimiser steps in all (default 20000)")
     t.add_argument("--batch-size", type=int, metavar="B", help="global batch size")
-    t.add_argument("--lr", type=float)
-    t.add_argument("--warmup-steps", type=int)
-    t.add_argument("--schedule", choices=["constant", "cosine"])
-    t.add_argument("--grad-clip", type=float)
-    t.add_argument("--log-every", type=int)
-    t.add_argument("--valid-every", type=int)
-    t.add_argument("--valid-batches", type=int)
-    t.add_argument("--checkpoint-every", type=int)
+    t.add_argument("--lr", type=float, metavar="LR", help="peak AdamW learning rate (default 3e-4)")
+    t.add_argument("--warmup-steps", type=int, metavar="N", help="linear learning-rate warm-up steps (default 0)")
+    t.add_argument("--schedule", choices=["constant", "cosine"],
+                   help="learning rate after warm-up: constant, or cosine down to 0.1 x --lr (default cosine)")
+    t.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the global gradient norm (default 1; 0: off)")
+    t.add_argument("--log-every", type=int, metavar="N", help="write training metrics to EXP/log.jsonl every N steps (default 10)")
+    t.add_argument("--valid-every", type=int, metavar="N", help="validate (and maybe update EXP/best) every N steps (default 500)")
+    t.add_argument("--valid-batches", type=int, metavar="N", help="validation batches per validation (default 8; 0: all)")
+    t.add_argument("--checkpoint-every", type=int, metavar="N", help="save the resumable EXP/last every N steps (default 500)")
     t.add_argument("--keep-every", type=int, metavar="N",
                    help="also keep the model every N steps in EXP/snapshots/ (to `vqaudio average`); default 0: none")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--num-workers", type=int)
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    t.add_argument("--seed", type=int, metavar="S", help="random seed of initialisation and data order (default 0)")
+    t.add_argument("--num-workers", type=int, metavar="N", help="data loader worker processes (default 0: load in the main process)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train (default auto: cuda when there is a GPU)")
     t.add_argument("--best-metric", metavar="NAME",
                    help="validation metric that picks best/ (default loss; e.g. pesq_nb, stoi, mel; nll_bits for a prior)")
     t.add_argument("--best-mode", choices=["auto", "min", "max"],
                    help="keep the lowest or highest --best-metric (auto: highest for pesq_nb, pesq_wb, stoi, si_snr)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_flag(t)
     return t
 
 
@@ -119,8 +121,10 @@ def register(subparsers) -> None:
     g.add_argument("--encoder-max-hidden", type=int, help="encoder only: channel cap (default --max-hidden)")
     g.add_argument("--encoder-dilations", metavar="1,3,9", help="encoder only: residual units per block, by dilation")
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
-    g.add_argument("--activation", choices=["elu", "snake"])
-    g.add_argument("--quantizer-dropout", type=float, metavar="P")
+    g.add_argument("--activation", choices=["elu", "snake"], help="activation of the conv layers (default elu)")
+    g.add_argument("--quantizer-dropout", type=float, metavar="P",
+                   help="probability of training a step with a random number of levels, so one model serves "
+                        "every --n-q (default 0)")
     add_quantizer_arguments(p)
     a = p.add_argument_group("adversarial training (override --config; off by default)")
     a.add_argument("--adv-weight", type=float, metavar="W", help="weight of the multi-scale STFT discriminator's hinge loss")
@@ -146,6 +150,7 @@ def _read_json(path: str) -> dict:
 def run(args: argparse.Namespace) -> int:
     from vqaudio.adversarial import AdversarialConfig
     from vqaudio.augment import AugmentConfig
+    from vqaudio.figures import metric
     from vqaudio.models import VQVAEConfig
     from vqaudio.train import TrainConfig, train_vqvae
 
@@ -175,8 +180,7 @@ def run(args: argparse.Namespace) -> int:
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
     adv_d.update({f: getattr(args, a) for a, f in (("adv_weight", "weight"), ("feature_weight", "feature_weight"),
                                                   ("adv_start_step", "start_step")) if getattr(args, a) is not None})
-    if args.no_progress:
-        train_d["progress"] = False
+    train_d["progress"] = progress_wanted(args.progress)  # display, not a training setting: flags and stderr decide
     try:
         model_config = VQVAEConfig.from_dict(model_d)
         train_config = TrainConfig.from_dict(train_d)
@@ -188,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
                          valid_fraction=args.valid_fraction, plots=not args.no_plots, adversarial=adversarial,
                          augment=augment, init=args.init)
     if os.environ.get("RANK", "0") == "0":
-        valid = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result["valid"].items()))
-        print(f"vqaudio train: {result['step']} steps in {args.exp} ({result['steps_per_s']:.2f} steps/s); "
-              f"best {result['best']} at step {result['best_step']}; last validation: {valid or 'none'}", file=sys.stderr)
+        valid = ", ".join(f"{k} {metric(v)}" for k, v in sorted(result["valid"].items()))
+        print(f"vqaudio train: {result['step']} steps in {args.exp} ({result['steps_per_s']:.2f} steps/s); best "
+              f"{train_config.best_metric} {metric(result['best'])} at step {result['best_step']}; last validation: "
+              f"{valid or 'none'}", file=sys.stderr)
     return 0

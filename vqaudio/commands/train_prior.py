@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vqaudio.commands.train import TRAIN_FLAGS, _read_json, add_training_arguments
 from vqaudio.errors import ConfigError
+from vqaudio.progress import progress_wanted
 
 HELP = "train a WaveNet prior over a codec's tokens (for vqaudio sample)"
 
@@ -39,16 +40,17 @@ def register(subparsers) -> None:
     g = p.add_argument_group("model (override --config)")
     g.add_argument("--layers", type=int, help="dilated conv layers (default 20)")
     g.add_argument("--cycle", type=int, help="dilations 1..2**(cycle-1), repeated (default 10)")
-    g.add_argument("--kernel-size", type=int)
-    g.add_argument("--residual-channels", type=int)
-    g.add_argument("--gate-channels", type=int)
-    g.add_argument("--skip-channels", type=int)
-    g.add_argument("--head-channels", type=int)
+    g.add_argument("--kernel-size", type=int, metavar="K", help="taps of each dilated causal conv (default 2)")
+    g.add_argument("--residual-channels", type=int, metavar="C", help="channels of the residual stream (default 64)")
+    g.add_argument("--gate-channels", type=int, metavar="C", help="conv output channels, split in tanh/sigmoid halves (default 128)")
+    g.add_argument("--skip-channels", type=int, metavar="C", help="channels of the skip connections (default 128)")
+    g.add_argument("--head-channels", type=int, metavar="C", help="hidden channels of each output head (default 256)")
     add_training_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vqaudio.figures import metric
     from vqaudio.models.wavenet import WaveNetConfig
     from vqaudio.prior import train_prior
     from vqaudio.train import TrainConfig
@@ -63,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
         train_d = dict(_read_json(str(saved)).get("train", {}))  # the run's own settings; flags still override
     model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})
-    if args.no_progress:
-        train_d["progress"] = False
+    train_d["progress"] = progress_wanted(args.progress)  # display, not a training setting: flags and stderr decide
     train_d.setdefault("best_metric", "nll_bits")
     try:
         model_config = WaveNetConfig.from_dict(model_d)
@@ -79,10 +80,9 @@ def run(args: argparse.Namespace) -> int:
                     labels=args.labels, cache_dir=args.cache, valid_fraction=args.valid_fraction, resume=args.resume,
                     progress=train_config.progress)
     if os.environ.get("RANK", "0") == "0":
-        nll = r.get("valid_nll_bits")
         print(f"vqaudio train-prior: {r['step']} steps in {args.exp} ({r['steps_per_s']:.2f} steps/s); tokens "
               f"train {r['tokens']['train']} / held-out {r['tokens']['valid']}; held-out NLL "
-              f"{'n/a' if nll is None else f'{nll:.3f}'} bits/token (best, step {r['best_step']}) vs unigram entropy "
-              f"{r['unigram_bits']:.3f} bits (held-out unigram cross-entropy {r['unigram_xent_bits']:.3f})",
+              f"{metric(r.get('valid_nll_bits'))} bits/token (best, step {r['best_step']}) vs unigram entropy "
+              f"{metric(r['unigram_bits'])} bits (held-out unigram cross-entropy {metric(r['unigram_xent_bits'])})",
               file=sys.stderr)
     return 0
