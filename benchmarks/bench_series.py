@@ -7,7 +7,8 @@ Every method codes each channel of each series separately, gets the series' mean
 side information (so it codes the z-normalised channel) and spends at most ``R * T`` bits on a channel of ``T``
 samples at ``R`` bits/sample. Distortion: NMSE per series and channel ``sum (x - x̂)^2 / sum (x - mean x)^2`` on the
 TEST split, averaged per set. Baselines are tuned on the TRAIN split at each rate (quantisers fitted on TRAIN; the
-split of the budget between coefficients and bits per coefficient picked by TRAIN NMSE):
+split of the budget between coefficients and bits per coefficient picked by NMSE on half of TRAIN
+with the quantisers fitted on the other half, then refitted on all of TRAIN):
 
 - ``sax``: aeon's SAX (Gaussian breakpoints, ``w`` segments x ``log2 a`` bits), decoded through PAA here: each symbol
   becomes aeon's ``breakpoints_mid`` value, held over its segment (aeon's ``inverse_sax`` is wrong up to 1.5.0).
@@ -15,8 +16,9 @@ split of the budget between coefficients and bits per coefficient picked by TRAI
 - ``sfa``: SFA (Schäfer & Högqvist 2012) implemented here: the first ``k`` real/imaginary DFT coefficients after the
   mean, each binned equi-depth on TRAIN (multiple coefficient binning, ``b`` bits); decoded with the bin midpoints
   and an inverse FFT (aeon's SFA is a sliding-window bag of words with no decoder, so it is not used).
-- ``dct``: the first ``k`` orthonormal DCT-II coefficients (scipy), each with its own ``b``-bit Lloyd-Max quantiser.
-- ``pca``: ``k`` principal components of the TRAIN channels, each with its own ``b``-bit Lloyd-Max quantiser.
+- ``dct``: the first ``k`` orthonormal DCT-II coefficients (scipy), each divided by its TRAIN standard deviation and
+  quantised by one ``b``-bit Lloyd-Max quantiser learned on TRAIN.
+- ``pca``: ``k`` principal components of the TRAIN channels, quantised as the DCT's.
 - ``vq``: the model, per channel through :func:`vqaudio.series_codec.encode_series` with ``R * hop / log2(K)``
   residual levels (a rate it cannot reach is ``n/a``); its payload is ``n_q * log2(K)`` bits per frame of ``hop``
   samples (reported exactly, it exceeds ``R`` slightly when ``T`` is not a multiple of ``hop``). ``H`` is the
@@ -151,10 +153,15 @@ def inverse_dct(c: np.ndarray, t: int) -> np.ndarray:
 
 
 class TransformCoder:
-    """``k`` coefficients of a linear transform with ``b`` bits each (``k * b <= budget``), quantisers fitted on TRAIN."""
+    """``k`` coefficients of a linear transform with ``b`` bits each (``k * b <= budget``), quantisers fitted on TRAIN.
+
+    ``shared``: ``"pooled"`` one quantiser for all coefficients (PAA), ``"scaled"`` one quantiser of the coefficients
+    divided by their TRAIN standard deviation (DCT, PCA: per-coefficient quantisers learned from a few dozen rows
+    clip the TEST values they never saw), ``""`` one per coefficient (SFA's binning).
+    """
 
     def __init__(self, name: str, t: int, k_max: int, fit_levels: Callable[[np.ndarray, int], np.ndarray],
-                 shared: bool = False) -> None:
+                 shared: str = "") -> None:
         self.name, self.t, self.k_max, self.fit_levels, self.shared = name, t, k_max, fit_levels, shared
         self.basis: np.ndarray | None = None
 
@@ -172,26 +179,36 @@ class TransformCoder:
             return c @ self.basis[: c.shape[1]]
         return {"paa": inverse_paa, "sfa": inverse_dft, "dct": inverse_dct}[self.name](c, self.t)
 
+    def fit(self, z: np.ndarray, k: int, b: int) -> np.ndarray:
+        """Fit the basis and the ``b``-bit quantisers of ``k`` coefficients on ``z``; the levels ``[k, 2**b]``."""
+        self.fit_basis(z)
+        c = self.analysis(z, k)
+        if self.shared == "pooled":
+            return np.repeat(self.fit_levels(c.reshape(-1, 1), b), k, 0)
+        if self.shared == "scaled":  # one quantiser of the coefficients divided by their TRAIN std, rescaled per column
+            scale = np.maximum(c.std(0), EPS)[:, None]
+            return self.fit_levels((c / scale.T).reshape(-1, 1), b)[0][None] * scale
+        return self.fit_levels(c, b)
+
+    def apply(self, z: np.ndarray, k: int, levels: np.ndarray) -> np.ndarray:
+        return self.synthesis(dequantize(quantize(self.analysis(z, k), levels), levels))
+
     def code(self, ztr: np.ndarray, zte: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        """``(ẑ_train, ẑ_test, choice)``: the ``(k, b)`` with ``k * b <= budget`` best on TRAIN."""
-        self.fit_basis(ztr)
+        """``(ẑ_train, ẑ_test, choice)``: the ``(k, b)`` with ``k * b <= budget`` that does best on the odd TRAIN
+        rows when fitted on the even ones (fitting and scoring on the same rows would favour over-fitted quantisers),
+        then refitted on all of TRAIN."""
+        fit_rows, val_rows = (ztr[0::2], ztr[1::2]) if len(ztr) >= 4 else (ztr, ztr)
         best = None
         for b in range(1, 9):
-            k = min(budget // b, self.k_max)
+            k = min(budget // b, self.k_max, len(fit_rows) if self.name == "pca" else self.k_max)
             if k < 1:
                 break
-            ctr = self.analysis(ztr, k)
-            pooled = ctr.reshape(-1, 1) if self.shared else ctr
-            levels = self.fit_levels(pooled, b)
-            if self.shared:
-                levels = np.repeat(levels, k, 0)
-            rtr = self.synthesis(dequantize(quantize(ctr, levels), levels))
-            err = np.nanmean(nmse(ztr, rtr))
+            err = np.nanmean(nmse(val_rows, self.apply(val_rows, k, self.fit(fit_rows, k, b))))
             if best is None or err < best[0]:
-                best = (err, k, b, levels, rtr)
-        _, k, b, levels, rtr = best
-        rte = self.synthesis(dequantize(quantize(self.analysis(zte, k), levels), levels))
-        return rtr, rte, {"k": k, "b": b, "bits": k * b}
+                best = (err, k, b)
+        _, k, b = best
+        levels = self.fit(ztr, k, b)
+        return self.apply(ztr, k, levels), self.apply(zte, k, levels), {"k": k, "b": b, "bits": k * b}
 
 
 def sax_code(ztr: np.ndarray, zte: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -208,7 +225,7 @@ def sax_code(ztr: np.ndarray, zte: np.ndarray, budget: int) -> tuple[np.ndarray,
         for z in (ztr, zte):
             words = np.asarray(sax.fit_transform(z[:, None, :]))[:, 0].astype(int)  # [N, w]
             out.append(inverse_paa(sax.breakpoints_mid[words], t))
-        err = np.nanmean(nmse(ztr, out[0]))
+        err = np.nanmean(nmse(ztr, out[0]))  # SAX fits nothing on TRAIN: no over-fitting to guard against
         if best is None or err < best[0]:
             best = (err, out, {"k": w, "b": b, "bits": w * b})
     return best[1][0], best[1][1], best[2]
@@ -218,10 +235,10 @@ def baseline(method: str, ztr: np.ndarray, zte: np.ndarray, budget: int) -> tupl
     t = ztr.shape[1]
     if method == "sax":
         return sax_code(ztr, zte, budget)
-    coder = {"paa": TransformCoder("paa", t, t, lloyd, shared=True),
+    coder = {"paa": TransformCoder("paa", t, t, lloyd, shared="pooled"),
              "sfa": TransformCoder("sfa", t, 2 * (t // 2), equi_depth),
-             "dct": TransformCoder("dct", t, t, lloyd),
-             "pca": TransformCoder("pca", t, min(len(ztr), t), lloyd)}[method]
+             "dct": TransformCoder("dct", t, t, lloyd, shared="scaled"),
+             "pca": TransformCoder("pca", t, min(len(ztr), t), lloyd, shared="scaled")}[method]
     return coder.code(ztr, zte, budget)
 
 
