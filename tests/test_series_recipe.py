@@ -76,3 +76,19 @@ def test_encode_series_codes_each_channel_alone(tmp_path):
     with pytest.raises(ValueError, match="channels=1"):
         encode_series(VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=2, hidden=8, max_hidden=8, dim=8,
                                         strides=[2], dilations=[1], n_q=1, codebook_size=4)), x[:, :2])
+
+
+def test_bench_series_decoders_invert_their_transforms():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_series as B
+
+    g = np.random.default_rng(0)
+    z, _, _ = B.znorm(np.cumsum(g.standard_normal((40, 63)), 1))
+    np.testing.assert_allclose(B.inverse_dft(B.dft(z, 62), 63), z, atol=1e-9)  # all coefficients after the mean
+    np.testing.assert_allclose(B.inverse_dct(B.dct_coefs(z, 63), 63), z, atol=1e-9)
+    np.testing.assert_allclose(B.inverse_paa(B.paa(z, 63), 63), z)
+    np.testing.assert_allclose(B.nmse(z, z), 0.0)
+    assert np.isnan(B.nmse(np.ones((1, 5)), np.zeros((1, 5))))[0]
+    for method in B.BASELINES:  # more bits, less error; 8 bits/sample is close to lossless (PCA: up to its rank)
+        errs = [np.nanmean(B.nmse(z[20:], B.baseline(method, z[:20], z[20:], r * 63)[1])) for r in (1, 8)]
+        assert errs[1] <= errs[0] and (errs[1] < 0.05 or method == "pca"), (method, errs)
