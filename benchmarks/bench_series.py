@@ -334,8 +334,8 @@ def table(results: list[dict], rate: int, seen: set[str] | None) -> str:
         vq = row.get("vq")
         best = row["best_baseline"]
         seen_s = "?" if seen is None else ("TRAIN" if r["set"] in seen else "no")
-        cells = [r["set"], seen_s, *(f"{row[m]['nmse']:.3f}" for m in BASELINES),
-                 f"{vq['nmse']:.3f}" if vq else "n/a", f"{vq['bits_per_sample']:.2f}" if vq else "",
+        cells = [r["set"], seen_s, *(f"{row[m]['nmse']:.4f}" for m in BASELINES),
+                 f"{vq['nmse']:.4f}" if vq else "n/a", f"{vq['bits_per_sample']:.2f}" if vq else "",
                  f"{vq['entropy_bits_per_sample']:.2f}" if vq else "", best, f"{r['1nn_raw']:.1f}",
                  f"{row[best]['1nn']:.1f}", f"{vq['1nn']:.1f}" if vq else ""]
         lines.append("| " + " | ".join(cells) + " |")
