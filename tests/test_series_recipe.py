@@ -51,6 +51,9 @@ def test_series_smoke_trains_a_per_channel_model_without_test_splits(tmp_path):
     assert payload_bits(model, codes, 1) == 6 * 25 * 8  # 2 bits/sample per level
     y = decode_series(model, codes, 1)
     assert y.shape == x.shape and torch.isfinite(y).all()
+    bench = json.loads((exp / "bench.json").read_text())
+    assert [r["set"] for r in bench] == ["ItalyPowerDemand"] and "vq" in bench[0]["rates"]["2"]
+    assert "verdict: NMSE vq / best baseline at 2 bits/sample" in (exp / "bench.txt").read_text()
     again = run_series(exp, "--smoke")  # stages are done: nothing is redone
     assert again.returncode == 0 and "done already" in again.stderr
 

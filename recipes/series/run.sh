@@ -4,7 +4,7 @@
 # UCR/UEA set shipped inside aeon (split into single channels) plus seeded synthetic series. TEST splits are the
 # benchmark's: benchmarks/bench_series.py --model $exp/vqvae/best.
 #   ./run.sh [--stage N] [--stop-stage M] [--smoke] [--exp DIR] [--force]   (EXCLUDE=SET,... leaves sets out)
-# Stages: 0 data (local/make_data.py), 1 train, 2 export.
+# Stages: 0 data (local/make_data.py), 1 train, 2 export, 3 benchmark on the TEST splits (benchmarks/bench_series.py).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=recipes/series/db.sh
@@ -18,7 +18,9 @@ parse_options "$@"
 data_opts=(--synthetic 600)
 train_opts=(--segment 128 --valid-fraction 0.02)
 conf=conf/vqvae.json
+bench_opts=()
 if $smoke; then
+    bench_opts=(--sets ItalyPowerDemand --bits 2)
     data_opts=(--synthetic 4 --max-per-set 3)
     train_opts=(--segment 32 --valid-fraction 0.2 --no-plots)
     conf=conf/vqvae_smoke.json
@@ -40,7 +42,15 @@ stage_export() {
     vqa export "$exp/vqvae" -o "$exp/model" --force
 }
 
+stage_bench() {  # tables and verdicts in $exp/bench.txt, every number in $exp/bench.json
+    "$PYTHON" ../../benchmarks/bench_series.py --model "$exp/model" --train-info "$exp/data/info.json" \
+        --json "$exp/bench.json" "${bench_opts[@]}" > "$exp/bench.txt.tmp"
+    mv "$exp/bench.txt.tmp" "$exp/bench.txt"
+    grep '^verdict' "$exp/bench.txt" >&2 || true
+}
+
 run_stage 0 data stage_data
 run_stage 1 train stage_train
 run_stage 2 export stage_export
+run_stage 3 bench stage_bench
 log "finished stages $stage..$stop_stage in $exp"
