@@ -47,7 +47,9 @@ ROWS = {  # name: (description, quantiser options)
     "fsq": ("FSQ 8,5,5,5 (1000 codes)", {"quantizer": "fsq", "levels": [8, 5, 5, 5], "codebook_size": 1000}),
     "lfq": ("LFQ 2^10, entropy 0.1", {"quantizer": "lfq"}),
     "bsq": ("LFQ spherical (BSQ)", {"quantizer": "lfq", "spherical": True}),
+    "bsq-t10": ("BSQ, inv_temperature 10", {"quantizer": "lfq", "spherical": True, "inv_temperature": 10.0}),
     "simvq": ("SimVQ + rotation trick", {"quantizer": "simvq", "rotation_trick": True}),
+    "simvq-ste": ("SimVQ, straight-through", {"quantizer": "simvq"}),
 }
 METRICS = ("pesq_nb", "stoi", "log_mel")
 

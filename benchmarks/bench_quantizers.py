@@ -3,9 +3,10 @@
 Speed: one training step (forward, then backward of the quantised output with a fixed upstream gradient,
 as a decoder would send, together with the quantiser's own loss) at B=32, T=512, D=64, K=1024 (FSQ: levels 8,5,5,5 = 1000 codes), channels-first ``[B, D, T]`` input on both sides, the same
 settings on both sides (listed per row below). Steps are timed in interleaved rounds (each round
-times one step of every method) and each ratio is the median of per-round ratios, so load from
-other processes affects both sides alike. Targets: >= 5x for VQ with the rotation trick, low-dim or
-cosine codes, and SimVQ; >= 2x for FSQ and LFQ.
+times one step of every method, after an untimed step of both sides of that row so that neither
+pays for the previous row's allocations, the side that goes first alternating) and each ratio is
+the median of per-round ratios, so load from other processes affects both sides alike.
+Targets: >= 5x for VQ with the rotation trick, low-dim or cosine codes, and SimVQ; >= 2x for FSQ and LFQ.
 
 Memory (``--memory``): the peak resident memory one training step adds, at N = B * T = 2^20 frames,
 each side in its own subprocess (VmHWM after clearing it, minus the resident memory before the
@@ -122,9 +123,12 @@ def bench_speed(names: list[str], rounds: int) -> list[dict]:
             fn()  # warm-up
     wall = {name: ([], []) for name in names}
     cpu = {name: ([], []) for name in names}
-    for _ in range(rounds):
+    for r in range(rounds):
         for name, fns in calls.items():
-            for side, fn in enumerate(fns):
+            for fn in fns:  # untimed: the allocator holds this row's buffers again, not the last row's
+                fn()
+            for side in (0, 1) if r % 2 == 0 else (1, 0):  # alternate which side goes first
+                fn = fns[side]
                 c0, t0 = time.process_time(), time.perf_counter()
                 fn()
                 wall[name][side].append((time.perf_counter() - t0) * 1e3)

@@ -191,3 +191,13 @@ def test_regulariser_never_forms_an_n_by_k_tensor():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert torch.isfinite(torch.tensor(float(res.stdout.strip().splitlines()[-1])))
+
+
+def test_residual_bsq_has_no_radial_gradient():
+    """Spherical stages pass the gradient through their normalisation (see ResidualLFQ)."""
+    torch.manual_seed(6)
+    rlfq = ResidualLFQ(1, 8, 256, spherical=True, entropy_loss_weight=0.0, beta=0.0).train()
+    z = torch.randn(2, 8, 30, requires_grad=True)
+    rlfq(z).quantized.backward(torch.randn(2, 8, 30))
+    radial = (z.grad * z.detach()).sum(1) / z.detach().norm(dim=1)
+    assert radial.abs().max() < 1e-5 * z.grad.norm(dim=1).max()

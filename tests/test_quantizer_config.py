@@ -19,7 +19,8 @@ FAMILIES = {
     "vq": (dict(codebook_size=16), ResidualVQ),
     "vq-options": (dict(codebook_size=16, rotation_trick=True, codebook_dim=4, l2_normalize=True), ResidualVQ),
     "fsq": (dict(quantizer="fsq", levels=[5, 3, 3], codebook_size=45), ResidualFSQ),
-    "lfq": (dict(quantizer="lfq", codebook_size=64, spherical=True, entropy_loss_weight=0.2), ResidualLFQ),
+    "lfq": (dict(quantizer="lfq", codebook_size=64, spherical=True, entropy_loss_weight=0.2, inv_temperature=10.0),
+            ResidualLFQ),
     "simvq": (dict(quantizer="simvq", codebook_size=16, rotation_trick=True), ResidualSimVQ),
 }
 
@@ -51,7 +52,7 @@ def test_every_family_trains_codes_and_decodes(family):
 def test_default_config_is_unchanged_for_older_readers():
     d = VQVAEConfig().to_dict()
     for key in ("quantizer", "rotation_trick", "codebook_dim", "l2_normalize", "levels", "entropy_loss_weight",
-                "diversity_gamma", "spherical"):
+                "diversity_gamma", "spherical", "inv_temperature"):
         assert key not in d
     assert VQVAEConfig(quantizer="fsq", levels=(8, 5, 5, 5), codebook_size=1000).to_dict()["levels"] == [8, 5, 5, 5]
 
@@ -70,6 +71,8 @@ def test_default_config_is_unchanged_for_older_readers():
     (dict(levels=[4, 4]), "levels applies to quantizer fsq"),
     (dict(quantizer="lfq", codebook_size=16, entropy_loss_weight=-1.0), "entropy_loss_weight must be >= 0"),
     (dict(levels="8,5"), "invalid value"),
+    (dict(quantizer="lfq", codebook_size=16, inv_temperature=0.0), "inv_temperature must be > 0"),
+    (dict(inv_temperature=10.0), "inv_temperature applies to quantizer lfq"),
 ])
 def test_bad_quantizer_options_are_one_line_config_errors(options, match):
     with pytest.raises(ConfigError, match=match) as err:
@@ -97,8 +100,8 @@ def test_train_flags_reach_the_model_config(monkeypatch, tmp_path):
                            "--codebook-size", "1024")
     assert (config.quantizer, config.codebook_dim, config.l2_normalize, config.rotation_trick) == ("vq", 8, True, True)
     config = run_train_cli(monkeypatch, tmp_path, "--quantizer", "lfq", "--codebook-size", "1024", "--spherical",
-                           "--entropy-loss-weight", "0.05")
-    assert (config.quantizer, config.spherical, config.entropy_loss_weight) == ("lfq", True, 0.05)
+                           "--entropy-loss-weight", "0.05", "--inv-temperature", "10")
+    assert (config.quantizer, config.spherical, config.entropy_loss_weight, config.inv_temperature) == ("lfq", True, 0.05, 10.0)
     config = run_train_cli(monkeypatch, tmp_path, "--quantizer", "simvq", "--rotation-trick")
     assert (config.quantizer, config.rotation_trick) == ("simvq", True)
 

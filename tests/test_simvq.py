@@ -112,3 +112,17 @@ def test_bad_options_are_config_errors(kwargs, match):
         SimVQ(**{"dim": 4, "codebook_size": 8, **kwargs})
     with pytest.raises(ConfigError, match="n_q"):
         ResidualSimVQ(0, 4, 8)
+
+
+def test_losses_and_gradients_with_beta_zero():
+    torch.manual_seed(5)
+    vq = SimVQ(4, 16, beta=0.0).train()
+    z = torch.randn(2, 4, 10, requires_grad=True)
+    out = vq(z)
+    mapped = (vq.frozen_codebook @ vq.code_transform.weight.T).detach()
+    x, e = rows_of(z.detach()), mapped[out.indices.reshape(-1)]
+    assert out.loss.item() == pytest.approx((x - e).square().mean().item(), rel=1e-5)
+    out.loss.backward()
+    assert z.grad is None or z.grad.abs().sum() == 0  # no commitment
+    c = vq.frozen_codebook[out.indices.reshape(-1)]
+    torch.testing.assert_close(vq.code_transform.weight.grad, 2 * (e - x).T @ c / x.numel())

@@ -228,3 +228,17 @@ def test_bad_options_are_config_errors(kwargs, match):
         ResidualVQ(2, 8, 16, **kwargs)
     with pytest.raises(ConfigError, match="n_q"):
         ResidualVQ(0, 8, 16)
+
+
+@pytest.mark.parametrize("rotation_trick", [False, True])
+def test_rvq_with_l2_normalize_has_no_radial_gradient(rotation_trick):
+    """Cosine stages pass the gradient through their normalisation: with one stage it is orthogonal to the
+    input, so nothing pushes on the input's norm (which would shrink until 1/||z|| explodes)."""
+    torch.manual_seed(11)
+    rvq = ResidualVQ(1, 6, 16, l2_normalize=True, rotation_trick=rotation_trick, ema=False).train()
+    assert rvq.gradient == "stages" and rvq.layers[0].rotation_trick == rotation_trick
+    z = torch.randn(3, 6, 20, requires_grad=True)
+    rvq(z).quantized.backward(torch.randn(3, 6, 20))
+    radial = (z.grad * z.detach()).sum(1) / z.detach().norm(dim=1)
+    assert radial.abs().max() < 1e-5 * z.grad.norm(dim=1).max()
+    assert ResidualVQ(2, 6, 16, rotation_trick=True).gradient == "rotation"  # without l2: the stack's rotation

@@ -32,7 +32,8 @@ TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup
 # quantiser flag -> VQVAEConfig field (given flags override --config)
 QUANTIZER_FLAGS = {"quantizer": "quantizer", "levels": "levels", "codebook_dim": "codebook_dim",
                    "l2_normalize": "l2_normalize", "rotation_trick": "rotation_trick",
-                   "entropy_loss_weight": "entropy_loss_weight", "spherical": "spherical"}
+                   "entropy_loss_weight": "entropy_loss_weight", "spherical": "spherical",
+                   "inv_temperature": "inv_temperature"}
 
 
 def add_quantizer_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -48,6 +49,8 @@ def add_quantizer_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGro
                    help="vq, simvq: gradients through the rotation onto the codes (Fifty et al.) instead of straight through")
     q.add_argument("--entropy-loss-weight", type=float, metavar="W", help="lfq: weight of the entropy regulariser")
     q.add_argument("--spherical", action=argparse.BooleanOptionalAction, help="lfq: binary spherical quantisation (BSQ)")
+    q.add_argument("--inv-temperature", type=float, metavar="T",
+                   help="lfq: inverse temperature of the code distribution (default 100; about 10 for --spherical)")
     return q
 
 

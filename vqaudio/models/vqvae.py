@@ -47,11 +47,11 @@ QUANTIZERS = ("vq", "fsq", "lfq", "simvq")
 _NEWER_FIELDS: dict[str, Any] = {"encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
                                  "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
                                  "l2_normalize": False, "levels": None, "entropy_loss_weight": 0.1,
-                                 "diversity_gamma": 1.0, "spherical": False}
+                                 "diversity_gamma": 1.0, "spherical": False, "inv_temperature": 100.0}
 # quantiser options -> the quantisers they apply to (a non-default value elsewhere is a ConfigError)
 _QUANTIZER_OPTIONS = {"rotation_trick": ("vq", "simvq"), "codebook_dim": ("vq",), "l2_normalize": ("vq",),
                       "levels": ("fsq",), "entropy_loss_weight": ("lfq",), "diversity_gamma": ("lfq",),
-                      "spherical": ("lfq",)}
+                      "spherical": ("lfq",), "inv_temperature": ("lfq",)}
 
 
 @dataclass
@@ -68,7 +68,9 @@ class VQVAEConfig:
     ``vq`` (``ResidualVQ``: ``ema``, ``decay``, ``eps``, ``dead_threshold``, ``kmeans_init``, and
     ``rotation_trick``, ``codebook_dim``, ``l2_normalize``), ``fsq`` (``ResidualFSQ`` on ``levels``;
     ``codebook_size`` must be their product), ``lfq`` (``ResidualLFQ``: ``codebook_size`` a power of two,
-    ``entropy_loss_weight``, ``diversity_gamma``, ``spherical`` for BSQ) or ``simvq`` (``ResidualSimVQ``,
+    ``entropy_loss_weight``, ``diversity_gamma``, ``inv_temperature`` of the code distribution, ``spherical``
+    for BSQ, which wants a lower ``inv_temperature`` such as 10: its inputs cannot shrink, so at 100 every
+    bit's probability saturates and the regulariser has no gradient) or ``simvq`` (``ResidualSimVQ``,
     ``rotation_trick``). ``beta`` is the commitment weight of vq, lfq and simvq.
     """
 
@@ -105,6 +107,7 @@ class VQVAEConfig:
     entropy_loss_weight: float = 0.1
     diversity_gamma: float = 1.0
     spherical: bool = False
+    inv_temperature: float = 100.0
     l1_weight: float = 1.0
     spectral_weight: float = 1.0
     logmag_weight: float = 1.0  # weight of the log-STFT-magnitude term inside the spectral loss (0: log-mel only)
@@ -195,6 +198,8 @@ class VQVAEConfig:
                                   f"{self.codebook_size}; set codebook_size to {math.prod(levels)}")
         if q == "lfq":
             check_lfq_size("VQVAEConfig (quantizer 'lfq')", self.codebook_size)
+        if not self.inv_temperature > 0:
+            raise ConfigError(f"VQVAEConfig.inv_temperature must be > 0, got {self.inv_temperature}")
 
     @property
     def hop(self) -> int:
@@ -249,7 +254,8 @@ def build_quantizer(c: VQVAEConfig) -> Residual:
         return ResidualFSQ(c.n_q, c.dim, c.levels, **common)
     if c.quantizer == "lfq":
         return ResidualLFQ(c.n_q, c.dim, c.codebook_size, **common, entropy_loss_weight=c.entropy_loss_weight,
-                           diversity_gamma=c.diversity_gamma, beta=c.beta, spherical=c.spherical)
+                           diversity_gamma=c.diversity_gamma, beta=c.beta, spherical=c.spherical,
+                           inv_temperature=c.inv_temperature)
     if c.quantizer == "simvq":
         return ResidualSimVQ(c.n_q, c.dim, c.codebook_size, **common, beta=c.beta, rotation_trick=c.rotation_trick)
     return ResidualVQ(

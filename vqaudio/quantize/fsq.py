@@ -159,9 +159,10 @@ class FSQ(nn.Module):
 class ResidualFSQ(Residual):
     """Residual FSQ: the (projected) input is bounded once, ``z' = tanh(z)``, then ``n_q`` :class:`FSQ` stages
     with the same ``levels`` and the clamp bound (symmetric grid) code it; stage ``i`` codes its residual
-    scaled up by ``(L_d - 1)^i`` (what a stage leaves is within ``1 / (L_d - 1)`` of its scale). The output approximates ``z'``;
-    its gradient reaches ``z'`` straight through (the identity of the stack), then ``z`` through tanh.
-    After lucidrains' ``ResidualFSQ`` (soft clamp, then hard-clamped stages).
+    scaled up by ``(L_d - 1)^i`` (what a stage leaves is within ``1 / (L_d - 1)`` of its scale). The
+    output approximates ``z'``; its gradient reaches ``z'`` straight through (the identity of the
+    stack), then ``z`` through tanh. After lucidrains' ``ResidualFSQ`` (soft clamp, then hard-clamped
+    stages).
 
     Learned maps shared by the stages lead into and out of the ``len(levels)``-dimensional code space
     when ``dim != len(levels)``.

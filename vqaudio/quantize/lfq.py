@@ -155,7 +155,9 @@ class ResidualLFQ(Residual):
     """Residual LFQ: ``n_q`` :class:`LFQ` stages of ``b = log2(codebook_size)`` bits; stage ``i`` has
     ``codebook_scale = 2^-i`` (as vector-quantize-pytorch's ``ResidualLFQ``), each with its own
     regulariser on its residual. Learned maps shared by the stages lead into and out of code space when
-    ``dim != b``; the output's gradient reaches the input straight through. ``lfq_kwargs`` go to every stage.
+    ``dim != b``. The gradient is the sum of the stages' own straight-through gradients (as there; with
+    ``spherical``, each through its normalisation: an identity gradient around it would shrink the input
+    until ``1/||z||`` blows up). ``lfq_kwargs`` go to every stage.
     """
 
     def __init__(self, n_q: int, dim: int, codebook_size: int, quantizer_dropout: float = 0.0, **lfq_kwargs) -> None:
@@ -165,4 +167,4 @@ class ResidualLFQ(Residual):
         if "codebook_scale" in lfq_kwargs:
             raise ConfigError("ResidualLFQ: the stages' codebook_scale is 2**-i; it cannot be set")
         layers = [LFQ(bits, codebook_size, codebook_scale=2.0**-i, **lfq_kwargs) for i in range(n_q)]
-        super().__init__(layers, dim, bits, quantizer_dropout, gradient="straight_through")
+        super().__init__(layers, dim, bits, quantizer_dropout, gradient="stages")

@@ -149,8 +149,13 @@ class ResidualVQ(Residual):
     ``codebook_dim``: the stages work in a ``codebook_dim``-dimensional code space entered and left
     through learned maps shared by all stages (as vector-quantize-pytorch's ``ResidualVQ``).
     ``rotation_trick``: the gradient reaches ``z`` through the rotation of ``z`` onto the sum of the
-    stages instead of the identity. ``vq_kwargs`` go to every :class:`VectorQuantizer` (``ema``,
-    ``l2_normalize``: each stage looks up the direction of its residual, ...).
+    stages instead of the identity. ``vq_kwargs`` go to every :class:`VectorQuantizer` (``ema``, ...).
+
+    ``l2_normalize``: each stage codes the direction of its residual with unit codes, and the gradient
+    is the sum of the stages' own (``gradient="stages"``: each passes through its normalisation, and its
+    own rotation with ``rotation_trick``), as in vector-quantize-pytorch. An identity gradient around
+    normalised lookups would push on the input's norm, which nothing else holds: in the quality runs it
+    shrank until the gradient through the normalisation (``1/||z||``) reached 1e14 within 200 steps.
     """
 
     def __init__(
@@ -160,5 +165,8 @@ class ResidualVQ(Residual):
         if n_q < 1:
             raise ConfigError(f"ResidualVQ: n_q must be >= 1, got {n_q}")
         code_dim = check_codebook_dim("ResidualVQ", dim, codebook_dim)
-        layers = [VectorQuantizer(code_dim, codebook_size, **vq_kwargs) for _ in range(n_q)]
-        super().__init__(layers, dim, code_dim, quantizer_dropout, "rotation" if rotation_trick else "straight_through")
+        per_stage = bool(vq_kwargs.get("l2_normalize", False))
+        layers = [VectorQuantizer(code_dim, codebook_size, rotation_trick=per_stage and rotation_trick, **vq_kwargs)
+                  for _ in range(n_q)]
+        gradient = "stages" if per_stage else "rotation" if rotation_trick else "straight_through"
+        super().__init__(layers, dim, code_dim, quantizer_dropout, gradient)

@@ -85,14 +85,20 @@ class SimVQ(nn.Module):
         codes = self.codes()
         x = to_rows(z).to(codes.dtype)  # [N, dim]
         # One search gives both loss terms: dist2 = ||x - e||² is differentiable w.r.t. x and the chosen
-        # codes; the gradient to x is scaled by beta (commitment), to the codes (so the map) left at 1.
-        indices, dist2 = ops.nearest_code(_ScaleGrad.apply(x, self.beta), codes)
+        # codes. Weighted by beta, it gives x the commitment gradient; the codes' gradient (so the map's)
+        # is scaled back up by 1/beta on the small [K, dim] codebook, not on the [N, dim] rows.
+        if self.beta > 0:
+            indices, dist2 = ops.nearest_code(x, _ScaleGrad.apply(codes, 1.0 / self.beta))
+            weight = self.beta
+        else:
+            indices, dist2 = ops.nearest_code(x.detach(), codes)
+            weight = 1.0
         quantized = ops.lookup(x, codes, indices, self.rotation_trick)
         rows = None if mask is None else mask.repeat_interleave(t)
         idx_sel, dist2_sel = (indices, dist2) if rows is None else (indices[rows], dist2[rows])
         denom = max(idx_sel.numel() * self.dim, 1)
         total = dist2_sel.sum()
-        loss = (total + self.beta * total.detach()) / denom  # value (1 + beta) mean ||x - e||²
+        loss = (weight * total + (1 + self.beta - weight) * total.detach()) / denom  # value (1 + beta) mean ||x - e||²
         with torch.no_grad():
             perplexity, usage = codebook_stats(torch.bincount(idx_sel, minlength=self.codebook_size).float())
         return VQOutput(from_rows(quantized, b, t).to(z.dtype), indices.view(b, t), loss, perplexity, usage)
