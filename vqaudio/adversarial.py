@@ -12,15 +12,15 @@ state travel in the training checkpoint (``exp/last``), never in the model check
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from vqaudio.checkpoint import load_optimizer_state, optimizer_state
+from vqaudio.config_section import ConfigSection
 from vqaudio.errors import ConfigError, is_finite_number
 from vqaudio.models.discriminator import MultiScaleSTFTDiscriminator, discriminator_loss, feature_loss, generator_loss
 
@@ -28,7 +28,7 @@ __all__ = ["AdversarialConfig", "Adversary"]
 
 
 @dataclass
-class AdversarialConfig:
+class AdversarialConfig(ConfigSection):
     """Settings of the adversary (JSON section ``"adversarial"`` of a ``vqaudio train --config``).
 
     ``weight`` scales the generator's hinge loss and ``feature_weight`` the feature-matching loss;
@@ -38,6 +38,8 @@ class AdversarialConfig:
     real from reconstructed). ``fft_sizes`` empty: the three smallest of the model's spectral-loss
     sizes (``[128, 256, 512]`` at 8 kHz).
     """
+
+    SECTION: ClassVar[str] = "adversarial"
 
     weight: float = 0.0
     feature_weight: float = 0.0
@@ -74,18 +76,6 @@ class AdversarialConfig:
     @property
     def enabled(self) -> bool:
         return self.weight > 0 or self.feature_weight > 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AdversarialConfig:
-        if not isinstance(d, dict):
-            raise ConfigError(f"the adversarial config must be a JSON object, got {d!r}")
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"AdversarialConfig: unknown keys {unknown}")
-        return cls(**d)
 
 
 class Adversary:

@@ -12,19 +12,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
+from vqaudio.config_section import ConfigSection
 from vqaudio.errors import ConfigError, is_finite_number
 
 __all__ = ["AugmentConfig", "augment"]
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(ConfigSection):
     """Probabilities (``p_*``) and ranges (``[low, high]``, drawn uniformly) of each augmentation; all off by default.
 
     - gain: ``gain_db`` (the crop is scaled down again if its peak would pass ``max_peak``);
@@ -34,6 +35,8 @@ class AugmentConfig:
     - reverb: an exponentially decaying noise impulse response with RT60 in ``rt60_s``, mixed ``reverb_wet`` wet;
     - noise: white, pink or brown noise at an SNR in ``snr_db``.
     """
+
+    SECTION: ClassVar[str] = "augment"
 
     p_gain: float = 0.0
     gain_db: list[float] = field(default_factory=lambda: [-18.0, 6.0])
@@ -67,18 +70,6 @@ class AugmentConfig:
     @property
     def enabled(self) -> bool:
         return any(getattr(self, f.name) > 0 for f in dataclasses.fields(self) if f.name.startswith("p_"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
-        if not isinstance(d, dict):
-            raise ConfigError(f"the augment config must be a JSON object, got {d!r}")
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"AugmentConfig: unknown keys {unknown}")
-        return cls(**d)
 
 
 def _u(g: torch.Generator, lo: float, hi: float) -> float:
