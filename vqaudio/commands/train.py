@@ -50,7 +50,7 @@ def add_quantizer_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGro
     q.add_argument("--entropy-loss-weight", type=float, metavar="W", help="lfq: weight of the entropy regulariser")
     q.add_argument("--spherical", action=argparse.BooleanOptionalAction, help="lfq: binary spherical quantisation (BSQ)")
     q.add_argument("--inv-temperature", type=float, metavar="T",
-                   help="lfq: inverse temperature of the code distribution (default 100; about 10 for --spherical)")
+                   help="lfq: inverse temperature of the entropy regulariser's code distribution (default 100)")
     return q
 
 

@@ -68,9 +68,8 @@ class VQVAEConfig:
     ``vq`` (``ResidualVQ``: ``ema``, ``decay``, ``eps``, ``dead_threshold``, ``kmeans_init``, and
     ``rotation_trick``, ``codebook_dim``, ``l2_normalize``), ``fsq`` (``ResidualFSQ`` on ``levels``;
     ``codebook_size`` must be their product), ``lfq`` (``ResidualLFQ``: ``codebook_size`` a power of two,
-    ``entropy_loss_weight``, ``diversity_gamma``, ``inv_temperature`` of the code distribution, ``spherical``
-    for BSQ, which wants a lower ``inv_temperature`` such as 10: its inputs cannot shrink, so at 100 every
-    bit's probability saturates and the regulariser has no gradient) or ``simvq`` (``ResidualSimVQ``,
+    ``entropy_loss_weight``, ``diversity_gamma``, ``inv_temperature`` of the code distribution (default 100,
+    as vector-quantize-pytorch), ``spherical`` for BSQ) or ``simvq`` (``ResidualSimVQ``,
     ``rotation_trick``). ``beta`` is the commitment weight of vq, lfq and simvq.
     """
 
