@@ -262,12 +262,13 @@ class Codec:
     codebook_size = property(lambda self: self.config.codebook_size)
 
     @property
-    def bits_per_code(self) -> int:
-        """``ceil(log2 K)``: bits per code in token files."""
+    def bits_per_code(self) -> float:
+        """Bits per code in token files: ``log2 K`` for powers of two, else the grouped packing's (e.g. 9.9661 for
+        ``K = 1000``; :func:`vqaudio.tokenfile.code_bits`)."""
         return tokenfile.code_bits(self.codebook_size)
 
     def bitrate(self, n_q: int | None = None) -> float:
-        """Bits per second (per time step for series) per channel with ``n_q`` levels, at ``ceil(log2 K)`` bits per code."""
+        """Bits per second (per time step for series) per channel with ``n_q`` levels, at :attr:`bits_per_code`."""
         n_q = self._n_q(n_q)
         return self.model.frame_rate * n_q * self.bits_per_code
 
