@@ -88,6 +88,14 @@ fetch() {
     esac
 }
 
+# train_or_resume DATA DIR CONF [FLAGS...]: `vqaudio train` into DIR, resuming the run there if one was stopped
+train_or_resume() {
+    local data=$1 dir=$2 conf=$3 resume=()
+    shift 3
+    [ -d "$dir/last" ] && resume=(--resume)
+    vqa train --data "$data" --exp "$dir" --config "$conf" --no-progress "$@" "${resume[@]}"
+}
+
 # vqa CMD ARGS...: the vqaudio CLI ($VQAUDIO may be several words, e.g. "python -m vqaudio")
 vqa() {
     # shellcheck disable=SC2086

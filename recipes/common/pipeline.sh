@@ -51,10 +51,7 @@ stage_manifest() {
 }
 
 stage_train() {
-    local resume=()
-    [ -d "$exp/vqvae/last" ] && resume=(--resume)
-    vqa train --data "$exp/data/train.txt" --exp "$exp/vqvae" --config "$vqvae_conf" --no-progress \
-        "${train_opts[@]}" "${resume[@]}"
+    train_or_resume "$exp/data/train.txt" "$exp/vqvae" "$vqvae_conf" "${train_opts[@]}"
 }
 
 stage_eval() {

@@ -35,10 +35,7 @@ stage_corpus() {
 }
 
 stage_train() {
-    local resume=()
-    [ -d "$exp/vqvae/last" ] && resume=(--resume)
-    vqa train --data "$exp/data/train.txt" --exp "$exp/vqvae" --config "$conf" --no-progress \
-        "${train_opts[@]}" "${resume[@]}"
+    train_or_resume "$exp/data/train.txt" "$exp/vqvae" "$conf" "${train_opts[@]}"
 }
 
 stage_eval() {  # the unseen voices, male and female apart, and the asterisk held-out prompts
