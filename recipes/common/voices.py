@@ -10,6 +10,7 @@ recipe makes (silence folders, beeps and tones, non-speech and creature sounds).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ class Voice:
     pattern: str = r".*"
     exclude: str = r"$^"
 
+    @functools.cache  # noqa: B019 - a frozen dataclass; voices() and the corpus builder both ask
     def files(self, root: Path = ROOT) -> list[Path]:
         """The voice's recordings (sorted), without silences, tones and other non-speech."""
         keep, drop = re.compile(self.pattern), re.compile(self.exclude)
