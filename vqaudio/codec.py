@@ -50,6 +50,7 @@ from vqaudio.io import (
     save_series,
 )
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
+from vqaudio.streaming import Latency, StreamDecoder, StreamEncoder, latency_of
 from vqaudio.tokenfile import Codes, resampled_length
 
 __all__ = ["Codes", "Codec", "load_codec", "load_codec_for", "find_codec_for", "save_codes", "load_codes", "ChunkedRunner",
@@ -61,42 +62,56 @@ class ChunkedRunner:
     ``fn(whole stream)``.
 
     ``fn`` maps input ``[..., n]`` to output ``[..., m]`` where output unit ``k`` (``out_unit``
-    samples) is a function of input units (``unit`` samples) ``k - context .. k + context`` only,
-    with zero padding or other edge effects confined to units within ``context`` of the ends.
-    Chunks of ``chunk`` units are processed with ``context`` units of real signal on both sides
-    (except at the stream's ends, exactly as for the whole stream), and the context is discarded.
+    samples) is a function of input units (``unit`` samples) ``k - left .. k + right`` only
+    (``context``: ``(left, right)``, or one number for both), with zero padding or other edge effects
+    confined to units within the context of the ends. Chunks of ``chunk`` units are processed with
+    their context of real signal on both sides (except at the stream's ends, exactly as for the
+    whole stream), and the context is discarded. ``push(x, eager=True)`` also emits every unit whose
+    right context has arrived (streaming with the least delay, in pieces of any size).
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], unit: int, out_unit: int, context: int, chunk: int) -> None:
-        if min(unit, out_unit, chunk) < 1 or context < 0:
+    def __init__(self, fn: Callable[[Tensor], Tensor], unit: int, out_unit: int, context: int | tuple[int, int],
+                 chunk: int) -> None:
+        left, right = (context, context) if isinstance(context, int) else context
+        if min(unit, out_unit, chunk) < 1 or min(left, right) < 0:
             raise ValueError(f"ChunkedRunner: bad geometry unit={unit} out_unit={out_unit} context={context} chunk={chunk}")
-        self.fn, self.unit, self.out_unit, self.context, self.chunk = fn, unit, out_unit, context, chunk
+        self.fn, self.unit, self.out_unit, self.chunk = fn, unit, out_unit, chunk
+        self.left, self.right = left, right
         self.buf: Tensor | None = None
         self.start = 0  # absolute input sample of buf[..., 0]
         self.done = 0  # units whose output has been emitted
 
     @property
+    def context(self) -> int:
+        return max(self.left, self.right)
+
+    @property
     def received(self) -> int:
         return self.start + (0 if self.buf is None else self.buf.shape[-1])
 
-    def push(self, x: Tensor) -> Iterator[Tensor]:
-        """Add input ``[..., n]``; yield the outputs that are now final."""
+    def push(self, x: Tensor, eager: bool = False) -> Iterator[Tensor]:
+        """Add input ``[..., n]``; yield the outputs that are now final (``eager``: all of them, else whole chunks)."""
         self.buf = x if self.buf is None else torch.cat([self.buf, x], dim=-1)
-        while self.received >= (self.done + self.chunk + self.context) * self.unit:
-            yield self._run((self.done + self.chunk + self.context) * self.unit, last=False)
+        while self.received >= (self.done + self.chunk + self.right) * self.unit:
+            yield self._run(self.done + self.chunk)
+        ready = self.received // self.unit - self.right
+        if eager and ready > self.done:
+            yield self._run(ready)
 
     def finish(self) -> Iterator[Tensor]:
         """End of stream: yield the rest of the output."""
         if self.buf is not None and self.received > self.done * self.unit:
-            yield self._run(self.received, last=True)
+            yield self._run(None)
 
-    def _run(self, end: int, last: bool) -> Tensor:
-        s = max(0, self.done - self.context)
+    def _run(self, upto: int | None) -> Tensor:
+        """Output units ``done .. upto`` (``None``: to the end of the stream)."""
+        s = max(0, self.done - self.left)
+        end = self.received if upto is None else (upto + self.right) * self.unit
         out = self.fn(self.buf[..., s * self.unit - self.start : end - self.start])
         k = (self.done - s) * self.out_unit
-        piece = out[..., k:] if last else out[..., k : k + self.chunk * self.out_unit]
-        self.done = math.ceil(self.received / self.unit) if last else self.done + self.chunk
-        keep = min(max(0, self.done - self.context) * self.unit, self.received)
+        piece = out[..., k:] if upto is None else out[..., k : (upto - s) * self.out_unit]
+        self.done = math.ceil(self.received / self.unit) if upto is None else upto
+        keep = min(max(0, self.done - self.left) * self.unit, self.received)
         self.buf, self.start = self.buf[..., keep - self.start :], keep
         return piece
 
@@ -109,8 +124,8 @@ class StreamResampler:
     Rate pairs with a small common divisor are refused with :class:`ConfigError` (see
     :func:`vqaudio.io.resample_problem`): their filter would need gigabytes."""
 
-    def __init__(self, orig_sr: int, new_sr: int, chunk_seconds: float = 10.0) -> None:
-        self.identity = orig_sr == new_sr
+    def __init__(self, orig_sr: int, new_sr: int, chunk_seconds: float = 10.0, eager: bool = False) -> None:
+        self.identity, self.eager = orig_sr == new_sr, eager
         if self.identity:
             return
         problem = resample_problem(orig_sr, new_sr)
@@ -132,7 +147,7 @@ class StreamResampler:
         if self.identity:
             yield x
         else:
-            yield from self.runner.push(x)
+            yield from self.runner.push(x, eager=self.eager)
 
     def finish(self) -> Iterator[Tensor]:
         if not self.identity:
@@ -240,17 +255,18 @@ class Codec:
     """A trained :class:`~vqaudio.models.vqvae.VQVAE` wrapped for coding whole files (see the module docstring).
 
     ``name`` and ``sha256`` identify the weights in token files (``sha256`` defaults to
-    :func:`weights_sha256`); ``chunk_seconds`` bounds the audio processed at once (series:
-    ``chunk_steps`` time steps). Longer chunks spread the fixed cost of each conv call: 15 s
-    encodes speech-8k ~1.25x faster than 5 s, for tens of MB of activations at 8 kHz.
+    :func:`weights_sha256`); ``chunk_seconds`` bounds the audio decoded and resampled at once (series:
+    ``chunk_steps`` time steps). Longer chunks spread the fixed cost of each conv call.
+    ``block_frames``: the encoder computes frames in blocks of this many, each from a window fixed by its
+    index, offline and streaming alike (:mod:`vqaudio.streaming`): the codes are the same bits either way.
     """
 
     def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 15.0,
-                 chunk_steps: int = 1 << 17) -> None:
+                 chunk_steps: int = 1 << 17, block_frames: int = 16) -> None:
         self.name, self.sha256 = name, sha256 or weights_sha256(model)
         self.model = _inference_copy(model)
         self.config: VQVAEConfig = model.config
-        self.chunk_seconds, self.chunk_steps = chunk_seconds, chunk_steps
+        self.chunk_seconds, self.chunk_steps, self.block_frames = chunk_seconds, chunk_steps, block_frames
         self.device = next(model.parameters()).device
 
     # -- properties ----------------------------------------------------------------------------
@@ -300,12 +316,39 @@ class Codec:
         """Frames of context each side of a decoder chunk."""
         return max(self.model.decoder_context)
 
-    # -- encoding ------------------------------------------------------------------------------
-    def _encoder(self, n_q: int, stats: SeriesStats | None) -> ChunkedRunner:
-        def fn(x: Tensor) -> Tensor:  # [items, C, n] -> [items, n_q, ceil(n / hop)], int32 until the end (memory)
-            return self.model.encode(x.to(self.device), n_q, stats=stats).to("cpu", torch.int32)
+    @property
+    def latency(self) -> Latency:
+        """Algorithmic latency of streaming encode + decode (``.samples``, ``.ms``; :func:`vqaudio.streaming.latency_of`):
+        a decoded sample is final once the input sample ``latency.samples`` after it has been pushed."""
+        return latency_of(self.model)
 
-        return ChunkedRunner(fn, self.hop, 1, self.encoder_overlap, self.chunk_frames)
+    # -- streaming -----------------------------------------------------------------------------
+    def stream_encoder(self, n_q: int | None = None, sample_rate: int | None = None,
+                       stats: SeriesStats | None = None) -> StreamEncoder:
+        """A :class:`~vqaudio.streaming.StreamEncoder`: ``push(x [C, t])`` returns the codes ``[C, n_q, f]`` of every
+        frame now complete, ``flush()`` the rest; together exactly :meth:`encode`'s codes. ``sample_rate``: the
+        input's, if not the model's (resampled as it arrives; the resampler adds its filter's delay).
+        Series: ``stats`` are the whole series' RevIN statistics (``model.normalize``)."""
+        n_q = self._n_q(n_q)
+        resampler = None
+        if self.kind == "audio" and sample_rate is not None and sample_rate != self.sample_rate:
+            problem = resample_problem(sample_rate, self.sample_rate)
+            if problem:
+                raise ConfigError(f"input sample rate: {problem}")
+            resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds, eager=True)
+        return StreamEncoder(self.model, n_q, self.block_frames, stats, self.device, resampler)
+
+    def stream_decoder(self, stats: SeriesStats | None = None) -> StreamDecoder:
+        """A :class:`~vqaudio.streaming.StreamDecoder` at the model's rate: ``push(codes [C, n_q, f])`` returns the
+        audio ``[C, t]`` now final, ``flush(length=None)`` the rest; together :meth:`decode`'s audio to float rounding."""
+        return StreamDecoder(self.model, self.chunk_frames, stats, self.device)
+
+    # -- encoding ------------------------------------------------------------------------------
+    @property
+    def chunking(self) -> dict[str, int]:
+        """The encoder's window geometry, recorded in token files (``Codes.chunking``)."""
+        enc = StreamEncoder(self.model, 1, self.block_frames)
+        return {"block_frames": enc.block, "left_frames": enc.left, "right_frames": enc.right}
 
     def _codes(self, codes: Tensor, length: int, channels: int, orig_sr: int | None, n_q: int,
                stats: SeriesStats | None, source: str | None) -> Codes:
@@ -313,7 +356,7 @@ class Codec:
         return Codes(codes.long(), kind=self.kind, model=self.name, model_sha256=self.sha256, sample_rate=self.sample_rate,
                      orig_sample_rate=orig_sr if self.kind == "audio" else None, length=length, channels=channels,
                      hop=self.hop, codebook_size=self.codebook_size,
-                     chunking={"chunk_frames": self.chunk_frames, "overlap_frames": self.encoder_overlap}, stats=st,
+                     chunking=self.chunking, stats=st,
                      source=source)
 
     def encode_stream(self, blocks: Iterable[Tensor], sample_rate: int | None, n_q: int | None = None,
@@ -329,8 +372,7 @@ class Codec:
         problem = resample_problem(sample_rate, self.sample_rate)
         if problem:  # the input's rate: an odd-rate file
             raise AudioError(f"{problem} (the model's rate)", source)
-        resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds)
-        encoder = self._encoder(n_q, None)
+        encoder = self.stream_encoder(n_q, sample_rate)
         clips = ClipCounter()
         out: list[Tensor] = []
         length, channels = 0, None
@@ -343,11 +385,8 @@ class Codec:
                 clips.push(block)
                 if progress is not None:
                     progress(block.shape[-1] / sample_rate)
-                for y in resampler.push(block):
-                    out += encoder.push(y.unsqueeze(1))  # mono model: channels become items [C, 1, n]
-            for y in resampler.finish():
-                out += encoder.push(y.unsqueeze(1))
-            out += encoder.finish()
+                out.append(encoder.push(block))
+            out.append(encoder.flush())
         if not length:
             raise AudioError("is empty (0 samples)", source)
         warn_rate(source, sample_rate, self.sample_rate)
@@ -382,10 +421,9 @@ class Codec:
             x = x.unsqueeze(0)  # [1, C, T]: one item
             _, stats = self.model.normalize(x)  # RevIN statistics of the whole series, shared by every chunk
             stats = SeriesStats(stats.mean.cpu(), stats.std.cpu())
-            encoder = self._encoder(n_q, stats)
-            step = encoder.chunk * self.hop
-            out = [c for i in range(0, x.shape[-1], step) for c in encoder.push(x[..., i : i + step])]
-            out += encoder.finish()
+            encoder = StreamEncoder(self.model, n_q, self.block_frames, stats, self.device)
+            step = self.chunk_frames * self.hop
+            out = [encoder.push(x[0, :, i : i + step]) for i in range(0, x.shape[-1], step)] + [encoder.flush()]
         return self._codes(torch.cat(out, dim=-1), x.shape[-1], self.channels, None, n_q, stats, source)
 
     def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None,

@@ -1,0 +1,183 @@
+"""Real-time streaming: codes out while audio comes in (:class:`StreamEncoder`), audio out while codes come in
+(:class:`StreamDecoder`), and the algorithmic latency of the pair (:func:`latency_of`).
+
+::
+
+    enc = codec.stream_encoder()            # push float32 [C, t] at the model's rate (or pass sample_rate=)
+    dec = codec.stream_decoder()
+    for x in chunks:                        # any sizes, down to one sample
+        y = dec.push(enc.push(x))           # codes [C, n_q, f] of every frame now complete; audio [C, t] now final
+    y = dec.push(enc.flush()); y_end = dec.flush()
+
+**Exact codes.** A convolution's float result at one position depends on the shape of the tensor it is
+computed in (oneDNN/BLAS blocking differs with the length), so computing a frame once in a 20 ms piece
+and once in a 15 s chunk can round differently and flip a code at a near-tie. The stream encoder
+therefore computes every frame from a window fixed by the frame's index alone, and
+:meth:`vqaudio.codec.Codec.encode` *is* this encoder fed the whole file, so both paths give the same
+bits. Frames come in blocks of ``block`` frames; block ``b`` is computed from the input frames
+``[max(0, b G - left), (b + 1) G - 1 + right)`` (``G = block``; ``left``/``right``: the encoder's receptive
+field rounded up to whole frames). Samples not received yet are zeros in that window: they lie outside
+the receptive field of every frame emitted from it, and a conv output is a sum over its own receptive
+field only, so the frame's float value is the same whether the rest of the window holds zeros (while
+streaming) or signal (offline). Each push recomputes the current block's window (a few ms) and emits
+the frames whose receptive field is complete (``f hop + right_context < received``). The frames
+whose receptive field reaches the end of the signal (at most ``right`` of them) are computed at
+:meth:`StreamEncoder.flush` from the window ``[max(0, first - left), F)`` that ends at the (hop-padded)
+end, where the zero padding of every layer is that of the whole file; a block 0 window starts at
+sample 0 likewise. Block windows are computed one at a time with the same batch (the channels): a
+conv run at another batch size rounds differently too.
+
+**Decoding** needs no such care (audio is compared to float rounding, not bit for bit): the decoder
+runs on overlapping windows (:class:`vqaudio.codec.ChunkedRunner` in eager mode) and emits the samples
+of every frame whose right context (``decoder_context[1]`` frames) has arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vqaudio.models.vqvae import VQVAE, SeriesStats
+
+__all__ = ["Latency", "latency_of", "StreamEncoder", "StreamDecoder"]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Algorithmic latency of streaming encode + decode: a decoded sample ``t`` is final once input
+    samples ``0 .. t + samples`` have been pushed (``ms`` at the model's rate; ``None`` for series without a rate).
+    ``encoder``: samples of right context of a frame; ``decoder``: frames of right context of an output sample."""
+
+    samples: int
+    ms: float | None
+    encoder: int
+    decoder: int
+
+
+def latency_of(model: VQVAE) -> Latency:
+    """The :class:`Latency` of ``model``'s receptive fields: output sample ``t`` of frame ``t // hop``
+    depends on frames up to ``t // hop + decoder_right``, and frame ``g`` is out once sample ``g hop + encoder_right``
+    is in; the worst case (``t`` the first sample of a frame) is ``encoder_right + decoder_right * hop``."""
+    enc_right = model.encoder_context[1]
+    dec_right = model.decoder_context[1]
+    samples = enc_right + dec_right * model.hop
+    rate = model.config.sample_rate
+    return Latency(samples, None if rate is None else 1000.0 * samples / rate, enc_right, dec_right)
+
+
+class StreamEncoder:
+    """Codes of the frames that are complete, as input arrives (see the module docstring).
+
+    ``push(x [C, t])`` returns int64 ``[items, n_q, f]`` (``f`` may be 0); ``flush()`` the rest. Audio models
+    code each channel as an item (``items = C``); series models code the ``C`` channels together
+    (``items = 1``) normalised with ``stats`` (the whole series' RevIN statistics). ``resampler``: an
+    eager :class:`vqaudio.codec.StreamResampler` from the input's rate to the model's, or ``None``.
+    """
+
+    def __init__(self, model: VQVAE, n_q: int, block: int = 16, stats: SeriesStats | None = None,
+                 device: torch.device | str = "cpu", resampler=None) -> None:
+        if block < 1:
+            raise ValueError(f"StreamEncoder: block must be >= 1 frame, got {block}")
+        self.model, self.n_q, self.block, self.stats, self.device = model, n_q, block, stats, device
+        self.hop = model.hop
+        left, self.right_context = model.encoder_context
+        self.left = -(-left // self.hop)  # frames of input before a block's first frame
+        self.right = -(-(self.right_context + 1) // self.hop)  # input frames f .. f + right - 1 hold frame f's field
+        self.joint, self.resampler = model.config.kind == "series", resampler
+        self.buf: Tensor | None = None  # [C, n]: input samples from `start` (at the model's rate)
+        self.start = self.received = self.done = 0
+
+    @property
+    def frames_ready(self) -> int:
+        """Frames whose receptive field lies in the samples received so far."""
+        return max(0, (self.received - self.right_context - 1) // self.hop + 1)
+
+    def push(self, x: Tensor) -> Tensor:
+        """Add samples ``[C, t]``; return the codes ``[items, n_q, f]`` of the frames now complete."""
+        x = x.detach().to("cpu", torch.float32)
+        if self.resampler is not None:
+            x = torch.cat([x[..., :0], *self.resampler.push(x)], dim=-1)
+        self.buf = x if self.buf is None else torch.cat([self.buf, x], dim=-1)
+        self.received += x.shape[-1]
+        out = []
+        ready = self.frames_ready
+        while self.done < ready:
+            b = self.done // self.block
+            upto = min(ready, (b + 1) * self.block)
+            a = max(0, b * self.block - self.left)
+            out.append(self._run(a, (b + 1) * self.block - 1 + self.right)[..., self.done - a : upto - a])
+            self.done = upto
+        keep = max(0, (self.done // self.block) * self.block - self.left) * self.hop  # the next window's start
+        self.buf, self.start = self.buf[..., keep - self.start :], keep
+        return torch.cat(out, dim=-1) if out else self._empty()
+
+    def flush(self) -> Tensor:
+        """End of input: the codes of the remaining frames (those whose field reaches the end)."""
+        head = self._empty()
+        if self.resampler is not None:
+            rest, self.resampler = list(self.resampler.finish()), None
+            head = self.push(torch.cat(rest, dim=-1)) if rest else head
+        frames = -(-self.received // self.hop)
+        if self.done >= frames:
+            return head
+        a = max(0, self.done - self.left)
+        codes = self._run(a, frames)[..., self.done - a :]
+        self.done = frames
+        return torch.cat([head, codes], dim=-1)
+
+    def _empty(self) -> Tensor:
+        items = 1 if self.joint else (0 if self.buf is None else self.buf.shape[0])
+        return torch.zeros(items, self.n_q, 0, dtype=torch.int64)
+
+    def _run(self, a: int, e: int) -> Tensor:
+        """Codes of the window of input frames ``[a, e)``, zeros past the samples received."""
+        x = self.buf[..., a * self.hop - self.start : e * self.hop - self.start]
+        x = F.pad(x, (0, (e - a) * self.hop - x.shape[-1]))
+        x = x[None] if self.joint else x[:, None]
+        with torch.inference_mode():
+            return self.model.encode(x.to(self.device), self.n_q, stats=self.stats).cpu()
+
+
+class StreamDecoder:
+    """Audio (or series) ``[C, t]`` that is final, as codes ``[items, n_q, f]`` arrive; ``flush()`` the rest.
+
+    The output is that of decoding all the codes at once at the model's rate (``F * hop`` samples; pass
+    ``length`` to :meth:`flush` to trim the padding of the last frame), to float rounding.
+    """
+
+    def __init__(self, model: VQVAE, chunk_frames: int = 1024, stats: SeriesStats | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        from vqaudio.codec import ChunkedRunner
+
+        self.model, self.stats, self.device = model, stats, device
+        self.joint = model.config.kind == "series"
+        left, right = model.decoder_context
+        self.runner = ChunkedRunner(self._decode, 1, model.hop, (left, right), chunk_frames)
+        self.emitted = 0
+
+    def _decode(self, codes: Tensor) -> Tensor:
+        with torch.inference_mode():
+            y = self.model.decode(codes.to(self.device), stats=self.stats).cpu()  # [items, C, n]
+        return y[0] if self.joint else y[:, 0]
+
+    def push(self, codes: Tensor) -> Tensor:
+        """Add codes ``[items, n_q, f]``; return the samples ``[C, t]`` now final (``t`` may be 0)."""
+        return self._out(list(self.runner.push(codes.long(), eager=True)), codes.shape[0])
+
+    def flush(self, length: int | None = None) -> Tensor:
+        """End of codes: the remaining samples, the total trimmed to ``length`` if given."""
+        items = 1 if self.runner.buf is None else self.runner.buf.shape[0]
+        y = self._out(list(self.runner.finish()), items)
+        if length is not None:
+            y = y[..., : max(0, length - (self.emitted - y.shape[-1]))]
+            self.emitted = min(self.emitted, length)
+        return y
+
+    def _out(self, pieces: list[Tensor], items: int) -> Tensor:
+        channels = self.model.config.channels if self.joint else items
+        y = torch.cat(pieces, dim=-1) if pieces else torch.zeros(channels, 0)
+        self.emitted += y.shape[-1]
+        return y
