@@ -135,6 +135,9 @@ class StreamEncoder:
     def _run(self, a: int, e: int) -> Tensor:
         """Codes of the window of input frames ``[a, e)``, zeros past the samples received."""
         x = self.buf[..., a * self.hop - self.start : e * self.hop - self.start]
+        pad = (e - a) * self.hop - x.shape[-1]
+        if pad and self.stats is not None:  # series: padding that normalises to 0, as the whole file's padding
+            x = torch.cat([x, self.stats.mean.reshape(-1, 1).to(x).expand(-1, pad)], dim=-1)
         x = F.pad(x, (0, (e - a) * self.hop - x.shape[-1]))
         x = x[None] if self.joint else x[:, None]
         with torch.inference_mode():
