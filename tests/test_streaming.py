@@ -1,0 +1,149 @@
+"""Streaming encode and decode (vqaudio/streaming.py) with the shipped speech-8k model on real speech: codes equal
+to the offline ``encode`` bit for bit for any push sizes, audio equal to ``decode`` to float rounding, and the
+declared ``codec.latency`` checked by perturbing the input after it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from test_model_names import FIXTURE, signal
+
+from vqaudio.codec import load_codec, load_codes
+
+DECODE_ATOL = 1e-5  # streamed vs offline audio: float rounding of conv windows of other lengths (seen: ~5e-7)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return load_codec("speech-8k")
+
+
+@pytest.fixture(scope="module")
+def speech(speech_files) -> torch.Tensor:
+    """About 12 s of prompts from the asterisk voices, concatenated: float32 [1, T] at 8 kHz."""
+    parts, n = [], 0
+    for p in speech_files[::7]:
+        x, sr = sf.read(str(p), dtype="float32")
+        if sr == 8000 and x.ndim == 1:
+            parts.append(x)
+            n += len(x)
+        if n > 12 * 8000:
+            break
+    return torch.from_numpy(np.concatenate(parts))[None]
+
+
+def random_pushes(x: torch.Tensor, push, seed: int, largest: int = 400) -> list[torch.Tensor]:
+    """``push`` pieces of ``x`` of random sizes (a fifth of them 1 sample) along the last axis; the outputs."""
+    g = torch.Generator().manual_seed(seed)
+    out, i = [], 0
+    while i < x.shape[-1]:
+        n = 1 if torch.rand(1, generator=g) < 0.2 else int(torch.randint(1, largest, (1,), generator=g))
+        out.append(push(x[..., i : i + n]))
+        i += n
+    return out
+
+
+def stream_encode(codec, x: torch.Tensor, seed: int, **kw) -> torch.Tensor:
+    enc = codec.stream_encoder(**kw)
+    return torch.cat([*random_pushes(x, enc.push, seed), enc.flush()], dim=-1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streamed_codes_equal_encode_bit_for_bit(codec, speech, seed):
+    offline = codec.encode(speech, 8000).codes
+    assert offline.shape == (1, 4, -(-speech.shape[-1] // codec.hop))
+    streamed = stream_encode(codec, speech, seed)
+    assert torch.equal(streamed, offline)
+    # and the same as one model call on the whole file, here (near-ties aside, see test_codec)
+    whole = codec.model.encode(speech[:, None])
+    assert (whole != offline).any(1).sum() <= 0.001 * offline.shape[-1]
+
+
+def test_stereo_every_length_near_a_block_and_n_q(codec, speech):
+    x = torch.cat([speech[:, :30_000], speech[:, 5_000:35_000]])  # [2, T]: channels are items
+    for length in (1, 83, 84, 85, 16 * 84 - 1, 16 * 84 + 275, 30_000):
+        y = x[:, :length]
+        assert torch.equal(stream_encode(codec, y, length, n_q=2), codec.encode(y, 8000, n_q=2).codes), length
+
+
+def test_fixture_and_resampled_input(codec):
+    """The fixture (0.5 s at 16 kHz): the stream encoder resamples as it goes; same codes as encode."""
+    x, sr = signal()
+    x = torch.from_numpy(x)[None]
+    offline = codec.encode(x, sr).codes
+    fixture = load_codes(FIXTURE).codes
+    assert (offline != fixture).sum() <= 2  # written by the earlier chunking: near-ties may differ
+    streamed = stream_encode(codec, x, 3, sample_rate=sr)
+    assert (streamed != offline).sum() <= 0.001 * offline.numel()  # the resampler's rounding (exact at 8 kHz)
+    dec = codec.stream_decoder()
+    y = torch.cat([*random_pushes(fixture, dec.push, 4, largest=5), dec.flush()], -1)
+    ref, _ = codec.decode(load_codes(FIXTURE), "model")
+    assert y.shape[-1] == fixture.shape[-1] * codec.hop >= ref.shape[-1]
+    torch.testing.assert_close(y[..., : ref.shape[-1]], ref, atol=DECODE_ATOL, rtol=0)
+
+
+def test_streamed_audio_equals_decode(codec, speech):
+    codes = codec.encode(speech, 8000)
+    ref, rate = codec.decode(codes, "model")
+    dec = codec.stream_decoder()
+    pieces = random_pushes(codes.codes, dec.push, 5, largest=6)
+    y = torch.cat([*pieces, dec.flush(length=speech.shape[-1])], dim=-1)
+    assert rate == 8000 and y.shape == ref.shape == speech.shape
+    err = (y - ref).abs().max().item()
+    print(f"streamed vs offline decode: max |diff| {err:.2e}")
+    assert err <= DECODE_ATOL
+    assert sum(p.shape[-1] > 0 for p in pieces) > len(pieces) // 2  # audio comes out as codes go in
+
+
+def test_latency_holds_and_is_tight(codec, speech):
+    """After ``n`` input samples every decoded sample ``t <= n - 1 - latency`` is out, and changing the
+    input after ``n`` changes none of the audio already out. The bound is the receptive fields'."""
+    lat = codec.latency
+    assert (lat.samples, lat.ms) == (274 + 11 * 84, 1000 * (274 + 11 * 84) / 8000)  # speech-8k: 149.75 ms
+    x = speech[:, :40_000]
+    cut = 20_000 + 37
+    y = x.clone()
+    y[:, cut:] = torch.randn(1, x.shape[-1] - cut) * 0.3  # perturbed after the cut
+
+    def emitted_at_cut(sig: torch.Tensor) -> torch.Tensor:
+        enc, dec = codec.stream_encoder(), codec.stream_decoder()
+        out = [dec.push(enc.push(p)) for p in random_pushes(sig[:, :cut], lambda p: p, 6)]
+        return torch.cat(out, -1)
+
+    a, b = emitted_at_cut(x), emitted_at_cut(y)
+    assert a.shape[-1] >= cut - lat.samples  # everything up to `latency` before the newest sample is out
+    assert a.shape[-1] < cut - lat.samples + codec.hop  # and no more than the receptive fields allow
+    assert torch.equal(a, b)
+    whole_y, _ = codec.decode(codec.encode(y, 8000), "model")
+    torch.testing.assert_close(a, whole_y[:, : a.shape[-1]], atol=DECODE_ATOL, rtol=0)  # what was out is final
+    # tight: the encoder's frame f sees sample f hop + 274, the decoder's frame f - 11 sees code f
+    m, hop, f = codec.model, codec.hop, 200
+    z = m.encoder(m._pad(x[:, None]))
+    x2 = x.clone()
+    x2[:, f * hop + lat.encoder] += 0.1
+    changed = (m.encoder(m._pad(x2[:, None])) != z).any(1)[0].nonzero()
+    assert changed.min().item() == f
+    c = codec.encode(x, 8000).codes
+    c2 = c.clone()
+    c2[:, 0, f] = (c2[:, 0, f] + 1) % codec.codebook_size
+    moved = (m.decode(c2) != m.decode(c)).flatten().nonzero()
+    assert moved.min().item() // hop == f - lat.decoder
+
+
+def test_series_stream(tmp_path: Path):
+    from vqaudio.codec import Codec
+    from vqaudio.models.vqvae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=3, hidden=8, max_hidden=16, dim=8, n_q=2,
+                              codebook_size=32, strides=[2, 2], kmeans_init=False))
+    codec = Codec(model, name="series")
+    x = torch.randn(3, 5001).cumsum(-1)
+    codes = codec.encode(x)
+    _, stats = model.normalize(x[None])
+    assert torch.equal(stream_encode(codec, x, 7, stats=stats), codes.codes)
+    assert codec.latency.ms is None
