@@ -76,6 +76,9 @@ def register(subparsers) -> None:
                    help="format written to stdout (-o -): wav (default), flac or ogg; npy (default) or csv for series")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
                    help="rate of the decoded audio: the input file's (default), the model's, or a number in Hz")
+    p.add_argument("--stream", action="store_true",
+                   help="real time: read a .vqs token stream (IN or - for stdin) as it arrives and write 16-bit WAV at "
+                        "the model's rate (-o - or a file) as packets come, flushed per packet")
     add_batch_flags(p, "model name or checkpoint/experiment folder (default: the shipped or user model whose "
                        "weights sha256 the file records; see `vqaudio models`)")
     p.set_defaults(func=run)
@@ -88,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     codecs = _Codecs(args.model, device_arg(args.device))
     progress = progress_wanted(args.progress)
     stdin, stdout = pipe_ends(args.inputs, args.output)
+    if args.stream:
+        return _decode_live(args, codecs, stdin, stdout)
     if stdin or stdout:
         return _decode_pipe(args, codecs, _Decode(rate, progress), stdin, stdout)
 
@@ -124,6 +129,24 @@ def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, decode: _Decode, std
     buf = io.BytesIO()
     decode.decode(codec, codes, buf, suffix="." + fmt)
     write_stdout(buf.getvalue())
+    return 0
+
+
+def _decode_live(args: argparse.Namespace, codecs: _Codecs, stdin: bool, stdout: bool) -> int:
+    """``--stream``: a .vqs token stream to WAV as it arrives (:mod:`vqaudio.streampipe`)."""
+    import contextlib
+    import sys
+
+    from vqaudio.pipes import checked_ends
+    from vqaudio.streampipe import decode_pipe, stdin_raw
+
+    src, dst = checked_ends(args.inputs, args.output or "-", stdin, stdout or args.output is None, args.force)
+    if dst is not None and dst.suffix.lower() != ".wav":
+        raise ConfigError(f"--stream writes WAV: name the output OUT.wav or -, not {dst.suffix!r}", str(dst))
+    with contextlib.ExitStack() as stack:
+        f_in = stdin_raw() if stdin else stack.enter_context(open(src, "rb", buffering=0))
+        f_out = sys.stdout.buffer if dst is None else stack.enter_context(open(dst, "wb"))
+        decode_pipe(codecs, f_in, f_out, "stdin" if stdin else str(src))
     return 0
 
 

@@ -74,6 +74,11 @@ def register(subparsers) -> None:
                         "An audio suffix (e.g. out.wav) encodes and decodes in one go; - writes the .vqa to stdout")
     p.add_argument("--n-q", type=int, default=None, metavar="N", help="quantiser levels to keep (default: all of the model's)")
     p.add_argument("--sample-rate", default="original", help="for OUT.wav: 'original' (default), 'model' or Hz")
+    p.add_argument("--stream", action="store_true",
+                   help="real time: read IN (- for stdin; WAV, or raw 16-bit PCM with --rate) as it arrives and write a "
+                        ".vqs token stream (-o - or OUT.vqs) as frames complete, flushed per packet")
+    p.add_argument("--rate", type=int, default=None, metavar="HZ", help="--stream: raw signed 16-bit PCM input at HZ")
+    p.add_argument("--channels", type=int, default=None, metavar="C", help="--stream: channels of raw PCM (default 1)")
     add_batch_flags(p, "shipped or user model name (see `vqaudio models`), or a checkpoint/experiment folder "
                        "(default: the shipped speech-8k; ./NAME for a local folder named like a model)")
     p.set_defaults(func=run)
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     accept = is_series_path if codec.kind == "series" else is_audio_path
     progress = progress_wanted(args.progress)
     stdin, stdout = pipe_ends(args.inputs, args.output)
+    if args.stream or args.rate is not None or args.channels is not None:
+        return _encode_live(args, codec, stdin, stdout)
     if stdin or stdout:
         return _encode_pipe(args, codec, _Encode(args.n_q, rate, progress), stdin, stdout)
     plan = collect(args.inputs, args.output, accept, lambda p: p.with_suffix(".vqa"), file_out=lambda p: bool(p.suffix),
@@ -112,6 +119,33 @@ def _encode_pipe(args: argparse.Namespace, codec, encode: _Encode, stdin: bool, 
         write_stdout(to_bytes(codes, "stdout"))
     else:
         encode.write(codec, codes, dst)
+    return 0
+
+
+def _encode_live(args: argparse.Namespace, codec, stdin: bool, stdout: bool) -> int:
+    """``--stream``: one input to a .vqs token stream as the input arrives (:mod:`vqaudio.streampipe`)."""
+    import contextlib
+
+    from vqaudio.io import atomic_path
+    from vqaudio.pipes import checked_ends
+    from vqaudio.streampipe import encode_pipe, stdin_raw
+
+    if not args.stream:
+        raise ConfigError("--rate and --channels describe raw PCM for --stream")
+    if (args.rate is not None and args.rate < 1) or (args.channels is not None and args.channels < 1):
+        raise ConfigError("--rate and --channels must be positive integers")
+    src, dst = checked_ends(args.inputs, args.output or "-", stdin, stdout or args.output is None, args.force)
+    if dst is not None and dst.suffix.lower() != ".vqs":
+        raise ConfigError(f"--stream writes a .vqs token stream: name the output OUT.vqs or -, not {dst.suffix!r}", str(dst))
+    with contextlib.ExitStack() as stack:
+        f_in = stdin_raw() if stdin else stack.enter_context(open(src, "rb", buffering=0))
+        if dst is None:
+            import sys
+
+            f_out = sys.stdout.buffer
+        else:
+            f_out = stack.enter_context(open(stack.enter_context(atomic_path(dst)), "wb"))
+        encode_pipe(codec, f_in, f_out, args.n_q, "stdin" if stdin else str(src), args.rate, args.channels)
     return 0
 
 
