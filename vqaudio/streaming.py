@@ -108,7 +108,8 @@ class StreamEncoder:
             b = self.done // self.block
             upto = min(ready, (b + 1) * self.block)
             a = max(0, b * self.block - self.left)
-            out.append(self._run(a, (b + 1) * self.block - 1 + self.right)[..., self.done - a : upto - a])
+            codes = self._run(a, (b + 1) * self.block - 1 + self.right, b * self.block, (b + 1) * self.block)
+            out.append(codes[..., self.done - b * self.block : upto - b * self.block])
             self.done = upto
         keep = max(0, (self.done // self.block) * self.block - self.left) * self.hop  # the next window's start
         self.buf, self.start = self.buf[..., keep - self.start :], keep
@@ -123,8 +124,7 @@ class StreamEncoder:
         frames = -(-self.received // self.hop)
         if self.done >= frames:
             return head
-        a = max(0, self.done - self.left)
-        codes = self._run(a, frames)[..., self.done - a :]
+        codes = self._run(max(0, self.done - self.left), frames, self.done, frames)
         self.done = frames
         return torch.cat([head, codes], dim=-1)
 
@@ -132,8 +132,10 @@ class StreamEncoder:
         items = 1 if self.joint else (0 if self.buf is None else self.buf.shape[0])
         return torch.zeros(items, self.n_q, 0, dtype=torch.int64)
 
-    def _run(self, a: int, e: int) -> Tensor:
-        """Codes of the window of input frames ``[a, e)``, zeros past the samples received."""
+    def _run(self, a: int, e: int, lo: int, hi: int) -> Tensor:
+        """Codes of frames ``[lo, hi)`` (a block, or the tail) from the window of input frames ``[a, e)``, zeros past
+        the samples received. Only those frames are quantised, always the same rows for a block (a projection
+        into code space is a matrix product, whose rounding may depend on the number of rows)."""
         x = self.buf[..., a * self.hop - self.start : e * self.hop - self.start]
         pad = (e - a) * self.hop - x.shape[-1]
         if pad and self.stats is not None:  # series: padding that normalises to 0, as the whole file's padding
@@ -141,7 +143,8 @@ class StreamEncoder:
         x = F.pad(x, (0, (e - a) * self.hop - x.shape[-1]))
         x = x[None] if self.joint else x[:, None]
         with torch.inference_mode():
-            return self.model.encode(x.to(self.device), self.n_q, stats=self.stats).cpu()
+            z = self.model.encoder(self.model.normalize(x.to(self.device), self.stats)[0])
+            return self.model.quantizer.encode(z[..., lo - a : hi - a], self.n_q).cpu()
 
 
 class StreamDecoder:
