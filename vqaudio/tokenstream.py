@@ -18,9 +18,11 @@ stream and the first bad packet; the packets before it have been returned alread
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -29,7 +31,8 @@ import torch
 from vqaudio.errors import TokenFileError
 from vqaudio.tokenfile import Codes, _validate, pack_codes, packing, payload_bits, unpack_codes
 
-__all__ = ["MAGIC", "SUFFIX", "StreamWriter", "StreamReader", "write_codes", "to_codes", "is_stream"]
+__all__ = ["MAGIC", "SUFFIX", "StreamWriter", "StreamReader", "write_codes", "to_codes", "is_stream", "stream_header",
+           "codes_from_bytes", "load_any"]
 
 MAGIC = b"\x89VQS\r\n\x1a\n"
 VERSION = 1
@@ -189,3 +192,21 @@ def to_codes(f: BinaryIO, name: str) -> Codes:
     c = r._codes(codes, r.length)
     _validate(c, lambda msg: r._fail(f"invalid token stream ({msg})"))
     return c
+
+
+def codes_from_bytes(data: bytes, name: str) -> Codes:
+    """:class:`Codes` of a ``.vqa`` file's or a ``.vqs`` stream's bytes (told apart by their magic)."""
+    import io
+
+    from vqaudio.tokenfile import from_bytes
+
+    return to_codes(io.BytesIO(data), name) if is_stream(data) else from_bytes(data, name)
+
+
+def load_any(path: str | os.PathLike) -> Codes:
+    """:class:`Codes` of a ``.vqa`` or ``.vqs`` file; one-line :class:`TokenFileError` naming it on any problem."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise TokenFileError(f"cannot read token file ({err.strerror or err})", path=str(path)) from None
+    return codes_from_bytes(data, str(path))

@@ -52,9 +52,9 @@ class _Decode:
     progress: bool = False  # a bar in seconds of audio (single files; a batch counts files instead)
 
     def __call__(self, codecs: _Codecs, job: Job) -> None:
-        from vqaudio.codec import load_codes
+        from vqaudio.tokenstream import load_any
 
-        codes = load_codes(job.src)
+        codes = load_any(job.src)
         self.decode(codecs.for_codes(codes), codes, job.dst)
 
     def decode(self, codec, codes, dst, suffix: str | None = None) -> None:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         return _decode_pipe(args, codecs, _Decode(rate, progress), stdin, stdout)
 
     def is_vqa(p: Path) -> bool:
-        return p.suffix.lower() == ".vqa"
+        return p.suffix.lower() in (".vqa", ".vqs")
 
     plan = collect(args.inputs, args.output, is_vqa, lambda p: p.with_suffix(DECODED + ".wav"),
                    file_out=lambda p: bool(p.suffix), what="a .vqa", output_hint=is_audio_path)
@@ -113,12 +113,11 @@ def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, decode: _Decode, std
     """One .vqa (a file or stdin) to one output (a file, or stdout in the --type format)."""
     import io
 
-    from vqaudio.codec import load_codes
     from vqaudio.pipes import checked_ends, read_stdin, write_stdout
-    from vqaudio.tokenfile import from_bytes
+    from vqaudio.tokenstream import codes_from_bytes, load_any
 
     src, dst = checked_ends(args.inputs, args.output, stdin, stdout, args.force)
-    codes = from_bytes(read_stdin().getvalue(), "stdin") if stdin else load_codes(src)
+    codes = codes_from_bytes(read_stdin().getvalue(), "stdin") if stdin else load_any(src)
     codec = codecs.for_codes(codes)
     if not stdout:
         decode.decode(codec, codes, dst)
@@ -152,13 +151,13 @@ def _decode_live(args: argparse.Namespace, codecs: _Codecs, stdin: bool, stdout:
 
 def _kind(codecs: _Codecs, jobs: list[Job]) -> str:
     """The kind of model: from ``--model``, else from the first readable token file (``"audio"`` if none)."""
-    from vqaudio.codec import load_codes
+    from vqaudio.tokenstream import load_any
 
     if codecs.model is not None:
         return codecs.load(codecs.model).kind  # fail fast on a bad --model
     for j in jobs:
         try:
-            return load_codes(j.src).kind
+            return load_any(j.src).kind
         except TokenFileError:
             continue
     return "audio"

@@ -8,25 +8,27 @@ from pathlib import Path
 
 from vqaudio.figures import rate
 
-HELP = "show a .vqa token file's header, or a model's config and bitrate"
+HELP = "show a .vqa token file's or .vqs token stream's header, or a model's config and bitrate"
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("info", help=HELP, description=HELP + "; without an argument, list the models "
                               "(as `vqaudio models`).")
-    p.add_argument("target", nargs="?", metavar="FILE|MODEL", help=".vqa file, model folder, or shipped or user model name")
+    p.add_argument("target", nargs="?", metavar="FILE|MODEL", help=".vqa or .vqs file, model folder, or shipped or user model name")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
 def token_file_info(path: Path) -> dict:
     """The validated header of a token file plus its size, duration and bitrates."""
-    from vqaudio.codec import load_codes
     from vqaudio.registry import find_by_sha256
+    from vqaudio.tokenstream import is_stream, load_any
 
-    codes = load_codes(path)
+    codes = load_any(path)
+    with open(path, "rb") as f:
+        fmt = "vqs token stream" if is_stream(f.read(8)) else "vqa token file"
     found = find_by_sha256(codes.model_sha256)
-    info = {"file": str(path), "bytes": path.stat().st_size, **codes.header(),
+    info = {"file": str(path), "format": fmt, "bytes": path.stat().st_size, **codes.header(),
             "decoded_with": f"{found[0]} ({found[1]})" if found else None}
     if codes.kind == "audio":
         seconds = codes.length / codes.orig_sample_rate
@@ -74,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
         return models.run(args)
     path = Path(target)
-    info = token_file_info(path) if path.is_file() or path.suffix.lower() == ".vqa" else model_info(target)
+    token = path.is_file() or path.suffix.lower() in (".vqa", ".vqs")
+    info = token_file_info(path) if token else model_info(target)
     if args.json:
         print(json.dumps(info, indent=2))
     else:
