@@ -147,3 +147,28 @@ def test_series_stream(tmp_path: Path):
     _, stats = model.normalize(x[None])
     assert torch.equal(stream_encode(codec, x, 7, stats=stats), codes.codes)
     assert codec.latency.ms is None
+
+
+@pytest.mark.parametrize("strides,kernel,act", [([2, 3, 5], 7, "elu"), ([4, 1, 2], 3, "snake"), ([3], 4, "elu")])
+def test_stream_layers_equal_the_decoder(strides, kernel, act):
+    """The layer-by-layer streaming decoder of odd geometries (odd and even kernels, stride 1, snake) equals the
+    decoder on the whole input, for pushes of 0 to 5 frames."""
+    from vqaudio.models.conv import Decoder
+    from vqaudio.models.stream_layers import streaming
+
+    torch.manual_seed(0)
+    dec = Decoder(1, 8, strides, hidden=4, max_hidden=16, kernel=kernel, dilations=(1, 3), act=act, norm=False).eval()
+    z = torch.randn(2, 8, 37)
+    with torch.inference_mode():
+        whole = dec(z)
+        stack = streaming(dec)
+        g = torch.Generator().manual_seed(1)
+        out, i = [], 0
+        while i < z.shape[-1]:
+            n = int(torch.randint(0, 6, (1,), generator=g))
+            out.append(stack.push(z[..., i : i + n]))
+            i += n
+        out.append(stack.flush())
+    y = torch.cat([o for o in out if o is not None], -1)
+    assert y.shape == whole.shape
+    torch.testing.assert_close(y, whole, atol=1e-5, rtol=0)

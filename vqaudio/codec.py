@@ -341,7 +341,7 @@ class Codec:
     def stream_decoder(self, stats: SeriesStats | None = None) -> StreamDecoder:
         """A :class:`~vqaudio.streaming.StreamDecoder` at the model's rate: ``push(codes [C, n_q, f])`` returns the
         audio ``[C, t]`` now final, ``flush(length=None)`` the rest; together :meth:`decode`'s audio to float rounding."""
-        return StreamDecoder(self.model, self.chunk_frames, stats, self.device)
+        return StreamDecoder(self.model, stats, self.device)
 
     # -- encoding ------------------------------------------------------------------------------
     @property

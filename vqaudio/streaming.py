@@ -28,8 +28,8 @@ sample 0 likewise. Block windows are computed one at a time with the same batch 
 conv run at another batch size rounds differently too.
 
 **Decoding** needs no such care (audio is compared to float rounding, not bit for bit): the decoder
-runs on overlapping windows (:class:`vqaudio.codec.ChunkedRunner` in eager mode) and emits the samples
-of every frame whose right context (``decoder_context[1]`` frames) has arrived.
+runs layer by layer on state (:mod:`vqaudio.models.stream_layers`, as EnCodec's and Moshi's streaming
+convs) and emits every sample whose inputs have arrived (at most ``decoder_context[1]`` frames later).
 """
 
 from __future__ import annotations
@@ -150,40 +150,42 @@ class StreamEncoder:
 class StreamDecoder:
     """Audio (or series) ``[C, t]`` that is final, as codes ``[items, n_q, f]`` arrive; ``flush()`` the rest.
 
-    The output is that of decoding all the codes at once at the model's rate (``F * hop`` samples; pass
-    ``length`` to :meth:`flush` to trim the padding of the last frame), to float rounding.
+    The decoder runs layer by layer on state (:mod:`vqaudio.models.stream_layers`): each push costs about what
+    its frames cost offline. The output is that of decoding all the codes at once at the model's rate
+    (``F * hop`` samples; pass ``length`` to :meth:`flush` to trim the padding of the last frame), to float rounding.
     """
 
-    def __init__(self, model: VQVAE, chunk_frames: int = 1024, stats: SeriesStats | None = None,
-                 device: torch.device | str = "cpu") -> None:
-        from vqaudio.codec import ChunkedRunner
+    def __init__(self, model: VQVAE, stats: SeriesStats | None = None, device: torch.device | str = "cpu") -> None:
+        from vqaudio.models.stream_layers import streaming
 
         self.model, self.stats, self.device = model, stats, device
         self.joint = model.config.kind == "series"
-        left, right = model.decoder_context
-        self.runner = ChunkedRunner(self._decode, 1, model.hop, (left, right), chunk_frames)
-        self.emitted = 0
-
-    def _decode(self, codes: Tensor) -> Tensor:
-        with torch.inference_mode():
-            y = self.model.decode(codes.to(self.device), stats=self.stats).cpu()  # [items, C, n]
-        return y[0] if self.joint else y[:, 0]
+        self.stack = streaming(model.decoder)
+        self.emitted, self.items = 0, None
 
     def push(self, codes: Tensor) -> Tensor:
         """Add codes ``[items, n_q, f]``; return the samples ``[C, t]`` now final (``t`` may be 0)."""
-        return self._out(list(self.runner.push(codes.long(), eager=True)), codes.shape[0])
+        self.items = codes.shape[0]
+        if codes.shape[-1] == 0:
+            return self._out(None)
+        with torch.inference_mode():
+            z = self.model.quantizer.decode(codes.long().to(self.device))
+            return self._out(self.stack.push(z))
 
     def flush(self, length: int | None = None) -> Tensor:
         """End of codes: the remaining samples, the total trimmed to ``length`` if given."""
-        items = 1 if self.runner.buf is None else self.runner.buf.shape[0]
-        y = self._out(list(self.runner.finish()), items)
+        with torch.inference_mode():
+            y = self._out(self.stack.flush())
         if length is not None:
             y = y[..., : max(0, length - (self.emitted - y.shape[-1]))]
             self.emitted = min(self.emitted, length)
         return y
 
-    def _out(self, pieces: list[Tensor], items: int) -> Tensor:
-        channels = self.model.config.channels if self.joint else items
-        y = torch.cat(pieces, dim=-1) if pieces else torch.zeros(channels, 0)
+    def _out(self, y: Tensor | None) -> Tensor:
+        channels = self.model.config.channels if self.joint else (self.items or 1)
+        if y is None:
+            return torch.zeros(channels, 0)
+        y = self.model.denormalize(y, self.stats).cpu()
+        y = y[0] if self.joint else y[:, 0]
         self.emitted += y.shape[-1]
         return y
