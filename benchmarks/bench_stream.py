@@ -83,7 +83,7 @@ def speed(codec, x: torch.Tensor, push: int) -> dict:
 def pipe_latency(codec, seconds: float, threads: int) -> list[float]:
     """Seconds from writing each 20 ms piece of input to reading its last decoded sample, through the CLI pipe."""
     py = shlex.quote(sys.executable)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads), "VQAUDIO_THREADS": str(threads)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     cmd = (f"{py} -m vqaudio encode - -o - --stream --rate 8000 | {py} -m vqaudio decode - -o - --stream")
     proc = subprocess.Popen(cmd, shell=True, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     x = (speech(seconds + 2)[0].numpy() * 32767).astype("<i2")
