@@ -1,7 +1,7 @@
 """``-`` as the input or output of ``vqaudio encode`` / ``decode``: stdin or stdout, binary-safe.
 
-One input or one output only (``-`` is never a folder). The input is read whole before coding (real-time
-streaming is not supported); stdout carries the output's bytes and nothing else (messages, warnings and
+One input or one output only (``-`` is never a folder). The input is read whole before coding (``--stream``
+reads it as it arrives instead: :mod:`vqaudio.streampipe`); stdout carries the output's bytes and nothing else (messages, warnings and
 progress go to stderr), and is refused when it is a terminal.
 """
 
