@@ -172,3 +172,35 @@ def test_stream_layers_equal_the_decoder(strides, kernel, act):
     y = torch.cat([o for o in out if o is not None], -1)
     assert y.shape == whole.shape
     torch.testing.assert_close(y, whole, atol=1e-5, rtol=0)
+
+
+def test_train_a_causal_model_and_its_latency_holds(tmp_path, speech_dir, speech):
+    """``vqaudio train --causal both`` makes a model whose declared latency is one hop - 1 samples (no lookahead),
+    and streaming holds it: after ``n`` samples every decoded sample ``t <= n - 1 - latency`` is out, final, and
+    untouched by what follows."""
+    from vqaudio.checkpoint import load_model
+    from vqaudio.cli import main
+    from vqaudio.codec import Codec
+
+    exp = tmp_path / "exp"
+    assert main(["train", "--data", str(speech_dir), "--exp", str(exp), "--segment", "512", "--batch-size", "4",
+                 "--hidden", "4", "--max-hidden", "8", "--dim", "8", "--n-q", "2", "--codebook-size", "16",
+                 "--strides", "2,4", "--causal", "both", "--steps", "3", "--no-progress", "--valid-every", "3",
+                 "--valid-batches", "1", "--no-plots"]) == 0
+    model = load_model(exp / "last")
+    assert model.config.encoder_causal and model.config.decoder_causal
+    codec = Codec(model, name="causal")
+    lat = codec.latency
+    assert (lat.samples, lat.encoder, lat.decoder) == (7, 7, 0)  # hop 8: a frame is out once its last sample is in
+    x = speech[:, :6000]
+    y = x.clone()
+    cut = 3001
+    y[:, cut:] = 0.3 * torch.randn(1, x.shape[-1] - cut)
+    outs = []
+    for sig in (x, y):
+        enc, dec = codec.stream_encoder(), codec.stream_decoder()
+        outs.append(torch.cat(random_pushes(sig[:, :cut], lambda p, e=enc, d=dec: d.push(e.push(p)), 8), -1))
+    assert outs[0].shape[-1] >= cut - lat.samples and torch.equal(outs[0], outs[1])
+    whole, _ = codec.decode(codec.encode(y, 8000), "model")
+    torch.testing.assert_close(outs[0], whole[:, : outs[0].shape[-1]], atol=DECODE_ATOL, rtol=0)
+    assert torch.equal(stream_encode(codec, x, 9), codec.encode(x, 8000).codes)

@@ -22,7 +22,8 @@ HELP = "train a VQ-VAE tokenizer on audio or time series"
 MODEL_FLAGS = {"sample_rate": "sample_rate", "strides": "strides", "n_q": "n_q", "codebook_size": "codebook_size",
                "hidden": "hidden", "max_hidden": "max_hidden", "dim": "dim", "activation": "activation",
                "quantizer_dropout": "quantizer_dropout", "encoder_hidden": "encoder_hidden",
-               "encoder_max_hidden": "encoder_max_hidden", "encoder_dilations": "encoder_dilations"}
+               "encoder_max_hidden": "encoder_max_hidden", "encoder_dilations": "encoder_dilations",
+               "encoder_causal": "encoder_causal", "decoder_causal": "decoder_causal"}
 TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
                "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
                "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "keep_every": "keep_every", "seed": "seed",
@@ -124,6 +125,9 @@ def register(subparsers) -> None:
     g.add_argument("--encoder-max-hidden", type=int, help="encoder only: channel cap (default --max-hidden)")
     g.add_argument("--encoder-dilations", metavar="1,3,9", help="encoder only: residual units per block, by dilation")
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
+    g.add_argument("--causal", choices=["encoder", "decoder", "both"], default=None,
+                   help="latency budget: causal convs (no lookahead) in the encoder, the decoder or both; streaming "
+                        "latency is then one hop (both) instead of the receptive fields' (see codec.latency)")
     g.add_argument("--activation", choices=["elu", "snake"], help="activation of the conv layers (default elu)")
     g.add_argument("--quantizer-dropout", type=float, metavar="P",
                    help="probability of training a step with a random number of levels, so one model serves "
@@ -178,6 +182,10 @@ def run(args: argparse.Namespace) -> int:
         args.strides = ints_arg(args.strides)
     if args.encoder_dilations is not None:
         args.encoder_dilations = ints_arg(args.encoder_dilations, "--encoder-dilations", "1,3,9")
+    if args.causal is not None:
+        args.encoder_causal, args.decoder_causal = args.causal in ("encoder", "both"), args.causal in ("decoder", "both")
+    else:
+        args.encoder_causal = args.decoder_causal = None
     model_d.update({f: getattr(args, a) for a, f in MODEL_FLAGS.items() if getattr(args, a) is not None})
     model_d.update(quantizer_overrides(args, model_d))
     train_d.update({f: getattr(args, a) for a, f in TRAIN_FLAGS.items() if getattr(args, a) is not None})

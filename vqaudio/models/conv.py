@@ -19,6 +19,10 @@ Encoding a chunk ``x[a:b]`` with ``a % hop == 0`` gives exactly the whole-file f
 frames closer to a chunk cut see zero padding instead of signal and must be discarded.
 Likewise a decoder output sample in frame ``f`` (samples ``[f * hop, (f + 1) * hop)``) depends only
 on frames ``[f - left, f + right]`` (``Decoder.context``).
+
+Causal stacks (``causal=True``, ``VQVAEConfig.encoder_causal`` / ``decoder_causal``) put every conv's zeros on
+the left and trim transposed convs on the right: encoder frame ``f`` then depends on samples up to
+``f * hop + hop - 1`` (the frame's own samples, no lookahead), decoder frame ``f`` on codes up to ``f``.
 """
 
 from __future__ import annotations
@@ -62,12 +66,14 @@ class Conv(nn.Module):
 
     Stride 1: ``dilation * (kernel - 1)`` zeros split evenly (the extra one on the right).
     Stride ``s``: ``kernel - s`` zeros, ``(kernel - s) // 2`` on the left; ``T`` must be a multiple of ``s``.
+    ``causal``: all the zeros on the left, so output ``i`` depends on inputs up to ``i * s + s - 1`` only.
     """
 
-    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, norm: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1, norm: bool = True,
+                 causal: bool = False) -> None:
         super().__init__()
         total = dilation * (kernel - 1) if stride == 1 else kernel - stride
-        self.pad = (total // 2, total - total // 2)
+        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
         # Symmetric padding is done by the convolution itself (no padded copy of the input).
         inner = self.pad[0] if self.pad[0] == self.pad[1] else 0
         conv = nn.Conv1d(cin, cout, kernel, stride=stride, dilation=dilation, padding=inner)
@@ -87,14 +93,15 @@ class ConvTranspose(nn.Module):
 
     The full output (``(F + 1) s``) is trimmed by ``s // 2`` on the left and the rest on the right,
     mirroring :class:`Conv`'s padding so frame ``i`` lands on samples around ``[i s, (i + 1) s)``.
+    ``causal``: all ``s`` on the right, so outputs ``[i s, (i + 1) s)`` depend on inputs ``i - 1`` and ``i`` only.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, norm: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, norm: bool = True, causal: bool = False) -> None:
         super().__init__()
         conv = nn.ConvTranspose1d(cin, cout, 2 * stride, stride=stride)
         self.conv = weight_norm(conv) if norm else conv
         self.stride, self.kernel = stride, 2 * stride
-        self.trim = (stride // 2, stride - stride // 2)
+        self.trim = (0, stride) if causal else (stride // 2, stride - stride // 2)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.conv(x)
@@ -109,12 +116,13 @@ class ConvTranspose(nn.Module):
 class ResidualUnit(nn.Module):
     """``x + conv1x1(act(conv_k,d(act(x))))`` with a bottleneck of ``channels // compress``."""
 
-    def __init__(self, channels: int, dilation: int, kernel: int = 7, act: str = "elu", norm: bool = True, compress: int = 2) -> None:
+    def __init__(self, channels: int, dilation: int, kernel: int = 7, act: str = "elu", norm: bool = True, compress: int = 2,
+                 causal: bool = False) -> None:
         super().__init__()
         hidden = max(1, channels // compress)
         self.block = nn.Sequential(
             activation(act, channels),
-            Conv(channels, hidden, kernel, dilation=dilation, norm=norm),
+            Conv(channels, hidden, kernel, dilation=dilation, norm=norm, causal=causal),
             activation(act, hidden),
             Conv(hidden, channels, 1, norm=norm),
         )
@@ -153,14 +161,16 @@ class Encoder(nn.Module):
         dilations: tuple[int, ...] = (1, 3, 9),
         act: str = "elu",
         norm: bool = True,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         chans = channel_plan(hidden, len(strides), max_hidden)
-        layers: list[nn.Module] = [Conv(channels, chans[0], kernel, norm=norm)]
+        c = dict(norm=norm, causal=causal)
+        layers: list[nn.Module] = [Conv(channels, chans[0], kernel, **c)]
         for i, s in enumerate(strides):
-            layers += [ResidualUnit(chans[i], d, kernel, act, norm) for d in dilations]
-            layers += [activation(act, chans[i]), Conv(chans[i], chans[i + 1], 2 * s, stride=s, norm=norm)]
-        layers += [activation(act, chans[-1]), Conv(chans[-1], dim, 3, norm=norm)]
+            layers += [ResidualUnit(chans[i], d, kernel, act, **c) for d in dilations]
+            layers += [activation(act, chans[i]), Conv(chans[i], chans[i + 1], 2 * s, stride=s, **c)]
+        layers += [activation(act, chans[-1]), Conv(chans[-1], dim, 3, **c)]
         self.layers = nn.Sequential(*layers)
         self.hop = math.prod(strides)
 
@@ -197,14 +207,16 @@ class Decoder(nn.Module):
         dilations: tuple[int, ...] = (1, 3, 9),
         act: str = "elu",
         norm: bool = True,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         chans = channel_plan(hidden, len(strides), max_hidden)[::-1]
-        layers: list[nn.Module] = [Conv(dim, chans[0], kernel, norm=norm)]
+        c = dict(norm=norm, causal=causal)
+        layers: list[nn.Module] = [Conv(dim, chans[0], kernel, **c)]
         for i, s in enumerate(reversed(strides)):
-            layers += [activation(act, chans[i]), ConvTranspose(chans[i], chans[i + 1], s, norm=norm)]
-            layers += [ResidualUnit(chans[i + 1], d, kernel, act, norm) for d in dilations]
-        layers += [activation(act, chans[-1]), Conv(chans[-1], channels, kernel, norm=norm)]
+            layers += [activation(act, chans[i]), ConvTranspose(chans[i], chans[i + 1], s, **c)]
+            layers += [ResidualUnit(chans[i + 1], d, kernel, act, **c) for d in dilations]
+        layers += [activation(act, chans[-1]), Conv(chans[-1], channels, kernel, **c)]
         self.layers = nn.Sequential(*layers)
         self.hop = math.prod(strides)
 

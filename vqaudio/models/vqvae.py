@@ -44,7 +44,7 @@ QUANTIZERS = ("vq", "fsq", "lfq", "simvq")
 
 
 # fields added after the first release, with the defaults that older readers implicitly assume
-_NEWER_FIELDS: dict[str, Any] = {"encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
+_NEWER_FIELDS: dict[str, Any] = {"encoder_causal": False, "decoder_causal": False, "encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
                                  "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
                                  "l2_normalize": False, "levels": None, "entropy_loss_weight": 0.1,
                                  "diversity_gamma": 1.0, "spherical": False, "inv_temperature": 100.0}
@@ -88,6 +88,10 @@ class VQVAEConfig:
     encoder_hidden: int | None = None
     encoder_max_hidden: int | None = None
     encoder_dilations: list[int] | None = None
+    # latency budget: causal convs (no lookahead) in the encoder / decoder; False: symmetric padding (speech-8k:
+    # 274 samples of encoder lookahead + 11 frames of decoder lookahead = 149.75 ms, vqaudio/streaming.py)
+    encoder_causal: bool = False
+    decoder_causal: bool = False
     weight_norm: bool = True
     n_q: int = 4
     codebook_size: int = 256
@@ -292,9 +296,9 @@ class VQVAE(nn.Module):
         kw = dict(hidden=c.hidden, max_hidden=c.max_hidden, kernel=c.kernel, dilations=tuple(c.dilations), act=c.activation, norm=c.weight_norm)
         enc = dict(kw, hidden=c.encoder_hidden or c.hidden, max_hidden=c.encoder_max_hidden or c.max_hidden,
                    dilations=tuple(c.dilations if c.encoder_dilations is None else c.encoder_dilations))
-        self.encoder = Encoder(c.channels, c.dim, c.strides, **enc)
+        self.encoder = Encoder(c.channels, c.dim, c.strides, **enc, causal=c.encoder_causal)
         self.quantizer = build_quantizer(c)
-        self.decoder = Decoder(c.channels, c.dim, c.strides, **kw)
+        self.decoder = Decoder(c.channels, c.dim, c.strides, **kw, causal=c.decoder_causal)
         self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight) if c.kind == "audio" else None
 
     # -- geometry ------------------------------------------------------------------------------
