@@ -204,3 +204,22 @@ def test_train_a_causal_model_and_its_latency_holds(tmp_path, speech_dir, speech
     whole, _ = codec.decode(codec.encode(y, 8000), "model")
     torch.testing.assert_close(outs[0], whole[:, : outs[0].shape[-1]], atol=DECODE_ATOL, rtol=0)
     assert torch.equal(stream_encode(codec, x, 9), codec.encode(x, 8000).codes)
+
+
+def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
+    """What the exactness rests on: the encoder's windows give the same bits at 1 or 2 threads, and batched
+    (offline, up to ``MAX_BATCH`` items a call) or one at a time (a stream)."""
+    from vqaudio import streaming
+
+    x = speech[:, : 5 * 8000]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = codec.encode(x, 8000).codes
+        torch.set_num_threads(2)
+        two = codec.encode(x, 8000).codes
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    monkeypatch.setattr(streaming, "MAX_BATCH", 1)
+    assert torch.equal(codec.encode(x, 8000).codes, one)

@@ -34,6 +34,8 @@ convs) and emits every sample whose inputs have arrived (at most ``decoder_conte
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -45,11 +47,19 @@ from vqaudio.models.vqvae import VQVAE, SeriesStats
 __all__ = ["Latency", "latency_of", "StreamEncoder", "StreamDecoder"]
 
 
-def _small_convs():
-    """Convs of short windows without oneDNN: PyTorch's own im2col + GEMM kernels have far less fixed cost per
-    call (a 22-frame window of speech-8k's encoder: ~9x faster on the CPU), and the stream and the offline path
-    both run them, so the codes stay the same bits."""
-    return torch.backends.mkldnn.flags(enabled=False)
+@contextlib.contextmanager
+def _small_convs() -> Iterator[None]:
+    """Convs of the encoder's windows without oneDNN: PyTorch's own im2col + GEMM convs give every output the
+    same bits whatever the number of threads (oneDNN's do not), and cost less per call on short windows."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+MAX_BATCH = 8  # items per encoder call when windows are batched (offline)
 
 
 @dataclass(frozen=True)
@@ -109,15 +119,14 @@ class StreamEncoder:
             x = torch.cat([x[..., :0], *self.resampler.push(x)], dim=-1)
         self.buf = x if self.buf is None else torch.cat([self.buf, x], dim=-1)
         self.received += x.shape[-1]
-        out = []
-        ready = self.frames_ready
+        jobs, ready = [], self.frames_ready
         while self.done < ready:
             b = self.done // self.block
             upto = min(ready, (b + 1) * self.block)
-            a = max(0, b * self.block - self.left)
-            codes = self._run(a, (b + 1) * self.block - 1 + self.right, b * self.block, (b + 1) * self.block)
-            out.append(codes[..., self.done - b * self.block : upto - b * self.block])
+            lo, hi = b * self.block, (b + 1) * self.block
+            jobs.append((max(0, lo - self.left), hi - 1 + self.right, lo, hi, self.done - lo, upto - lo))
             self.done = upto
+        out = self._run(jobs)
         keep = max(0, (self.done // self.block) * self.block - self.left) * self.hop  # the next window's start
         self.buf, self.start = self.buf[..., keep - self.start :], keep
         return torch.cat(out, dim=-1) if out else self._empty()
@@ -131,27 +140,47 @@ class StreamEncoder:
         frames = -(-self.received // self.hop)
         if self.done >= frames:
             return head
-        codes = self._run(max(0, self.done - self.left), frames, self.done, frames)
+        codes = self._run([(max(0, self.done - self.left), frames, self.done, frames, 0, frames - self.done)])
         self.done = frames
-        return torch.cat([head, codes], dim=-1)
+        return torch.cat([head, *codes], dim=-1)
 
     def _empty(self) -> Tensor:
         items = 1 if self.joint else (0 if self.buf is None else self.buf.shape[0])
         return torch.zeros(items, self.n_q, 0, dtype=torch.int64)
 
-    def _run(self, a: int, e: int, lo: int, hi: int) -> Tensor:
-        """Codes of frames ``[lo, hi)`` (a block, or the tail) from the window of input frames ``[a, e)``, zeros past
-        the samples received. Only those frames are quantised, always the same rows for a block (a projection
-        into code space is a matrix product, whose rounding may depend on the number of rows)."""
+    def _window(self, a: int, e: int) -> Tensor:
+        """The encoder input ``[items, C, n]`` of the window of input frames ``[a, e)``, zeros past the samples
+        received (series: the mean, which normalises to the zeros of the whole file's padding)."""
         x = self.buf[..., a * self.hop - self.start : e * self.hop - self.start]
         pad = (e - a) * self.hop - x.shape[-1]
-        if pad and self.stats is not None:  # series: padding that normalises to 0, as the whole file's padding
+        if pad and self.stats is not None:
             x = torch.cat([x, self.stats.mean.reshape(-1, 1).to(x).expand(-1, pad)], dim=-1)
         x = F.pad(x, (0, (e - a) * self.hop - x.shape[-1]))
-        x = x[None] if self.joint else x[:, None]
-        with torch.inference_mode(), _small_convs():
-            z = self.model.encoder(self.model.normalize(x.to(self.device), self.stats)[0])
-            return self.model.quantizer.encode(z[..., lo - a : hi - a], self.n_q).cpu()
+        return x[None] if self.joint else x[:, None]
+
+    def _run(self, jobs: list[tuple[int, int, int, int, int, int]]) -> list[Tensor]:
+        """Codes for each job ``(a, e, lo, hi, i, j)``: frames ``[lo, hi)`` (a block, or the tail) computed from the
+        window of input frames ``[a, e)``, of which ``[lo + i, lo + j)`` are returned. Windows of one length run
+        together, at most :data:`MAX_BATCH` items a call (PyTorch's GEMM convs give each item the same bits at any
+        batch size up to 15, not beyond); each job's frames are quantised on their own (a code-space projection is
+        a matrix product, whose rounding may depend on the number of rows)."""
+        out: list[Tensor] = []
+        k = 0
+        while k < len(jobs):
+            a, e = jobs[k][:2]
+            group = [jobs[k]]
+            items = self._window(a, e).shape[0]
+            while (k + len(group) < len(jobs) and jobs[k + len(group)][1] - jobs[k + len(group)][0] == e - a
+                   and (len(group) + 1) * items <= MAX_BATCH):
+                group.append(jobs[k + len(group)])
+            k += len(group)
+            x = torch.cat([self._window(ja, je) for ja, je, *_ in group]).to(self.device)
+            with torch.inference_mode(), _small_convs():
+                z = self.model.encoder(self.model.normalize(x, self.stats)[0])
+                for n, (ja, _, lo, hi, i, j) in enumerate(group):
+                    zz = z[n * items : (n + 1) * items, :, lo - ja : hi - ja]
+                    out.append(self.model.quantizer.encode(zz, self.n_q).cpu()[..., i:j])
+        return out
 
 
 class StreamDecoder:
