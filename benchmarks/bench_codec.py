@@ -4,7 +4,7 @@ The model is ``--model`` (default: the shipped ``speech-8k``; any name, checkpoi
 folder), or with ``--untrained`` the VQ-VAE architecture with untrained weights (throughput does not
 depend on the weights): ``VQVAEConfig`` at 8 kHz, strides 2-4-4 = hop 32 (250 frames/s), 4 levels of
 256 codes and a small width (``--hidden 8 --max-hidden 64``, 0.12 M parameters).
-Encode is file -> .vqa (streamed read, chunked encoder with overlap, nearest-code search, bit
+Encode is file -> .vqa (streamed read, the streaming encoder's fixed windows, nearest-code search, bit
 packing); decode is .vqa -> wav (chunked decoder, streamed write). Best of ``--repeats`` runs;
 also prints peak RSS. Run from the repository root::
 
@@ -89,8 +89,10 @@ def main() -> None:
     print(f"model: VQ-VAE, {weights}, {params / 1e6:.2f} M parameters, hidden={config.hidden}, "
           f"max_hidden={config.max_hidden}, dim={config.dim}, strides={config.strides} (hop {codec.hop}), "
           f"{config.sample_rate} Hz, n_q={config.n_q}, K={config.codebook_size}")
-    print(f"input: {args.minutes:g} min of {what} at 8 kHz; {args.threads} threads; best of {args.repeats}; chunks of {args.chunk_seconds:g} s "
-          f"+ {codec.encoder_overlap}/{codec.decoder_overlap} frames of encoder/decoder overlap")
+    ch = codec.chunking
+    print(f"input: {args.minutes:g} min of {what} at 8 kHz; {args.threads} threads; best of {args.repeats}; encoder "
+          f"windows of {ch['block_frames']} + {ch['left_frames']}/{ch['right_frames']} frames (vqaudio/streaming.py); "
+          f"decoder chunks of {args.chunk_seconds:g} s + {codec.decoder_overlap} frames of overlap")
     print(f"encode (file -> .vqa): {t_enc:6.2f} s  = {seconds / t_enc:7.1f} x realtime")
     print(f"decode (.vqa -> wav):  {t_dec:6.2f} s  = {seconds / t_dec:7.1f} x realtime")
     print(f"token file: {size} bytes = {8 * size / seconds / 1000:.2f} kbit/s; "

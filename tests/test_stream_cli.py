@@ -130,3 +130,16 @@ def test_corrupted_and_truncated_streams(codec, talk, tmp_path):
         assert y.shape[0] == good * 40 * codec.hop  # all their audio, the last frames without their right context
         keep = (good * 40 - codec.latency.decoder) * codec.hop
         assert np.abs(y[:keep] - full[:keep]).max() <= PCM16 + 1e-5
+
+
+def test_a_truncated_wav_is_one_line_after_the_packets_before(talk, tmp_path):
+    data = talk.read_bytes()
+    p = subprocess.run([*VQ, "encode", "-", "-o", "-", "--stream"], input=data[: len(data) // 2], env=ENV,
+                       capture_output=True, timeout=300)
+    err = p.stderr.decode().strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "stdin: truncated WAV stream" in err[0], err
+    r = tokenstream.StreamReader(io.BytesIO(p.stdout), "out")
+    with pytest.raises(Exception, match="no end packet"):
+        for _ in r.packets():
+            pass
+    assert r.frames > 0.9 * (len(data) // 2 - 44) / 2 / 84  # the frames of what came were sent

@@ -37,13 +37,17 @@ def _exact(f: BinaryIO, n: int, name: str) -> bytes:
     return out
 
 
-def _pcm_blocks(f: BinaryIO, channels: int, dtype: str, limit: int | None) -> Iterator[torch.Tensor]:
-    """Float32 ``[C, n]`` blocks of interleaved PCM as reads return them (a partial sample is kept for the next)."""
+def _pcm_blocks(f: BinaryIO, channels: int, dtype: str, limit: int | None, name: str) -> Iterator[torch.Tensor]:
+    """Float32 ``[C, n]`` blocks of interleaved PCM as reads return them (a partial sample is kept for the next);
+    a WAV that ends before the data size its header gives is a one-line error (after the blocks before it)."""
     width = np.dtype(dtype).itemsize * channels
     rest, left = b"", limit
     while left is None or left > 0:
         chunk = f.read(READ_SIZE if left is None else min(READ_SIZE, left))
         if not chunk:
+            if left is not None:
+                raise AudioError(f"truncated WAV stream: its header gives {limit} bytes of data, {limit - left} came",
+                                 name)
             break
         left = None if left is None else left - len(chunk)
         data = rest + chunk
@@ -84,12 +88,12 @@ def wav_blocks(f: BinaryIO, name: str = "stdin") -> tuple[int, int, Iterator[tor
         raise AudioError(f"unsupported WAV stream (format {tag}, {bits} bits, {channels} channels); "
                          "send 16-bit PCM or float32", name)
     limit = None if size in (0, _UNKNOWN) else size
-    return rate, channels, _pcm_blocks(f, channels, dtype, limit)
+    return rate, channels, _pcm_blocks(f, channels, dtype, limit, name)
 
 
-def raw_blocks(f: BinaryIO, channels: int) -> Iterator[torch.Tensor]:
+def raw_blocks(f: BinaryIO, channels: int, name: str = "stdin") -> Iterator[torch.Tensor]:
     """Blocks of raw signed 16-bit little-endian PCM."""
-    return _pcm_blocks(f, channels, "<i2", None)
+    return _pcm_blocks(f, channels, "<i2", None, name)
 
 
 class WavWriter:
@@ -121,7 +125,7 @@ def encode_pipe(codec, src: BinaryIO, dst: BinaryIO, n_q: int | None, name: str,
     if codec.kind != "audio":
         raise AudioError(f"--stream codes audio; model {codec.name!r} codes series", name)
     if rate is not None:
-        sr, c, blocks = rate, channels or 1, raw_blocks(src, channels or 1)
+        sr, c, blocks = rate, channels or 1, raw_blocks(src, channels or 1, name)
     else:
         sr, c, blocks = wav_blocks(src, name)
     enc = codec.stream_encoder(n_q, sr)
