@@ -5,7 +5,9 @@
 packet, flushed, per read that completes frames. ``decode``: a ``.vqs`` stream -> 16-bit WAV with an
 unknown-length header (sizes ``0xFFFFFFFF``, as ffmpeg writes to a pipe), flushed per packet. A truncated or
 corrupted stream stops at the first bad packet with a one-line error, after the audio of every good
-packet has been written.
+packet has been written. Each process computes on one thread: a push's convs are too small to split (two
+threads were 1.5x slower on a shared 2-core machine), the two processes of a pipe use two cores, and the
+codes do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def encode_pipe(codec, src: BinaryIO, dst: BinaryIO, n_q: int | None, name: str,
 
     if codec.kind != "audio":
         raise AudioError(f"--stream codes audio; model {codec.name!r} codes series", name)
+    torch.set_num_threads(1)
     if rate is not None:
         sr, c, blocks = rate, channels or 1, raw_blocks(src, channels or 1, name)
     else:
@@ -147,6 +150,7 @@ def decode_pipe(codecs, src: BinaryIO, dst: BinaryIO, name: str) -> None:
     from vqaudio.tokenfile import resampled_length
     from vqaudio.tokenstream import StreamReader
 
+    torch.set_num_threads(1)
     reader = StreamReader(src, name)
     meta = reader.like()
     codec = codecs.for_codes(meta)
