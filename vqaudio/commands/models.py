@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 def _bitrates(e) -> str:
     if e.kind == "audio":
         return " ".join(f"{b / 1000:.2f}" for b in e.bitrates) + " kbit/s"
-    return " ".join(f"{b:.3g}" for b in e.bitrates) + " bit/step"
+    return " ".join(f"{b:.3g}" for b in e.bitrates) + " bits/sample"
 
 
 def table() -> list[str]:
