@@ -478,7 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="series",
                    help="model name or folder (default: series, the shipped or installed generalist)")
     p.add_argument("--loo-models", type=Path, metavar="DIR",
-                   help="leave-one-out models: DIR/<SET> trained without SET (a checkpoint or experiment folder)")
+                   help="leave-one-out models: DIR/<SET> trained without SET (a checkpoint or experiment folder, or a "
+                        "recipe run with its exported model in DIR/<SET>/model)")
     p.add_argument("--sets", default=",".join(EQUAL_LENGTH), help="comma-separated aeon sets (equal length)")
     p.add_argument("--bits", default="1,2,4", help="bits per sample (default 1,2,4)")
     p.add_argument("--train-info", type=Path, help="the recipe's data/info.json: marks the sets the model saw")
@@ -490,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     sets = args.sets.split(",")
     loo = {}
     if args.loo_models is not None:
-        loo = {s: load_series_model(str(args.loo_models / s)) for s in sets if (args.loo_models / s).exists()}
+        found = {s: args.loo_models / s for s in sets if (args.loo_models / s).exists()}
+        loo = {s: load_series_model(str(p / "model" if (p / "model").is_dir() else p)) for s, p in found.items()}
         if not loo:
             raise SystemExit(f"bench_series.py: error: {args.loo_models}: no leave-one-out model for any of {args.sets}")
     seen = set(json.loads(args.train_info.read_text())["sets"]) if args.train_info else None

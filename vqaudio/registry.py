@@ -56,7 +56,7 @@ MODELS: dict[str, ShippedModel] = {
     DEFAULT_SERIES_MODEL: ShippedModel(
         "generalist time series, any channel count (each channel alone, RevIN), hop 4, 4 x 8-bit codes: "
         "2 bits/sample per level (2, 4, 6, 8), trained on aeon's shipped UCR/UEA TRAIN splits and synthetic series",
-        "GPL-3.0-or-later", "recipes/series/run.sh"),
+        "Apache-2.0", "recipes/series/run.sh"),
 }
 MODELS_ENV = "VQAUDIO_MODELS"
 CONFIG_NAME = "config.json"
@@ -233,7 +233,7 @@ def model_entry(name: str, source: str, folder: Path) -> ModelEntry | None:
     rate = c.sample_rate if c.kind == "audio" else None
     per_level = (rate or 1) / math.prod(c.strides) * code_bits(c.codebook_size)
     bitrates = [round(per_level * n, 3) for n in range(1, c.n_q + 1)]
-    licence = MODELS[name].licence if source == "shipped" else _licence(folder, m)
+    licence = MODELS[name].licence if name in MODELS else _licence(folder, m)
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     return ModelEntry(name, source, str(folder), str(m.get("sha256")), c.kind, rate, bitrates, licence, size)
 
