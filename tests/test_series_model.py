@@ -15,6 +15,7 @@ from cli_helpers import one_line, run
 from vqaudio import registry
 from vqaudio.checkpoint import save_model
 from vqaudio.codec import load_codec, load_codes
+from vqaudio.errors import CheckpointError
 from vqaudio.models import VQVAE, VQVAEConfig
 from vqaudio.series_codec import decode_series, encode_series
 
@@ -81,7 +82,7 @@ def test_missing_series_model_is_one_line_naming_the_recipe(tmp_path, monkeypatc
     run("encode", tmp_path / "x.npy", expect=2)
     msg = one_line(capsys)
     assert "'series'" in msg and "recipes/series/run.sh" in msg and "--model PATH" in msg
-    with pytest.raises(Exception, match="recipes/series/run.sh"):
+    with pytest.raises(CheckpointError, match="recipes/series/run.sh"):
         load_codec("series")
 
 
@@ -141,3 +142,6 @@ def test_info_and_models_state_bits_per_sample(models, tmp_path, capsys):
     run("models")
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("series "))
     assert "1 2 3 bits/sample" in line and "user" in line
+    run("models", "--json")
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["default_series"] == "series" and listed["default"] == "speech-8k"
