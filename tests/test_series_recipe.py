@@ -1,4 +1,6 @@
-"""The generalist series recipe (recipes/series) end to end with --smoke, and the per-channel series codec."""
+"""The generalist series recipe (recipes/series) end to end with --smoke (data, train, export and install as
+`series`, a leave-one-out model, the benchmark, the class-conditioned prior), the per-channel series codec, and the
+benchmark's parts."""
 
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ def run_series(exp: Path, *args: str, **env: str) -> subprocess.CompletedProcess
 @pytest.mark.slow
 def test_series_smoke_trains_a_per_channel_model_without_test_splits(tmp_path):
     exp = tmp_path / "exp"
-    r = run_series(exp, "--smoke", EXCLUDE="GunPoint")
+    r = run_series(exp, "--smoke", "--stop-stage", "2", EXCLUDE="GunPoint", VQAUDIO_MODELS=str(tmp_path / "models"))
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not (tmp_path / "models").exists() and "not installed as 'series'" in r.stderr  # a leave-one-out model
     info = json.loads((exp / "data" / "info.json").read_text())
     assert info["excluded"] == ["GunPoint"] and "GunPoint" not in info["series"] and info["split"] == "TRAIN"
     files = (exp / "data" / "train.txt").read_text().split()
@@ -51,11 +54,36 @@ def test_series_smoke_trains_a_per_channel_model_without_test_splits(tmp_path):
     assert payload_bits(model, codes, 1) == 6 * 25 * 8  # 2 bits/sample per level
     y = decode_series(model, codes, 1)
     assert y.shape == x.shape and torch.isfinite(y).all()
-    bench = json.loads((exp / "bench.json").read_text())
-    assert [r["set"] for r in bench] == ["ItalyPowerDemand"] and "vq" in bench[0]["rates"]["2"]
-    assert "verdict: NMSE vq / best baseline at 2 bits/sample" in (exp / "bench.txt").read_text()
-    again = run_series(exp, "--smoke")  # stages are done: nothing is redone
+    again = run_series(exp, "--smoke", "--stop-stage", "2")  # stages are done: nothing is redone
     assert again.returncode == 0 and "done already" in again.stderr
+
+
+@pytest.mark.slow
+def test_series_smoke_installs_series_and_measures_zero_shot_and_the_prior(tmp_path):
+    exp, models = tmp_path / "exp", tmp_path / "models"
+    r = run_series(exp, "--smoke", VQAUDIO_MODELS=str(models))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (models / "series" / "MODEL_CARD.md").is_file()  # stage 2 installed the default series model
+    data = tmp_path / "x.csv"
+    np.savetxt(data, np.random.default_rng(0).standard_normal((30, 3)).cumsum(0), delimiter=",")
+    enc = subprocess.run([sys.executable, "-m", "vqaudio", "encode", str(data), "-o", str(tmp_path / "x.decoded.npy")],
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "VQAUDIO_MODELS": str(models)},
+                         capture_output=True, text=True)
+    assert enc.returncode == 0, enc.stderr
+    assert np.load(tmp_path / "x.decoded.npy").shape == (30, 3)
+    loo_info = json.loads((exp / "loo" / "ItalyPowerDemand" / "data" / "info.json").read_text())
+    assert loo_info["excluded"] == ["ItalyPowerDemand"]
+    bench = json.loads((exp / "bench.json").read_text())
+    assert [r["set"] for r in bench] == ["ItalyPowerDemand"] and bench[0]["models"] == ["loo", "vq"]
+    row = bench[0]["rates"]["2"]
+    assert {"vq", "loo"} <= set(row) and 0 <= row["loo"]["minirocket"] <= 100 and 0 <= bench[0]["minirocket_raw"] <= 100
+    assert set(row["words_1nn"]) == {"vq", "loo", "sax", "sfa"}
+    text = (exp / "bench.txt").read_text()
+    assert "verdict: zero-shot (leave-one-out) vq: NMSE / best baseline at 2 bits/sample" in text
+    report = (exp / "prior" / "report.txt").read_text()
+    assert "held-out NLL" in report and "unigram entropy" in report
+    for label in ("1", "2"):  # GunPoint's classes: 4 decoded samples each
+        assert len(list((exp / "prior" / "samples" / label).glob("sample_*.npy"))) == 4
 
 
 def test_series_recipe_rejects_unknown_sets(tmp_path):
@@ -95,3 +123,24 @@ def test_bench_series_decoders_invert_their_transforms():
     for method in B.BASELINES:  # more bits, less error; 8 bits/sample is close to lossless (PCA: up to its rank)
         errs = [np.nanmean(B.nmse(z[20:], B.baseline(method, z[:20], z[20:], r * 63)[1])) for r in (1, 8)]
         assert errs[1] <= errs[0] and (errs[1] < 0.05 or method == "pca"), (method, errs)
+
+
+def test_bench_series_symbols_and_bags():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_series as B
+
+    codes = np.array([[[0, 1, 1, 3]], [[2, 2, 2, 2]]])  # two rows (one series of 2 channels), one level, K=4
+    bag = B.bag_of_tokens(codes, 1, 4)
+    np.testing.assert_allclose(bag, [[0.25, 0.5, 0, 0.25, 0, 0, 1, 0]])
+    g = np.random.default_rng(1)
+    z, _, _ = B.znorm(np.cumsum(g.standard_normal((30, 32)), 1))
+    wtr, wte, edges = B.sfa_words(z[:20], z[20:], 6, 2)
+    assert wtr.shape == (20, 6) and wte.shape == (10, 6) and wtr.min() >= 0 and wtr.max() <= 3
+    assert np.isinf(edges[:, -1]).all()
+    y = np.arange(40) % 2  # two well-separated classes: a rising and a falling ramp, with noise
+    x = np.where(y[:, None] == 0, 1.0, -1.0) * np.linspace(-1, 1, 32) + 0.05 * g.standard_normal((40, 32))
+    z, _, _ = B.znorm(x)
+    for kind in ("sax", "sfa"):
+        assert B.word_accuracy(kind, z[:20], z[20:], 20, 20, {"k": 8, "b": 3}, y[:20], y[20:]) == 100.0
+        shuffled = g.permutation(y[:20])  # labels unrelated to the shapes: no better than chance on average
+        assert B.word_accuracy(kind, z[:20], z[20:], 20, 20, {"k": 8, "b": 3}, shuffled, y[20:]) < 100.0

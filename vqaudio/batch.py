@@ -133,17 +133,20 @@ def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | 
     encoding them one by one. Items that one call of the codec would chunk are encoded one by one."""
     from vqaudio.errors import AudioError
     from vqaudio.input_warnings import ClipCounter, warn_rate
-    from vqaudio.io import resample_problem
+    from vqaudio.io import check_series_codable, resample_problem
     from vqaudio.tokenfile import resampled_length
 
     n_q = codec._n_q(n_q)
     limit = (codec.chunk_frames + codec.encoder_overlap) * codec.hop  # samples at the model's rate
     out: list = [None] * len(items)
+    if codec.per_channel:  # each channel alone, any channel count: one at a time (series are small)
+        return [codec.encode_series(x, n_q, f"input[{i}]") for i, x in enumerate(items)]
     if codec.kind == "series":
         for i, x in enumerate(items):
             if x.shape[0] != codec.channels:
                 raise AudioError(f"series has {x.shape[0]} channel(s) but model {codec.name!r} codes {codec.channels}",
                                  f"input[{i}]")
+            check_series_codable(x, codec.min_length, f"input[{i}]")
         short = [i for i, x in enumerate(items) if x.shape[-1] < limit]
         with torch.inference_mode():
             stats = {i: codec.model.normalize(items[i][None])[1] for i in short}
@@ -151,7 +154,7 @@ def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | 
         for i, c in zip(short, codes, strict=True):
             st = stats[i]
             out[i] = codec._codes(c[None], items[i].shape[-1], codec.channels, None, n_q, st, None)
-        return [o if o is not None else codec._encode_series(x, n_q, None) for o, x in zip(out, items, strict=True)]
+        return [o if o is not None else codec.encode_series(x, n_q, None) for o, x in zip(out, items, strict=True)]
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
         raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", "input")
     problem = resample_problem(sample_rate, codec.sample_rate)
@@ -191,6 +194,8 @@ def decode_many(codec, codes_list: list, sample_rate: str | int) -> list[tuple[T
     for i, c in enumerate(codes_list):
         if not isinstance(c, Codes):
             raise TokenFileError(f"decode takes Codes or a list of Codes, got {type(c).__name__} at [{i}]")
+    if codec.per_channel:  # per-channel series: one at a time (series are small)
+        return [codec.decode(c, sample_rate) for c in codes_list]
     plans = [codec.decode_plan(c, sample_rate) for c in codes_list]
     out: list = [None] * len(codes_list)
     resamplers = {rate: (float("inf"), None) if rate is None else _resampler(codec.sample_rate, rate, codec.chunk_seconds)

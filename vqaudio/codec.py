@@ -8,8 +8,11 @@
     wav, sr = codec.decode(codes)                      # back at the original rate (or "model")
 
 **Channel policy.** Audio models are mono: the ``C`` channels of a file are coded as ``C``
-separate items (``codes[C, n_q, F]``) and restored as ``C`` channels on decode. Series models code
-their ``C`` channels together (``codes[1, n_q, F]``) and need exactly the model's channel count.
+separate items (``codes[C, n_q, F]``) and restored as ``C`` channels on decode. Single-channel series
+models (the generalist ``series``, TOTEM-style) do the same with any ``C``, each channel with its own RevIN
+mean and std (:attr:`Codec.per_channel`); multichannel series models code their ``C`` channels together
+(``codes[1, n_q, F]``) and need exactly the model's channel count. Series shorter than one frame
+(:attr:`Codec.min_length`) or with a constant channel are refused (:func:`vqaudio.io.check_series_codable`).
 
 **Chunking.** Input is resampled to the model's rate and encoded chunk by chunk, each chunk with
 enough context on both sides (the resampler's filter width, the encoder's receptive field) that the
@@ -43,6 +46,7 @@ from vqaudio.io import (
     _DEFAULT_SUBTYPE,
     atomic_path,
     check_not_truncated,
+    check_series_codable,
     is_audio_path,
     is_series_path,
     load_series,
@@ -260,6 +264,13 @@ class Codec:
     hop = property(lambda self: self.model.hop)
     n_q = property(lambda self: self.config.n_q)
     codebook_size = property(lambda self: self.config.codebook_size)
+    per_channel = property(lambda self: self.config.kind == "series" and self.config.channels == 1,
+                           doc="Whether each channel of a series is coded alone (any channel count).")
+
+    @property
+    def min_length(self) -> int:
+        """Fewest time steps a series model codes: one frame (``hop``); audio: 1."""
+        return self.hop if self.kind == "series" else 1
 
     @property
     def bits_per_code(self) -> float:
@@ -359,7 +370,8 @@ class Codec:
         """Codes of ``wav`` float ``[C, T]`` (or ``[T]``): ``Codes.codes`` int64 ``[items, n_q, ceil(T' / hop)]``.
 
         Audio: ``sample_rate`` is ``wav``'s rate (resampled to the model's); each channel is one item.
-        Series: ``wav`` is ``[C, T]`` with the model's ``C`` (``sample_rate`` is ignored); one item.
+        Series: ``wav`` is ``[C, T]`` (``sample_rate`` is ignored): any ``C`` for a single-channel model (a channel
+        per item), else the model's ``C`` (one item).
 
         A batch, ``[B, C, T]`` or a list of ``[C, T_i]`` of any lengths, gives a list of :class:`Codes`, the same
         codes as encoding the items one at a time, computed in padding-aware batches (:mod:`vqaudio.batch`).
@@ -370,23 +382,26 @@ class Codec:
             return encode_many(self, [_check_wav(x, f"input[{i}]") for i, x in enumerate(wav)], sample_rate, n_q)
         wav = _check_wav(wav, "input")
         if self.kind == "series":
-            return self._encode_series(wav, n_q, None)
+            return self.encode_series(wav, n_q, None)
         step = max(1, round(self.chunk_seconds * sample_rate)) if isinstance(sample_rate, int) else wav.shape[-1]
         return self.encode_stream((wav[:, i : i + step] for i in range(0, wav.shape[-1], step)), sample_rate, n_q)
 
-    def _encode_series(self, x: Tensor, n_q: int | None, source: str | None) -> Codes:
+    def encode_series(self, x: Tensor, n_q: int | None = None, source: str | None = None) -> Codes:
+        """Codes of a series ``x`` float32 ``[C, T]`` (checked finite); errors name ``source``."""
         n_q = self._n_q(n_q)
-        if x.shape[0] != self.channels:
+        if x.shape[0] != self.channels and not self.per_channel:
             raise AudioError(f"series has {x.shape[0]} channel(s) but model {self.name!r} codes {self.channels}", source)
+        check_series_codable(x, self.min_length, source)
+        channels = x.shape[0]
         with torch.inference_mode():
-            x = x.unsqueeze(0)  # [1, C, T]: one item
+            x = x.unsqueeze(1) if self.per_channel else x.unsqueeze(0)  # [C, 1, T]: a channel per item; [1, C, T]
             _, stats = self.model.normalize(x)  # RevIN statistics of the whole series, shared by every chunk
             stats = SeriesStats(stats.mean.cpu(), stats.std.cpu())
             encoder = self._encoder(n_q, stats)
             step = encoder.chunk * self.hop
             out = [c for i in range(0, x.shape[-1], step) for c in encoder.push(x[..., i : i + step])]
             out += encoder.finish()
-        return self._codes(torch.cat(out, dim=-1), x.shape[-1], self.channels, None, n_q, stats, source)
+        return self._codes(torch.cat(out, dim=-1), x.shape[-1], channels, None, n_q, stats, source)
 
     def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None,
                     progress: Callable[[float, float], None] | None = None) -> Codes:
@@ -400,10 +415,13 @@ class Codec:
             return self._encode_stream_file(path, n_q, name or "stdin", progress)
         path = Path(path)
         name = name or str(path)
+        if path.suffix.lower() == ".ts":
+            raise AudioError("an aeon .ts file holds many cases: encode it with `vqaudio encode` (a .vqa per case) or "
+                             "vqaudio.ts_files.encode_ts", name)
         if self.kind == "series":
             if not is_series_path(path):
                 raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", name)
-            return self._encode_series(load_series(path), n_q, name)
+            return self.encode_series(load_series(path), n_q, name)
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
             raise AudioError(f"{what}, but model {self.name!r} codes audio", name)
@@ -429,7 +447,7 @@ class Codec:
                 x = load_series(Path(tmp) / f"stdin{suffix}")
             except AudioError as err:
                 raise AudioError(str(err).split(": ", 1)[-1], name) from None
-        return self._encode_series(x, n_q, name)
+        return self.encode_series(x, n_q, name)
 
     # -- decoding ------------------------------------------------------------------------------
     def check(self, codes: Codes) -> None:
@@ -447,8 +465,10 @@ class Codec:
                  f"match model {self.name!r} ({self.kind}, {self.sample_rate} Hz, hop {self.hop}, K={self.codebook_size})")
         if codes.n_q > c.n_q:
             fail(f"has {codes.n_q} quantiser levels but model {self.name!r} has {c.n_q}")
-        if self.kind == "series" and (codes.channels != c.channels or codes.stats is None):
-            fail(f"series token file ({codes.channels} channels) does not match model {self.name!r} ({c.channels})")
+        if self.kind == "series" and (codes.stats is None or (codes.items != codes.channels if self.per_channel
+                                                              else codes.channels != c.channels or codes.items != 1)):
+            fail(f"series token file ({codes.channels} channels, {codes.items} coded items) does not match model "
+                 f"{self.name!r} ({c.channels} channel(s){', each channel alone' if self.per_channel else ''})")
 
     def _output_rate(self, codes: Codes, sample_rate: str | int) -> int | None:
         if self.kind == "series":
@@ -472,7 +492,8 @@ class Codec:
             raise ConfigError(f"output sample rate: {problem}")
         stats = None
         if codes.stats is not None:
-            stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(1, -1, 1) for k in ("mean", "std")))
+            shape = (-1, 1, 1) if self.per_channel else (1, -1, 1)  # a channel per item, or one item of C channels
+            stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(shape) for k in ("mean", "std")))
         length = codes.model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
         if rate == codes.orig_sample_rate:
             length = codes.length
@@ -499,7 +520,7 @@ class Codec:
                 for y in _chain(pieces, decoder.finish):
                     y = y[..., :todo_model]  # the last chunk is padded to whole frames
                     todo_model -= y.shape[-1]
-                    y = y[:, 0] if self.kind == "audio" else y[0]  # [C, n]
+                    y = y[:, 0] if self.kind == "audio" or self.per_channel else y[0]  # [C, n]
                     for z in (resampler.push(y) if resampler else (y,)):
                         if todo > 0:
                             yield z[..., :todo]
