@@ -25,6 +25,7 @@ are read and written block by block (:meth:`Codec.encode_file`, :meth:`Codec.dec
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import tempfile
@@ -261,7 +262,7 @@ class Codec:
     kind = property(lambda self: self.config.kind)
     sample_rate = property(lambda self: self.config.sample_rate if self.config.kind == "audio" else None)
     channels = property(lambda self: self.config.channels)
-    hop = property(lambda self: self.model.hop)
+    hop = functools.cached_property(lambda self: self.model.hop)
     n_q = property(lambda self: self.config.n_q)
     codebook_size = property(lambda self: self.config.codebook_size)
     per_channel = property(lambda self: self.config.kind == "series" and self.config.channels == 1,
@@ -300,15 +301,15 @@ class Codec:
         steps = self.chunk_seconds * self.config.sample_rate if self.kind == "audio" else self.chunk_steps
         return max(1, round(steps / self.hop))
 
-    @property
+    @functools.cached_property
     def encoder_overlap(self) -> int:
-        """Frames of context each side of an encoder chunk."""
+        """Frames of context each side of an encoder chunk (computed once: the codec's model copy is fixed)."""
         left, right = self.model.encoder_context
         return max(-(-left // self.hop), -(-right // self.hop))
 
-    @property
+    @functools.cached_property
     def decoder_overlap(self) -> int:
-        """Frames of context each side of a decoder chunk."""
+        """Frames of context each side of a decoder chunk (computed once)."""
         return max(self.model.decoder_context)
 
     # -- encoding ------------------------------------------------------------------------------
@@ -492,8 +493,9 @@ class Codec:
             raise ConfigError(f"output sample rate: {problem}")
         stats = None
         if codes.stats is not None:
-            shape = (-1, 1, 1) if self.per_channel else (1, -1, 1)  # a channel per item, or one item of C channels
-            stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(shape) for k in ("mean", "std")))
+            shape = (2, -1, 1, 1) if self.per_channel else (2, 1, -1, 1)  # a channel per item, or one item of C channels
+            both = torch.tensor([codes.stats["mean"], codes.stats["std"]], dtype=torch.float32)
+            stats = SeriesStats(*both.view(shape).unbind())
         length = codes.model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
         if rate == codes.orig_sample_rate:
             length = codes.length

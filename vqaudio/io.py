@@ -185,10 +185,12 @@ def check_series_codable(x: torch.Tensor, min_length: int, name: str | None = No
     and no constant channel (RevIN divides by each channel's std: a constant carries no shape to code)."""
     if x.shape[-1] < min_length:
         raise AudioError(f"series has {x.shape[-1]} time step(s), but the model codes at least {min_length}", name)
-    flat = (x.amax(dim=-1) == x.amin(dim=-1)).nonzero().flatten().tolist()
-    if flat:
-        which = "the series is" if x.shape[0] == 1 else f"channel {flat[0]} (of {x.shape[0]}) is"
-        raise AudioError(f"{which} constant ({float(x[flat[0], 0]):g} throughout): nothing to code", name)
+    low, high = torch.aminmax(x, dim=-1)
+    flat = low == high
+    if bool(flat.any()):
+        c = int(flat.nonzero()[0, 0])
+        which = "the series is" if x.shape[0] == 1 else f"channel {c} (of {x.shape[0]}) is"
+        raise AudioError(f"{which} constant ({float(x[c, 0]):g} throughout): nothing to code", name)
 
 
 # torchaudio's windowed-sinc kernel is [new/g, 1, ~orig/g] for g = gcd(orig, new): rates with a small gcd
