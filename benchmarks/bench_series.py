@@ -19,9 +19,11 @@ with the quantisers fitted on the other half, then refitted on all of TRAIN):
 - ``dct``: the first ``k`` orthonormal DCT-II coefficients (scipy), each divided by its TRAIN standard deviation and
   quantised by one ``b``-bit Lloyd-Max quantiser learned on TRAIN.
 - ``pca``: ``k`` principal components of the TRAIN channels, quantised as the DCT's.
-- ``vq``: the model, per channel through :func:`vqaudio.series_codec.encode_series` with ``R * hop / log2(K)``
-  residual levels (a rate it cannot reach is ``n/a``); its payload is ``n_q * log2(K)`` bits per frame of ``hop``
-  samples (reported exactly, it exceeds ``R`` slightly when ``T`` is not a multiple of ``hop``). ``H`` is the
+- ``vq``: the model through the codec API (:func:`vqaudio.load_codec`, :meth:`~vqaudio.codec.Codec.encode` and
+  :meth:`~vqaudio.codec.Codec.decode` of the list of series, in padding-aware batches; each channel coded alone
+  with its own RevIN statistics) with ``R * hop / log2(K)`` residual levels (a rate it cannot reach is ``n/a``); its
+  payload is ``n_q * bits_per_code`` bits per frame of ``hop`` samples (:attr:`~vqaudio.codec.Codec.bits_per_code`:
+  ``log2 K``; reported exactly, it exceeds ``R`` slightly when ``T`` is not a multiple of ``hop``). ``H`` is the
   empirical entropy of its tokens on TEST (bits/sample an entropy coder could reach).
 
 Models: ``--model`` (default ``series``, the shipped or installed generalist; any model name or folder) is ``vq``.
@@ -52,6 +54,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (shared machines)
 import numpy as np  # noqa: E402
@@ -61,9 +64,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vqaudio.checkpoint import load_model  # noqa: E402
-from vqaudio.registry import resolve  # noqa: E402
-from vqaudio.series_codec import decode_series, encode_series, payload_bits  # noqa: E402
+from vqaudio.codec import Codec, load_codec  # noqa: E402
 
 EQUAL_LENGTH = ("ACSF1", "ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "OSULeaf")
 BASELINES = ("sax", "paa", "sfa", "dct", "pca")
@@ -325,27 +326,32 @@ def baseline(method: str, ztr: np.ndarray, zte: np.ndarray, budget: int) -> tupl
 
 
 # -- the model -----------------------------------------------------------------------------------------------------
-def load_series_model(spec: str) -> torch.nn.Module:
-    """A ``channels=1`` series model by name (``series``), checkpoint or experiment folder; SystemExit(2) otherwise."""
+def fail(message: str) -> NoReturn:
+    """A one-line error on stderr, exit status 2 (as the CLI's)."""
+    print(f"bench_series.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_series_codec(spec: str) -> Codec:
+    """The codec of a ``channels=1`` series model (each channel coded alone) by name (``series``), checkpoint or
+    experiment folder; :func:`fail` otherwise."""
     try:
-        model = load_model(resolve(spec)[1]).eval()
-    except Exception as err:  # a one-line error, as the CLI's
-        raise SystemExit(f"bench_series.py: error: {spec}: {str(err).splitlines()[0]}") from None
-    if model.config.kind != "series" or model.config.channels != 1:
-        raise SystemExit(f"bench_series.py: error: {spec}: needs a series model with channels=1")
-    return model
+        codec = load_codec(spec)
+    except Exception as err:
+        msg = str(err).splitlines()[0]
+        fail(msg if msg.startswith(spec) else f"{spec}: {msg}")
+    if not codec.per_channel:
+        fail(f"{spec}: needs a series model with channels=1")
+    return codec
 
 
-def vq_code(model: torch.nn.Module, rows: np.ndarray, n_q: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(x̂ [N, T], codes [N, n_q, F], payload bits)`` of ``rows [N, T]``, each row a channel coded alone."""
-    recon, codes, bits = [], [], 0
-    for i in range(0, len(rows), chunk):
-        x = torch.as_tensor(rows[i : i + chunk].T, dtype=torch.float32)  # [T, n]: n channels
-        c = encode_series(model, x, n_q=n_q)
-        recon.append(decode_series(model, c).T.double().numpy())
-        codes.append(c.codes.numpy())
-        bits += payload_bits(model, c)
-    return np.concatenate(recon), np.concatenate(codes), bits
+def vq_code(codec: Codec, series: np.ndarray, n_q: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(x̂ [N * C, T], codes [N * C, n_q, F], payload bits)`` of ``series [N, C, T]`` (rows: series, then channel)
+    through the codec API, each channel coded alone."""
+    codes = codec.encode(list(torch.as_tensor(series, dtype=torch.float32)), n_q=n_q)
+    recon = torch.cat([y for y, _ in codec.decode(codes)]).double().numpy()
+    tokens = torch.cat([c.codes for c in codes]).numpy()
+    return recon, tokens, tokens.size * codec.bits_per_code
 
 
 def entropy_bits(codes: np.ndarray, k: int) -> float:
@@ -362,7 +368,7 @@ def one_nn(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -
     return nn_from_distances(euclid(xte, xtr), ytr, yte)
 
 
-def run_set(name: str, models: dict[str, torch.nn.Module], rates: list[int], use_minirocket: bool = True) -> dict:
+def run_set(name: str, models: dict[str, Codec], rates: list[int], use_minirocket: bool = True) -> dict:
     """Every number of one set: baselines and ``models`` (``vq``, and ``loo`` when given) at each rate."""
     Xtr, ytr, Xte, yte = load_set(name)
     n, c, t = Xtr.shape
@@ -385,12 +391,12 @@ def run_set(name: str, models: dict[str, torch.nn.Module], rates: list[int], use
             recons[m] = (xtr_hat, xte_hat)
         words = {}
         for key, model in models.items():
-            hop, k = model.hop, model.config.codebook_size
+            hop, k = model.hop, model.codebook_size
             n_q = r * hop / math.log2(k)
-            if n_q == int(n_q) and 1 <= n_q <= model.config.n_q:
+            if n_q == int(n_q) and 1 <= n_q <= model.n_q:
                 t0 = time.process_time()
-                xtr_hat, codes_tr, _ = vq_code(model, rtr, int(n_q))
-                xte_hat, codes, bits = vq_code(model, rte, int(n_q))
+                xtr_hat, codes_tr, _ = vq_code(model, Xtr, int(n_q))
+                xte_hat, codes, bits = vq_code(model, Xte, int(n_q))
                 row[key] = {"nmse": float(np.nanmean(nmse(rte, xte_hat))), "bits_per_sample": bits / rte.size,
                             "entropy_bits_per_sample": entropy_bits(codes, k) / hop, "n_q": int(n_q),
                             "cpu_s": time.process_time() - t0}
@@ -487,14 +493,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model = load_series_model(args.model)
+    model = load_series_codec(args.model)
     sets = args.sets.split(",")
     loo = {}
     if args.loo_models is not None:
         found = {s: args.loo_models / s for s in sets if (args.loo_models / s).exists()}
-        loo = {s: load_series_model(str(p / "model" if (p / "model").is_dir() else p)) for s, p in found.items()}
+        loo = {s: load_series_codec(str(p / "model" if (p / "model").is_dir() else p)) for s, p in found.items()}
         if not loo:
-            raise SystemExit(f"bench_series.py: error: {args.loo_models}: no leave-one-out model for any of {args.sets}")
+            fail(f"{args.loo_models}: no leave-one-out model for any of {args.sets}")
     seen = set(json.loads(args.train_info.read_text())["sets"]) if args.train_info else None
     rates = [int(b) for b in args.bits.split(",")]
     results, t0 = [], time.process_time()
@@ -502,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         models = {"vq": model, **({"loo": loo[name]} if name in loo else {})}
         results.append(run_set(name, models, rates, not args.no_minirocket))
         print(f"# {name}: done ({time.process_time() - t0:.0f} CPU s so far)", file=sys.stderr, flush=True)
-    print(f"model {args.model}: hop {model.hop}, K {model.config.codebook_size}, n_q <= {model.config.n_q}"
+    print(f"model {args.model}: hop {model.hop}, K {model.codebook_size}, n_q <= {model.n_q}"
           f"{f'; leave-one-out models for {len(loo)} set(s) in {args.loo_models}' if loo else ''}; NMSE on TEST (lower "
           f"is better); bits = real payload bits/sample; H = token entropy bits/sample; accuracies in % (1nn: 1-NN "
           f"Euclidean, mr: MiniRocket, bag: 1-NN on token histograms, sax/sfa words: 1-NN with MINDIST)")

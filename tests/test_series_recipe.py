@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from vqaudio.checkpoint import load_model
-from vqaudio.series_codec import decode_series, encode_series, payload_bits
+from vqaudio.codec import Codec, load_codec
+from vqaudio.errors import AudioError
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("aeon")
@@ -48,11 +49,12 @@ def test_series_smoke_trains_a_per_channel_model_without_test_splits(tmp_path):
     assert ucr and all(np.array_equal(np.load(f)[:, 0], np.asarray(X[i][0], np.float32)) for i, f in enumerate(ucr))
     model = load_model(exp / "model")
     assert model.config.kind == "series" and model.config.channels == 1 and model.hop == 4
-    x = torch.as_tensor(np.asarray(load_classification("BasicMotions", split="test")[0][0], np.float32)).T  # [T, 6]
-    codes = encode_series(model.eval(), x)
-    assert codes.codes.shape == (6, model.config.n_q, 25)
-    assert payload_bits(model, codes, 1) == 6 * 25 * 8  # 2 bits/sample per level
-    y = decode_series(model, codes, 1)
+    codec = load_codec(exp / "model")
+    x = torch.as_tensor(np.asarray(load_classification("BasicMotions", split="test")[0][0], np.float32))  # [6, T]
+    assert codec.per_channel and codec.encode(x).codes.shape == (6, model.config.n_q, 25)
+    codes = codec.encode(x, n_q=1)
+    assert codes.codes.numel() * codec.bits_per_code == 6 * 25 * 8 and codec.bitrate(1) == 2  # 2 bits/sample a level
+    y = codec.decode(codes)[0]
     assert y.shape == x.shape and torch.isfinite(y).all()
     again = run_series(exp, "--smoke", "--stop-stage", "2")  # stages are done: nothing is redone
     assert again.returncode == 0 and "done already" in again.stderr
@@ -91,22 +93,24 @@ def test_series_recipe_rejects_unknown_sets(tmp_path):
     assert r.returncode != 0 and "NoSuchSet" in r.stderr and "not an aeon-shipped" in r.stderr
 
 
-def test_encode_series_codes_each_channel_alone(tmp_path):
+def test_a_single_channel_series_codec_codes_each_channel_alone(tmp_path):
     from vqaudio.models import VQVAE, VQVAEConfig
     torch.manual_seed(0)
-    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, hidden=8, max_hidden=16, dim=8, strides=[2, 2],
-                              dilations=[1], n_q=2, codebook_size=16)).eval()
-    x = torch.randn(37, 3) * torch.tensor([1.0, 10.0, 0.1]) + torch.tensor([0.0, 5.0, -3.0])
-    codes = encode_series(model, x)
-    assert codes.codes.shape == (3, 2, 10) and codes.length == 37
-    torch.testing.assert_close(codes.mean, x.mean(0))
-    alone = encode_series(model, x[:, 1:2])
+    codec = Codec(VQVAE(VQVAEConfig(kind="series", sample_rate=None, hidden=8, max_hidden=16, dim=8, strides=[2, 2],
+                                    dilations=[1], n_q=2, codebook_size=16)), name="series")
+    x = (torch.randn(37, 3) * torch.tensor([1.0, 10.0, 0.1]) + torch.tensor([0.0, 5.0, -3.0])).T  # [C, T]
+    codes = codec.encode(x)
+    assert codes.codes.shape == (3, 2, 10) and codes.length == 37 and codes.items == codes.channels == 3
+    torch.testing.assert_close(torch.tensor(codes.stats["mean"]), x.mean(-1))  # RevIN side information per channel
+    alone = codec.encode(x[1:2])
     assert torch.equal(alone.codes[0], codes.codes[1])
-    torch.testing.assert_close(decode_series(model, alone)[:, 0], decode_series(model, codes)[:, 1])
-    assert decode_series(model, codes, 1).shape == (37, 3)
-    with pytest.raises(ValueError, match="channels=1"):
-        encode_series(VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=2, hidden=8, max_hidden=8, dim=8,
-                                        strides=[2], dilations=[1], n_q=1, codebook_size=4)), x[:, :2])
+    torch.testing.assert_close(codec.decode(alone)[0][0], codec.decode(codes)[0][1])
+    assert codec.decode(codec.encode(x, n_q=1))[0].shape == (3, 37)
+    joint = Codec(VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=2, hidden=8, max_hidden=8, dim=8,
+                                    strides=[2], dilations=[1], n_q=1, codebook_size=4)))
+    assert not joint.per_channel and joint.encode(x[:2]).codes.shape == (1, 1, 19)  # a 2-channel model: together
+    with pytest.raises(AudioError, match="series has 3 channel"):
+        joint.encode(x)
 
 
 def test_bench_series_decoders_invert_their_transforms():
@@ -144,3 +148,25 @@ def test_bench_series_symbols_and_bags():
         assert B.word_accuracy(kind, z[:20], z[20:], 20, 20, {"k": 8, "b": 3}, y[:20], y[20:]) == 100.0
         shuffled = g.permutation(y[:20])  # labels unrelated to the shapes: no better than chance on average
         assert B.word_accuracy(kind, z[:20], z[20:], 20, 20, {"k": 8, "b": 3}, shuffled, y[20:]) < 100.0
+
+
+def test_bench_series_codes_through_the_codec_api(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_series as B
+
+    from vqaudio.checkpoint import save_model
+    from vqaudio.models import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    save_model(tmp_path / "tiny", VQVAE(VQVAEConfig(kind="series", sample_rate=None, hidden=8, max_hidden=16, dim=8,
+                                                    strides=[2, 2], dilations=[1], n_q=2, codebook_size=16)))
+    codec = B.load_series_codec(str(tmp_path / "tiny"))
+    x = np.cumsum(np.random.default_rng(0).standard_normal((3, 2, 37)), -1)  # 3 series of 2 channels
+    recon, codes, bits = B.vq_code(codec, x, 1)
+    assert recon.shape == (6, 37) and codes.shape == (6, 1, 10) and bits == 6 * 10 * 4  # rows: series, then channel
+    one = codec.encode(torch.as_tensor(x[1], dtype=torch.float32), n_q=1)  # the second series alone
+    assert np.array_equal(codes[2:4], one.codes.numpy())
+    np.testing.assert_allclose(recon[2:4], codec.decode(one)[0].double().numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(SystemExit) as err:
+        B.load_series_codec("speech-8k")
+    assert err.value.code == 2 and "speech-8k: needs a series model with channels=1" in capsys.readouterr().err
