@@ -152,7 +152,11 @@ def test_data_init_fits_the_map_to_the_first_batch():
     out = vq(z)
     codes, rows = vq.codes().detach().double(), rows_of(z).double()
     torch.testing.assert_close(codes.mean(0), rows.mean(0), rtol=1e-4, atol=1e-8)  # the latents' mean ...
-    torch.testing.assert_close(torch.cov(codes.T, correction=0), torch.cov(rows.T, correction=0), rtol=1e-3, atol=1e-9)
+    cov_codes, cov_rows = torch.cov(codes.T, correction=0), torch.cov(rows.T, correction=0)
+    s2 = (cov_codes.trace() / cov_rows.trace()).item()  # ... their covariance times s^2 ...
+    torch.testing.assert_close(cov_codes, s2 * cov_rows, rtol=1e-3, atol=1e-9)
+    distortion = torch.ops.vqaudio.nearest_code(rows_of(z), vq.codes().detach())[1].double().mean() / cov_rows.trace()
+    assert 0 < s2 < 1 and abs(s2 - (1 - distortion.item())) < 0.05  # ... at the k-means fixed point s^2 = 1 - D
     # a random map leaves these latents on a handful of codes; the fitted one spreads them
     assert collapsed.perplexity.item() < 10 and out.perplexity.item() > 80
 
