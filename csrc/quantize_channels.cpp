@@ -29,7 +29,7 @@
 namespace vqaudio {
 namespace {
 
-constexpr int64_t TB = 16;  // frames per block: a block's rows of z, grad and the codes stay in L1
+constexpr int64_t TB = 64;  // frames per block: runs of 256 bytes per channel row; the tiles stay in L2
 constexpr int64_t kMaxBuffer = int64_t(1) << 24;  // per-thread grad_codebook buffers, elements in all
 constexpr int64_t kScratchRows = 12;               // per-frame scalars of a block (backward_block)
 
