@@ -45,6 +45,8 @@ ROWS = {  # name: (description, quantiser options)
     "vq-lowdim-cosine-rot": ("VQ, dim 8, l2, rotation trick", {"codebook_dim": 8, "l2_normalize": True,
                                                                 "rotation_trick": True}),
     "fsq": ("FSQ 8,5,5,5 (1000 codes)", {"quantizer": "fsq", "levels": [8, 5, 5, 5], "codebook_size": 1000}),
+    "fsq-no-noise": ("FSQ 8,5,5,5, noise_dropout 0", {"quantizer": "fsq", "levels": [8, 5, 5, 5], "codebook_size": 1000,
+                                                      "noise_dropout": 0.0}),
     "lfq": ("LFQ 2^10, entropy 0.1", {"quantizer": "lfq"}),
     "bsq": ("LFQ spherical (BSQ)", {"quantizer": "lfq", "spherical": True}),
     "bsq-t10": ("BSQ, inv_temperature 10", {"quantizer": "lfq", "spherical": True, "inv_temperature": 10.0}),

@@ -54,7 +54,7 @@ def _ours(name: str) -> torch.nn.Module:
         "vq-cosine": lambda: VectorQuantizer(D, K, l2_normalize=True, **vq),
         "vq-lowdim-cosine-rot": lambda: VectorQuantizer(D, K, codebook_dim=8, l2_normalize=True, rotation_trick=True, **vq),
         "simvq": lambda: SimVQ(D, K, beta=0.25, rotation_trick=True),
-        "fsq": lambda: FSQ(LEVELS, dim=D),
+        "fsq": lambda: FSQ(LEVELS, dim=D, noise_dropout=0.0),  # the peer's default: no noise substitution
         "lfq": lambda: LFQ(D, K, entropy_loss_weight=0.1, beta=0.25),
         "bsq": lambda: LFQ(D, K, entropy_loss_weight=0.1, beta=0.25, spherical=True),
     }[name]()

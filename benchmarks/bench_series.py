@@ -1,7 +1,7 @@
 """The series tokenizer against SAX, PAA, SFA, DCT and PCA at equal bits per sample (offline, aeon's shipped sets).
 
-    .venv/bin/python benchmarks/bench_series.py --model EXP/vqvae/best [--sets GunPoint,...] [--bits 1,2,4]
-        [--train-info EXP/data/info.json] [--json OUT.json]
+    .venv/bin/python benchmarks/bench_series.py [--model series] [--loo-models DIR] [--sets GunPoint,...]
+        [--bits 1,2,4] [--train-info EXP/data/info.json] [--json OUT.json] [--no-minirocket]
 
 Every method codes each channel of each series separately, gets the series' mean and standard deviation as free
 side information (so it codes the z-normalised channel) and spends at most ``R * T`` bits on a channel of ``T``
@@ -19,17 +19,29 @@ with the quantisers fitted on the other half, then refitted on all of TRAIN):
 - ``dct``: the first ``k`` orthonormal DCT-II coefficients (scipy), each divided by its TRAIN standard deviation and
   quantised by one ``b``-bit Lloyd-Max quantiser learned on TRAIN.
 - ``pca``: ``k`` principal components of the TRAIN channels, quantised as the DCT's.
-- ``vq``: the model, per channel through :func:`vqaudio.series_codec.encode_series` with ``R * hop / log2(K)``
-  residual levels (a rate it cannot reach is ``n/a``); its payload is ``n_q * log2(K)`` bits per frame of ``hop``
-  samples (reported exactly, it exceeds ``R`` slightly when ``T`` is not a multiple of ``hop``). ``H`` is the
+- ``vq``: the model through the codec API (:func:`vqaudio.load_codec`, :meth:`~vqaudio.codec.Codec.encode` and
+  :meth:`~vqaudio.codec.Codec.decode` of the list of series, in padding-aware batches; each channel coded alone
+  with its own RevIN statistics) with ``R * hop / log2(K)`` residual levels (a rate it cannot reach is ``n/a``); its
+  payload is ``n_q * bits_per_code`` bits per frame of ``hop`` samples (:attr:`~vqaudio.codec.Codec.bits_per_code`:
+  ``log2 K``; reported exactly, it exceeds ``R`` slightly when ``T`` is not a multiple of ``hop``). ``H`` is the
   empirical entropy of its tokens on TEST (bits/sample an entropy coder could reach).
 
-Usefulness: 1-NN Euclidean accuracy (channels concatenated) on raw series against the same on reconstructions, TRAIN
-and TEST both coded, for the model and for the best baseline of the set at each rate. Verdicts at 2 bits/sample:
-the model's NMSE at most half the best baseline's on average over sets, better than every baseline on >= 80% of the
-sets, 1-NN accuracy within 1 point of raw. Sets of unequal length (JapaneseVowels, PickupGestureWiimoteZ) are left
-out (PCA and aeon's SAX need one length). ``--train-info`` (the recipe's ``data/info.json``) marks the sets whose TRAIN
-split the model saw: only the others are zero-shot.
+Models: ``--model`` (default ``series``, the shipped or installed generalist; any model name or folder) is ``vq``.
+Zero-shot is leave-one-data-set-out: with ``--loo-models DIR``, the model ``DIR/<SET>`` (a checkpoint or experiment
+folder, trained by ``EXCLUDE=<SET> recipes/series/run.sh``: no data of that set at all) is ``loo`` on that set.
+
+Usefulness: 1-NN Euclidean accuracy (channels concatenated) and MiniRocket accuracy (aeon's MiniRocket features,
+scikit-learn's RidgeClassifierCV) on raw series against the same on reconstructions, TRAIN and TEST both coded, for
+the models and the best baseline of the set at each rate. Symbolic words: a bag-of-tokens 1-NN (each series a
+histogram of its tokens per channel and level, Euclidean) against 1-NN on SAX words (aeon's, with aeon's SAX MINDIST)
+and on SFA words (the ``sfa`` coder's equi-depth bins, with aeon's SFA MINDIST) at the same bits, all on the
+discrete symbols alone.
+
+Verdicts at each rate, for ``vq`` and for ``loo`` (the zero-shot targets are ``loo``'s at 2 bits/sample): NMSE at most
+half the best baseline's on average over sets, better than every baseline on >= 80% of the sets, 1-NN accuracy on
+reconstructions within 1 point of raw. Sets of unequal length (JapaneseVowels, PickupGestureWiimoteZ) are left out
+(PCA and aeon's SAX need one length). ``--train-info`` (the recipe's ``data/info.json``) marks the sets whose TRAIN
+split the ``vq`` model saw.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (shared machines)
 import numpy as np  # noqa: E402
@@ -51,11 +64,11 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vqaudio.checkpoint import load_model  # noqa: E402
-from vqaudio.series_codec import decode_series, encode_series, payload_bits  # noqa: E402
+from vqaudio.codec import Codec, load_codec  # noqa: E402
 
 EQUAL_LENGTH = ("ACSF1", "ArrowHead", "BasicMotions", "GunPoint", "ItalyPowerDemand", "OSULeaf")
 BASELINES = ("sax", "paa", "sfa", "dct", "pca")
+MODELS = ("vq", "loo")  # the given model; the leave-one-out model of the set
 EPS = 1e-8
 
 
@@ -231,6 +244,76 @@ def sax_code(ztr: np.ndarray, zte: np.ndarray, budget: int) -> tuple[np.ndarray,
     return best[1][0], best[1][1], best[2]
 
 
+def sax_words(z: np.ndarray, w: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(words [N, w], breakpoints)`` of aeon's SAX on rows ``z [N, T]``."""
+    from aeon.transformations.collection.dictionary_based import SAX
+
+    sax = SAX(n_segments=w, alphabet_size=2**bits)
+    return np.asarray(sax.fit_transform(z[:, None, :]))[:, 0].astype(np.int64), np.asarray(sax.breakpoints, np.float64)
+
+
+def sfa_words(ztr: np.ndarray, zte: np.ndarray, k: int, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(words_train, words_test, breakpoints [k, 2**bits])``: the ``sfa`` coder's equi-depth bins of the first ``k``
+    DFT values as symbols (upper bin edges as aeon's MINDIST wants them, the last one infinite)."""
+    ctr, cte = dft(ztr, k), dft(zte, k)
+    edges = np.quantile(ctr, np.linspace(0, 1, 2**bits + 1), axis=0).T[:, 1:].copy()  # [k, 2**bits] upper edges
+    edges[:, -1] = np.inf
+    words = [np.stack([np.searchsorted(edges[j, :-1], c[:, j], side="right") for j in range(k)], 1) for c in (ctr, cte)]
+    return words[0].astype(np.int64), words[1].astype(np.int64), edges
+
+
+def nn_from_distances(d: np.ndarray, ytr: np.ndarray, yte: np.ndarray) -> float:
+    """1-NN accuracy (%) from distances ``d [M, N]`` of TEST to TRAIN items."""
+    return 100.0 * float((ytr[d.argmin(1)] == yte).mean())
+
+
+def word_accuracy(kind: str, ztr: np.ndarray, zte: np.ndarray, n: int, m: int, choice: dict, ytr, yte) -> float:
+    """1-NN accuracy (%) on SAX or SFA words with aeon's MINDIST (squared distances summed over channels; aeon 1.6's
+    pairwise MINDIST functions fail on numpy input, so the pairwise loop is here)."""
+    from aeon.distances import mindist_sax_distance, mindist_sfa_distance
+
+    k, b, t = choice["k"], choice["b"], ztr.shape[1]
+    if kind == "sax":
+        (wtr, bp), (wte, _) = sax_words(ztr, k, b), sax_words(zte, k, b)
+        dist = lambda u, v: mindist_sax_distance(u, v, bp, t)  # noqa: E731
+    else:
+        wtr, wte, bp = sfa_words(ztr, zte, k, b)
+        dist = lambda u, v: mindist_sfa_distance(u, v, bp)  # noqa: E731
+    c = len(ztr) // n  # rows are (series, channel)
+    wtr, wte = wtr.reshape(n, c, -1), wte.reshape(m, c, -1)
+    d = np.array([[sum(dist(wte[i, ch], wtr[j, ch]) ** 2 for ch in range(c)) for j in range(n)] for i in range(m)])
+    return nn_from_distances(d, ytr, yte)
+
+
+def bag_of_tokens(codes: np.ndarray, n: int, k: int) -> np.ndarray:
+    """``[n, C * n_q * K]``: each series' token histogram per channel and level (relative counts) from ``codes
+    [n * C, n_q, F]``."""
+    rows, n_q, f = codes.shape
+    onehot = np.zeros((rows, n_q, k))
+    for q in range(n_q):
+        np.add.at(onehot[:, q], (np.repeat(np.arange(rows), f), codes[:, q].ravel()), 1.0 / f)
+    return onehot.reshape(n, -1)
+
+
+def euclid(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distances ``[M, N]`` of rows of ``a [M, D]`` to rows of ``b [N, D]``."""
+    return (a**2).sum(1)[:, None] - 2 * a @ b.T + (b**2).sum(1)[None]
+
+
+def minirocket(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
+    """MiniRocket accuracy (%): aeon's MiniRocket features (seeded) and RidgeClassifierCV; NaN for series shorter than
+    its 9-tap kernels."""
+    if xtr.shape[-1] < 9:
+        return float("nan")
+    from aeon.transformations.collection.convolution_based import MiniRocket
+    from sklearn.linear_model import RidgeClassifierCV
+
+    mr = MiniRocket(random_state=0)
+    ftr = mr.fit_transform(xtr.astype(np.float32))
+    clf = RidgeClassifierCV(alphas=np.logspace(-3, 3, 10)).fit(ftr, ytr)
+    return 100.0 * float(clf.score(mr.transform(xte.astype(np.float32)), yte))
+
+
 def baseline(method: str, ztr: np.ndarray, zte: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray, dict]:
     t = ztr.shape[1]
     if method == "sax":
@@ -243,16 +326,32 @@ def baseline(method: str, ztr: np.ndarray, zte: np.ndarray, budget: int) -> tupl
 
 
 # -- the model -----------------------------------------------------------------------------------------------------
-def vq_code(model: torch.nn.Module, rows: np.ndarray, n_q: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(x̂ [N, T], codes [N, n_q, F], payload bits)`` of ``rows [N, T]``, each row a channel coded alone."""
-    recon, codes, bits = [], [], 0
-    for i in range(0, len(rows), chunk):
-        x = torch.as_tensor(rows[i : i + chunk].T, dtype=torch.float32)  # [T, n]: n channels
-        c = encode_series(model, x, n_q=n_q)
-        recon.append(decode_series(model, c).T.double().numpy())
-        codes.append(c.codes.numpy())
-        bits += payload_bits(model, c)
-    return np.concatenate(recon), np.concatenate(codes), bits
+def fail(message: str) -> NoReturn:
+    """A one-line error on stderr, exit status 2 (as the CLI's)."""
+    print(f"bench_series.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_series_codec(spec: str) -> Codec:
+    """The codec of a ``channels=1`` series model (each channel coded alone) by name (``series``), checkpoint or
+    experiment folder; :func:`fail` otherwise."""
+    try:
+        codec = load_codec(spec)
+    except Exception as err:
+        msg = str(err).splitlines()[0]
+        fail(msg if msg.startswith(spec) else f"{spec}: {msg}")
+    if not codec.per_channel:
+        fail(f"{spec}: needs a series model with channels=1")
+    return codec
+
+
+def vq_code(codec: Codec, series: np.ndarray, n_q: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(x̂ [N * C, T], codes [N * C, n_q, F], payload bits)`` of ``series [N, C, T]`` (rows: series, then channel)
+    through the codec API, each channel coded alone."""
+    codes = codec.encode(list(torch.as_tensor(series, dtype=torch.float32)), n_q=n_q)
+    recon = torch.cat([y for y, _ in codec.decode(codes)]).double().numpy()
+    tokens = torch.cat([c.codes for c in codes]).numpy()
+    return recon, tokens, tokens.size * codec.bits_per_code
 
 
 def entropy_bits(codes: np.ndarray, k: int) -> float:
@@ -266,19 +365,21 @@ def entropy_bits(codes: np.ndarray, k: int) -> float:
 
 def one_nn(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
     """1-NN Euclidean accuracy (%) of ``xte [M, D]`` against ``xtr [N, D]``."""
-    d = (xte**2).sum(1)[:, None] - 2 * xte @ xtr.T + (xtr**2).sum(1)[None]
-    return 100.0 * float((ytr[d.argmin(1)] == yte).mean())
+    return nn_from_distances(euclid(xte, xtr), ytr, yte)
 
 
-def run_set(name: str, model, rates: list[int]) -> dict:
+def run_set(name: str, models: dict[str, Codec], rates: list[int], use_minirocket: bool = True) -> dict:
+    """Every number of one set: baselines and ``models`` (``vq``, and ``loo`` when given) at each rate."""
     Xtr, ytr, Xte, yte = load_set(name)
     n, c, t = Xtr.shape
+    m_te = len(Xte)
     rtr, rte = Xtr.reshape(-1, t), Xte.reshape(-1, t)  # one row per series and channel
     ztr, mtr, str_ = znorm(rtr)
     zte, mte, ste = znorm(rte)
-    res = {"set": name, "train": n, "test": len(Xte), "channels": c, "length": t, "rates": {},
-           "1nn_raw": one_nn(Xtr.reshape(n, -1), ytr, Xte.reshape(len(Xte), -1), yte)}
-    hop, k = model.hop, model.config.codebook_size
+    res = {"set": name, "train": n, "test": m_te, "channels": c, "length": t, "rates": {}, "models": sorted(models),
+           "1nn_raw": one_nn(Xtr.reshape(n, -1), ytr, Xte.reshape(m_te, -1), yte)}
+    if use_minirocket:
+        res["minirocket_raw"] = minirocket(Xtr, ytr, Xte, yte)
     for r in rates:
         row, recons = {}, {}
         for m in BASELINES:
@@ -288,84 +389,132 @@ def run_set(name: str, model, rates: list[int]) -> dict:
             row[m] = {"nmse": float(np.nanmean(nmse(rte, xte_hat))), "bits_per_sample": choice["bits"] / t,
                       **choice, "cpu_s": time.process_time() - t0}
             recons[m] = (xtr_hat, xte_hat)
-        n_q = r * hop / math.log2(k)
-        if n_q == int(n_q) and 1 <= n_q <= model.config.n_q:
-            t0 = time.process_time()
-            xtr_hat, _, _ = vq_code(model, rtr, int(n_q))
-            xte_hat, codes, bits = vq_code(model, rte, int(n_q))
-            row["vq"] = {"nmse": float(np.nanmean(nmse(rte, xte_hat))), "bits_per_sample": bits / rte.size,
-                         "entropy_bits_per_sample": entropy_bits(codes, k) / hop, "n_q": int(n_q),
-                         "cpu_s": time.process_time() - t0}
-            recons["vq"] = (xtr_hat, xte_hat)
+        words = {}
+        for key, model in models.items():
+            hop, k = model.hop, model.codebook_size
+            n_q = r * hop / math.log2(k)
+            if n_q == int(n_q) and 1 <= n_q <= model.n_q:
+                t0 = time.process_time()
+                xtr_hat, codes_tr, _ = vq_code(model, Xtr, int(n_q))
+                xte_hat, codes, bits = vq_code(model, Xte, int(n_q))
+                row[key] = {"nmse": float(np.nanmean(nmse(rte, xte_hat))), "bits_per_sample": bits / rte.size,
+                            "entropy_bits_per_sample": entropy_bits(codes, k) / hop, "n_q": int(n_q),
+                            "cpu_s": time.process_time() - t0}
+                recons[key] = (xtr_hat, xte_hat)
+                words[key] = nn_from_distances(euclid(bag_of_tokens(codes, m_te, k), bag_of_tokens(codes_tr, n, k)),
+                                               ytr, yte)
         best = min(BASELINES, key=lambda m: row[m]["nmse"])
         row["best_baseline"] = best
-        for m in {best, "vq"} & set(recons):
+        for m in {best, *models} & set(recons):
             a, b = recons[m]
-            row[m]["1nn"] = one_nn(a.reshape(n, -1), ytr, b.reshape(len(Xte), -1), yte)
+            row[m]["1nn"] = one_nn(a.reshape(n, -1), ytr, b.reshape(m_te, -1), yte)
+            if use_minirocket:
+                row[m]["minirocket"] = minirocket(a.reshape(n, c, t), ytr, b.reshape(m_te, c, t), yte)
+        for kind in ("sax", "sfa"):
+            words[kind] = word_accuracy(kind, ztr, zte, n, m_te, row[kind], ytr, yte)
+        row["words_1nn"] = words
         res["rates"][r] = row
     return res
 
 
-def verdicts(results: list[dict], rate: int) -> list[str]:
-    rows = [(r["set"], r["rates"][rate], r["1nn_raw"]) for r in results if rate in r["rates"] and "vq" in r["rates"][rate]]
+def verdicts(results: list[dict], rate: int, key: str = "vq") -> list[str]:
+    """The target lines for model ``key`` (``vq`` or ``loo``) at ``rate`` bits/sample."""
+    rows = [(r["set"], r["rates"][rate], r["1nn_raw"]) for r in results if rate in r["rates"] and key in r["rates"][rate]]
+    what = {"vq": "vq", "loo": "zero-shot (leave-one-out) vq"}[key]
     if not rows:
-        return [f"verdict: no set coded at {rate} bits/sample"]
-    ratio = [row["vq"]["nmse"] / row[row["best_baseline"]]["nmse"] for _, row, _ in rows]
-    wins = [all(row["vq"]["nmse"] < row[m]["nmse"] for m in BASELINES) for _, row, _ in rows]
-    drop = [raw - row["vq"]["1nn"] for _, row, raw in rows]
+        return [f"verdict: {what}: no set coded at {rate} bits/sample"]
+    ratio = [row[key]["nmse"] / row[row["best_baseline"]]["nmse"] for _, row, _ in rows]
+    wins = [all(row[key]["nmse"] < row[m]["nmse"] for m in BASELINES) for _, row, _ in rows]
+    drop = [raw - row[key]["1nn"] for _, row, raw in rows]
     mean_ratio, share, worst = float(np.mean(ratio)), float(np.mean(wins)), max(drop)
     return [
-        f"verdict: NMSE vq / best baseline at {rate} bits/sample, mean over {len(rows)} sets {mean_ratio:.2f}x "
+        f"verdict: {what}: NMSE / best baseline at {rate} bits/sample, mean over {len(rows)} sets {mean_ratio:.2f}x "
         f"(target <= 0.5x): {'PASS' if mean_ratio <= 0.5 else 'FAIL'}",
-        f"verdict: vq better than every baseline on {100 * share:.0f}% of the sets (target >= 80%): "
+        f"verdict: {what}: better than every baseline on {100 * share:.0f}% of the sets (target >= 80%): "
         f"{'PASS' if share >= 0.8 else 'FAIL'}",
-        f"verdict: 1-NN accuracy on vq reconstructions vs raw, worst drop {worst:.1f} points, mean "
+        f"verdict: {what}: 1-NN accuracy on reconstructions vs raw, worst drop {worst:.1f} points, mean "
         f"{float(np.mean(drop)):.1f} (target <= 1): {'PASS' if worst <= 1.0 else 'FAIL'}",
     ]
 
 
+def _f(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
 def table(results: list[dict], rate: int, seen: set[str] | None) -> str:
-    head = ["set", "seen", *BASELINES, "vq", "vq bits", "vq H", "best", "1nn raw", "1nn best", "1nn vq"]
+    """Rate-distortion: NMSE of every method on TEST, the models' real bits and token entropy."""
+    keys = [k for k in MODELS if any(k in r["rates"].get(rate, {}) for r in results)] or ["vq"]
+    head = ["set", "seen", *BASELINES, *keys, "best", *(f"{k} bits" for k in keys), *(f"{k} H" for k in keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         row = r["rates"].get(rate)
         if row is None:
             continue
-        vq = row.get("vq")
-        best = row["best_baseline"]
         seen_s = "?" if seen is None else ("TRAIN" if r["set"] in seen else "no")
         cells = [r["set"], seen_s, *(f"{row[m]['nmse']:.4f}" for m in BASELINES),
-                 f"{vq['nmse']:.4f}" if vq else "n/a", f"{vq['bits_per_sample']:.2f}" if vq else "",
-                 f"{vq['entropy_bits_per_sample']:.2f}" if vq else "", best, f"{r['1nn_raw']:.1f}",
-                 f"{row[best]['1nn']:.1f}", f"{vq['1nn']:.1f}" if vq else ""]
+                 *(_f(row.get(k, {}).get("nmse"), ".4f") for k in keys), row["best_baseline"],
+                 *(_f(row.get(k, {}).get("bits_per_sample"), ".2f") for k in keys),
+                 *(_f(row.get(k, {}).get("entropy_bits_per_sample"), ".2f") for k in keys)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def usefulness_table(results: list[dict], rate: int) -> str:
+    """Accuracy (%) on raw series and on reconstructions (1-NN, MiniRocket), and 1-NN on the symbols alone."""
+    keys = [k for k in MODELS if any(k in r["rates"].get(rate, {}) for r in results)] or ["vq"]
+    head = ["set", "1nn raw", "1nn best", *(f"1nn {k}" for k in keys), "mr raw", "mr best", *(f"mr {k}" for k in keys),
+            *(f"bag {k}" for k in keys), "sax words", "sfa words"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        row = r["rates"].get(rate)
+        if row is None:
+            continue
+        best = row[row["best_baseline"]]
+        cells = [r["set"], _f(r["1nn_raw"], ".1f"), _f(best.get("1nn"), ".1f"),
+                 *(_f(row.get(k, {}).get("1nn"), ".1f") for k in keys), _f(r.get("minirocket_raw"), ".1f"),
+                 _f(best.get("minirocket"), ".1f"), *(_f(row.get(k, {}).get("minirocket"), ".1f") for k in keys),
+                 *(_f(row["words_1nn"].get(k), ".1f") for k in keys), _f(row["words_1nn"]["sax"], ".1f"),
+                 _f(row["words_1nn"]["sfa"], ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True, help="model folder (EXP/vqvae/best, an exported model folder)")
+    p.add_argument("--model", default="series",
+                   help="model name or folder (default: series, the shipped or installed generalist)")
+    p.add_argument("--loo-models", type=Path, metavar="DIR",
+                   help="leave-one-out models: DIR/<SET> trained without SET (a checkpoint or experiment folder, or a "
+                        "recipe run with its exported model in DIR/<SET>/model)")
     p.add_argument("--sets", default=",".join(EQUAL_LENGTH), help="comma-separated aeon sets (equal length)")
     p.add_argument("--bits", default="1,2,4", help="bits per sample (default 1,2,4)")
     p.add_argument("--train-info", type=Path, help="the recipe's data/info.json: marks the sets the model saw")
+    p.add_argument("--no-minirocket", action="store_true", help="skip the MiniRocket accuracies (the slowest part)")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model = load_model(args.model).eval()
-    if model.config.kind != "series" or model.config.channels != 1:
-        print(f"bench_series.py: error: {args.model}: needs a series model with channels=1", file=sys.stderr)
-        return 2
+    model = load_series_codec(args.model)
+    sets = args.sets.split(",")
+    loo = {}
+    if args.loo_models is not None:
+        found = {s: args.loo_models / s for s in sets if (args.loo_models / s).exists()}
+        loo = {s: load_series_codec(str(p / "model" if (p / "model").is_dir() else p)) for s, p in found.items()}
+        if not loo:
+            fail(f"{args.loo_models}: no leave-one-out model for any of {args.sets}")
     seen = set(json.loads(args.train_info.read_text())["sets"]) if args.train_info else None
     rates = [int(b) for b in args.bits.split(",")]
     results, t0 = [], time.process_time()
-    for name in args.sets.split(","):
-        results.append(run_set(name, model, rates))
+    for name in sets:
+        models = {"vq": model, **({"loo": loo[name]} if name in loo else {})}
+        results.append(run_set(name, models, rates, not args.no_minirocket))
         print(f"# {name}: done ({time.process_time() - t0:.0f} CPU s so far)", file=sys.stderr, flush=True)
-    print(f"model {args.model}: hop {model.hop}, K {model.config.codebook_size}, n_q <= {model.config.n_q}; NMSE on TEST "
-          f"(lower is better); bits = real payload bits/sample; H = token entropy bits/sample; 1-NN accuracy in %")
+    print(f"model {args.model}: hop {model.hop}, K {model.codebook_size}, n_q <= {model.n_q}"
+          f"{f'; leave-one-out models for {len(loo)} set(s) in {args.loo_models}' if loo else ''}; NMSE on TEST (lower "
+          f"is better); bits = real payload bits/sample; H = token entropy bits/sample; accuracies in % (1nn: 1-NN "
+          f"Euclidean, mr: MiniRocket, bag: 1-NN on token histograms, sax/sfa words: 1-NN with MINDIST)")
     for r in rates:
-        print(f"\n## {r} bits/sample\n\n{table(results, r, seen)}\n")
-        print("\n".join(verdicts(results, r)))
+        print(f"\n## {r} bits/sample\n\n{table(results, r, seen)}\n\n{usefulness_table(results, r)}\n")
+        print("\n".join(verdicts(results, r) + (verdicts(results, r, "loo") if loo else [])))
     print(f"\nCPU time {time.process_time() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

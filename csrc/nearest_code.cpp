@@ -65,18 +65,18 @@ cpu::Kernel<acc_t> select_kernel() {
   }
 }
 
-// Copies `rows` rows of a strided [N, D] tensor into a dense [MR, D] tile, converting to acc_t and
+// Copies `rows` rows (from row0 on) of strided rows into a dense [MR, D] tile, converting to acc_t and
 // subtracting the codebook mean mu; zero-fills the rest of the tile.
 template <typename scalar_t, typename acc_t>
-void pack_rows(const scalar_t* src, int64_t s0, int64_t s1, int64_t row0, int64_t rows, int64_t D, int64_t MR,
+void pack_rows(const scalar_t* src, const RowLayout& L, int64_t row0, int64_t rows, int64_t D, int64_t MR,
                const acc_t* mu, acc_t* tile) {
   for (int64_t r = 0; r < rows; ++r) {
-    const scalar_t* row = src + (row0 + r) * s0;
+    const scalar_t* row = src + L.offset(row0 + r);
     acc_t* out = tile + r * D;
-    if (s1 == 1) {
+    if (L.sd == 1) {
       for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d]) - mu[d];
     } else {
-      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d * s1]) - mu[d];
+      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d * L.sd]) - mu[d];
     }
   }
   std::memset(tile + rows * D, 0, sizeof(acc_t) * (MR - rows) * D);
@@ -132,7 +132,9 @@ constexpr int64_t kTinyCodebook = 4;
 template <typename scalar_t, typename acc_t>
 void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, at::Tensor& dist2) {
   const auto kernel = select_kernel<acc_t>();
-  const int64_t N = x.size(0), D = x.size(1), K = codebook.size(0);
+  // x is [B, T, D] with any strides (the 2-D op passes [1, N, D]); rows are read in place
+  const RowLayout L{x.size(1), x.stride(0), x.stride(1), x.stride(2)};
+  const int64_t N = x.size(0) * x.size(1), D = x.size(2), K = codebook.size(0);
   const int64_t MR = kernel.MR, NR = kernel.NR;
   const int64_t npanels = (K + NR - 1) / NR;
   // Direct differences (tiny codebooks, or small D: see nearest_code.h) need no centring; the
@@ -182,7 +184,6 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
   if (N == 0) return;
 
   const scalar_t* X = x.data_ptr<scalar_t>();
-  const int64_t s0 = x.stride(0), s1 = x.stride(1);
   int64_t* out_idx = indices.data_ptr<int64_t>();
   acc_t* out_dist = dist2.data_ptr<acc_t>();
   const int64_t nblocks = (N + MR - 1) / MR;
@@ -196,7 +197,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
       bool finite = true;
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t row0 = b * MR, rows = std::min<int64_t>(MR, N - row0);
-        pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, mu.data(), tile.data());
+        pack_rows<scalar_t, acc_t>(X, L, row0, rows, D, MR, mu.data(), tile.data());
         for (int64_t r = 0; r < rows; ++r) {
           const acc_t* xr = tile.data() + r * D;
           int64_t arg = 0;
@@ -205,7 +206,7 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
             const acc_t dist = squared_distance(xr, C + k * D, D);
             if (dist < best) best = dist, arg = k;  // strict: the lowest index wins ties
           }
-          if (!std::isfinite(best)) finite &= row_finite<scalar_t, acc_t>(X + (row0 + r) * s0, s1, D);
+          if (!std::isfinite(best)) finite &= row_finite<scalar_t, acc_t>(X + L.offset(row0 + r), L.sd, D);
           out_idx[row0 + r] = arg;
           out_dist[row0 + r] = best;
         }
@@ -221,11 +222,11 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
     bool finite = true;
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t row0 = b * MR, rows = std::min<int64_t>(MR, N - row0);
-      pack_rows<scalar_t, acc_t>(X, s0, s1, row0, rows, D, MR, mu.data(), tile.data());
+      pack_rows<scalar_t, acc_t>(X, L, row0, rows, D, MR, mu.data(), tile.data());
       (direct ? kernel.direct : kernel.fn)(tile.data(), D, P, Q, npanels, best.data(), arg.data());
       for (int64_t r = 0; r < rows; ++r) {
         const acc_t dist = direct ? best[r] : squared_distance(tile.data() + r * D, C + arg[r] * D, D);
-        if (!std::isfinite(dist)) finite &= row_finite<scalar_t, acc_t>(X + (row0 + r) * s0, s1, D);
+        if (!std::isfinite(dist)) finite &= row_finite<scalar_t, acc_t>(X + L.offset(row0 + r), L.sd, D);
         out_idx[row0 + r] = arg[r];
         out_dist[row0 + r] = dist;
       }
@@ -237,15 +238,20 @@ void run(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, a
 
 }  // namespace
 
+void nearest_code_rows_cpu(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, at::Tensor& dist2) {
+  TORCH_INTERNAL_ASSERT(x.dim() == 3 && x.device().is_cpu() && indices.is_contiguous() && dist2.is_contiguous());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    run<scalar_t, acc_t>(x, codebook, indices, dist2);
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x, const at::Tensor& codebook) {
   check_inputs(x, codebook);
   TORCH_INTERNAL_ASSERT(x.device().is_cpu());
   at::Tensor indices = at::empty({x.size(0)}, x.options().dtype(at::kLong));
   at::Tensor dist2 = at::empty({x.size(0)}, x.options().dtype(dist_dtype(x.scalar_type())));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "nearest_code_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    run<scalar_t, acc_t>(x, codebook, indices, dist2);
-  });
+  nearest_code_rows_cpu(x.unsqueeze(0), codebook, indices, dist2);
   return {indices, dist2};
 }
 

@@ -22,4 +22,15 @@ at::ScalarType dist_dtype(at::ScalarType input);
 
 std::tuple<at::Tensor, at::Tensor> nearest_code_cpu(const at::Tensor& x, const at::Tensor& codebook);
 
+// Rows of a [B, T, D] tensor with any strides (e.g. the transposed view of channels-first latents
+// [B, D, T]): row n = (n / T, n % T) starts at (n / T) * sb + (n % T) * st; its elements are sd apart.
+struct RowLayout {
+  int64_t T, sb, st, sd;
+  int64_t offset(int64_t n) const { return (n / T) * sb + (n % T) * st; }
+};
+
+// The CPU search on such rows, read in place: indices (int64) and dist2 (dist_dtype), contiguous
+// with B * T elements. x and codebook must have passed check_inputs' dtype/device/D checks.
+void nearest_code_rows_cpu(const at::Tensor& x, const at::Tensor& codebook, at::Tensor& indices, at::Tensor& dist2);
+
 }  // namespace vqaudio

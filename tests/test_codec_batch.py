@@ -106,6 +106,32 @@ def test_series_lists(tmp_path):
         codec.encode([items[0], items[1][:1]])
 
 
+def test_per_channel_series_lists_code_every_channel_alone(tmp_path):
+    """A single-channel series model batches the channels of all items as rows, each with its own statistics: the
+    same codes, statistics and decoded series as coding the items one at a time (what the series benchmark uses)."""
+    torch.manual_seed(0)
+    codec = Codec(VQVAE(VQVAEConfig(kind="series", sample_rate=None, hidden=8, max_hidden=16, dim=8, n_q=3,
+                                    codebook_size=16, strides=[2, 2], kmeans_init=False)), name="series")
+    assert codec.per_channel
+    g = torch.Generator().manual_seed(2)
+    items = [torch.randn(c, n, generator=g).cumsum(-1) * (1 + 10 * k) + k for k, (c, n) in
+             enumerate(((3, 301), (1, 77), (2, 1000), (1, 5), (4, 640), (2, 4)))]
+    codec.chunk_steps = 512  # the 640- and 1000-step items are coded one by one, the others batched as rows
+    many = codec.encode(items, n_q=2)
+    same_codes(many, [codec.encode(x, n_q=2) for x in items])
+    assert [c.codes.shape[:2] for c in many] == [(x.shape[0], 2) for x in items]
+    torch.testing.assert_close(torch.tensor(many[0].stats["mean"]), items[0].mean(-1))
+    decoded = codec.decode(many)
+    for (y, rate), c, x in zip(decoded, many, items, strict=True):
+        assert rate is None and y.shape == x.shape
+        torch.testing.assert_close(y, codec.decode(c)[0], atol=1e-4, rtol=1e-5)
+    alone = codec.encode(items[0][1:2], n_q=2)  # a channel coded alone = the same channel of its series
+    assert torch.equal(alone.codes[0], many[0].codes[1])
+    torch.testing.assert_close(codec.decode(alone)[0][0], decoded[0][0][1], atol=1e-4, rtol=1e-5)
+    with pytest.raises(AudioError, match=r"input\[1\]: .*3 time step"):
+        codec.encode([items[0], items[0][:, :3]])
+
+
 def test_batches_are_padding_aware():
     assert batches([5, 100, 7, 90, 6], budget=200) == [[1, 3], [2, 4, 0]]
     assert batches([300, 1], budget=200) == [[0], [1]]  # an item over the budget goes alone

@@ -42,7 +42,7 @@ def test_matches_vector_quantize_pytorch():
     vqp = pytest.importorskip("vector_quantize_pytorch")
     torch.manual_seed(1)
     levels = [8, 5, 5, 5]
-    ours, theirs = FSQ(levels), vqp.FSQ(levels=levels, channel_first=True)
+    ours, theirs = FSQ(levels, noise_dropout=0.0), vqp.FSQ(levels=levels, channel_first=True)  # the peer: no noise
     z = torch.randn(4, 4, 64) * 3
     q, idx = theirs(z)
     out = ours(z)
@@ -136,7 +136,7 @@ def test_residual_fsq_gradient_goes_straight_through_the_stack_and_the_bound():
 
 
 def test_clamp_bound_has_equal_cells():
-    fsq = FSQ([5], bound="clamp")
+    fsq = FSQ([5], bound="clamp").eval()
     z = torch.linspace(-1, 1, 2001)[None, None]
     codes = fsq(z).quantized
     assert (codes - z).abs().max() <= 0.25 + 1e-6  # half a step of 2 / (L - 1)
@@ -177,3 +177,31 @@ def test_other_bad_options_are_config_errors():
         FSQ([5, 5], scale=[1.0])
     with pytest.raises(ConfigError, match="n_q"):
         ResidualFSQ(0, 4, [5, 5])
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_noise_dropout_substitutes_noise_within_a_cell_in_training_only(residual):
+    torch.manual_seed(6)
+    levels = [8, 5, 5, 5]
+    fsq = ResidualFSQ(1, 4, levels) if residual else FSQ(levels, bound="clamp")
+    assert fsq.noise_dropout == 0.5  # the default
+    z = torch.rand(4, 4, 500) * 1.8 - 0.9  # inside the clamp, and tanh(z) inside (-1, 1)
+    bounded = torch.tanh(z) if residual else z
+    rounded = fsq.eval()(z).quantized
+    noisy = fsq.train()(z).quantized
+    off_grid = (noisy - rounded).abs() > 1e-6
+    assert 0.45 < off_grid.float().mean().item() < 0.55  # about half the elements
+    cell = 2 / (torch.tensor(levels, dtype=torch.float32)[:, None] - 1)
+    assert bool(((noisy - bounded).abs() <= cell / 2 + 1e-6).all())  # noise within the input's own cell
+    assert torch.equal(fsq(z).indices if not residual else fsq(z).codes[:, 0], fsq.encode(z) if not residual
+                       else fsq.encode(z)[:, 0])  # the codes stay the rounded ones
+    exact = ResidualFSQ(1, 4, levels, noise_dropout=0.0) if residual else FSQ(levels, bound="clamp", noise_dropout=0.0)
+    torch.testing.assert_close(exact.train()(z).quantized, rounded)
+
+
+def test_noise_dropout_must_be_a_probability():
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ConfigError, match="noise_dropout"):
+            ResidualFSQ(1, 4, [5, 5], noise_dropout=bad)
+        with pytest.raises(ConfigError, match="noise_dropout"):
+            FSQ([5, 5], noise_dropout=bad)

@@ -410,3 +410,25 @@ def test_series_codec_tokens_and_samples(tmp_path: Path) -> None:
     primed = sample(prior, codec, n=1, frames=5, seed=0, prime=tmp_path / "data" / "s1.npy", out_dir=tmp_path / "o2")
     x = np.load(primed[1])
     assert x.shape == (110, 3) and abs(x.mean() - 50) < 25  # de-normalised with the prime's statistics
+
+
+def test_per_channel_series_codec_tokens_and_primed_samples(tmp_path: Path) -> None:
+    """A channels=1 series codec (the generalist `series`): each channel of a file is a sequence, and a sample
+    primed with a 3-channel file continues its first channel at that channel's scale."""
+    from vqaudio.codec import load_codec
+    from vqaudio.models.vqvae import VQVAE, VQVAEConfig
+
+    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=1, hidden=4, max_hidden=8, dim=4, n_q=2,
+                              codebook_size=8, strides=[2]))
+    codec = load_codec(save_model(tmp_path / "codec", model.eval()))
+    (tmp_path / "data").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        x = rng.standard_normal((100, 3)) * [1, 10, 100] + [50, -20, 0]
+        np.save(tmp_path / "data" / f"s{i}.npy", x.astype(np.float32))
+    corpus = extract_tokens(codec, tmp_path / "data", tmp_path / "cache")
+    assert len(corpus) == 6 and corpus.seqs[0].shape == (2, 50)  # a sequence per channel
+    prior = WaveNetPrior(_small(8, 2, codec=codec_meta(codec)))
+    primed = sample(prior, codec, n=1, frames=5, seed=0, prime=tmp_path / "data" / "s1.npy", out_dir=tmp_path / "o")
+    x = np.load(primed[1])
+    assert x.shape == (110, 1) and abs(x.mean() - 50) < 25  # the first channel's statistics

@@ -52,7 +52,7 @@ def test_every_family_trains_codes_and_decodes(family):
 def test_default_config_is_unchanged_for_older_readers():
     d = VQVAEConfig().to_dict()
     for key in ("quantizer", "rotation_trick", "codebook_dim", "l2_normalize", "levels", "entropy_loss_weight",
-                "diversity_gamma", "spherical", "inv_temperature"):
+                "diversity_gamma", "spherical", "inv_temperature", "noise_dropout"):
         assert key not in d
     assert VQVAEConfig(quantizer="fsq", levels=(8, 5, 5, 5), codebook_size=1000).to_dict()["levels"] == [8, 5, 5, 5]
 
@@ -73,6 +73,8 @@ def test_default_config_is_unchanged_for_older_readers():
     (dict(levels="8,5"), "invalid value"),
     (dict(quantizer="lfq", codebook_size=16, inv_temperature=0.0), "inv_temperature must be > 0"),
     (dict(inv_temperature=10.0), "inv_temperature applies to quantizer lfq"),
+    (dict(quantizer="fsq", levels=[4, 4], noise_dropout=1.5), "noise_dropout must be a number in \\[0, 1\\]"),
+    (dict(noise_dropout=0.0), "noise_dropout applies to quantizer fsq"),
 ])
 def test_bad_quantizer_options_are_one_line_config_errors(options, match):
     with pytest.raises(ConfigError, match=match) as err:
@@ -95,7 +97,9 @@ def run_train_cli(monkeypatch, tmp_path, *flags: str) -> VQVAEConfig | int:
 
 def test_train_flags_reach_the_model_config(monkeypatch, tmp_path):
     config = run_train_cli(monkeypatch, tmp_path, "--quantizer", "fsq", "--levels", "8,5,5,5")
-    assert (config.quantizer, config.levels, config.codebook_size) == ("fsq", [8, 5, 5, 5], 1000)
+    assert (config.quantizer, config.levels, config.codebook_size, config.noise_dropout) == ("fsq", [8, 5, 5, 5], 1000, 0.5)
+    config = run_train_cli(monkeypatch, tmp_path, "--quantizer", "fsq", "--levels", "8,5,5,5", "--noise-dropout", "0")
+    assert config.noise_dropout == 0.0
     config = run_train_cli(monkeypatch, tmp_path, "--codebook-dim", "8", "--l2-normalize", "--rotation-trick",
                            "--codebook-size", "1024")
     assert (config.quantizer, config.codebook_dim, config.l2_normalize, config.rotation_trick) == ("vq", 8, True, True)

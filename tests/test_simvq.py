@@ -18,23 +18,29 @@ def test_lookup_is_the_nearest_mapped_code_through_the_fused_op(monkeypatch):
     torch.manual_seed(0)
     vq = SimVQ(8, 64).eval()
     seen = []
-    real = torch.ops.vqaudio.nearest_code
 
-    class Spy:
-        def __call__(self, x, codebook):
+    class Spy:  # records the codebook each search op is given
+        def __init__(self, real):
+            self.real = real
+
+        def __call__(self, x, codebook, *args):
             seen.append(codebook.clone())
-            return real(x, codebook)
+            return self.real(x, codebook, *args)
 
         def __getattr__(self, name):
-            return getattr(real, name)
+            return getattr(self.real, name)
 
-    monkeypatch.setattr(torch.ops.vqaudio, "nearest_code", Spy())
+    # training searches through the fused channels-first op, encode through nearest_code
+    for name in ("nearest_code", "quantize_channels"):
+        monkeypatch.setattr(torch.ops.vqaudio, name, Spy(getattr(torch.ops.vqaudio, name)))
     z = torch.randn(3, 8, 20)
     out = vq(z)
-    mapped = vq.frozen_codebook @ vq.code_transform.weight.T
+    mapped = vq.frozen_codebook @ vq.code_transform.weight.T + vq.code_transform.bias
     torch.testing.assert_close(seen[0], mapped)
     expected = torch.cdist(rows_of(z).double(), mapped.double()).argmin(1).view(3, 20)
     assert torch.equal(out.indices, expected) and torch.equal(vq.encode(z), expected)
+    assert len(seen) == 2
+    torch.testing.assert_close(seen[1], mapped)
     torch.testing.assert_close(out.quantized, mapped[expected].transpose(1, 2))
     torch.testing.assert_close(vq.decode(expected), out.quantized)
 
@@ -45,14 +51,15 @@ def test_losses_and_gradients_by_hand():
     vq = SimVQ(4, 16, beta=beta).train()
     z = torch.randn(2, 4, 10, requires_grad=True)
     out = vq(z)
-    mapped = (vq.frozen_codebook @ vq.code_transform.weight.T).detach()
+    mapped = (vq.frozen_codebook @ vq.code_transform.weight.T + vq.code_transform.bias).detach()
     x, e = rows_of(z.detach()), mapped[out.indices.reshape(-1)]
     assert out.loss.item() == pytest.approx((1 + beta) * (x - e).square().mean().item(), rel=1e-5)
     out.loss.backward()
     torch.testing.assert_close(rows_of(z.grad), beta * 2 * (x - e) / x.numel())  # commitment only reaches z
-    # the codebook term reaches the map: d/dW mean ||W c_k - sg[x]||² = 2/n sum (W c - x) c^T
+    # the codebook term reaches the map: d/dW mean ||W c_k + b - sg[x]||² = 2/n sum (W c + b - x) c^T
     c = vq.frozen_codebook[out.indices.reshape(-1)]
     torch.testing.assert_close(vq.code_transform.weight.grad, 2 * (e - x).T @ c / x.numel())
+    torch.testing.assert_close(vq.code_transform.bias.grad, 2 * (e - x).sum(0) / x.numel())
     assert not vq.frozen_codebook.requires_grad
 
 
@@ -67,7 +74,8 @@ def test_output_gradient_straight_through_or_rotated(rotation_trick):
     expected = rotation_vjp(rows_of(z.detach()), rows_of(out.quantized.detach()), rows_of(upstream)) if rotation_trick \
         else rows_of(upstream)
     torch.testing.assert_close(rows_of(z.grad), expected)
-    assert vq.code_transform.weight.grad is None  # the output is detached from the map (it learns by its loss)
+    grad_w = vq.code_transform.weight.grad  # the output gives the map no gradient (it learns by its loss)
+    assert grad_w is None or not grad_w.any()
 
 
 def test_training_the_map_reduces_the_error_and_keeps_codes_in_use():
@@ -119,10 +127,53 @@ def test_losses_and_gradients_with_beta_zero():
     vq = SimVQ(4, 16, beta=0.0).train()
     z = torch.randn(2, 4, 10, requires_grad=True)
     out = vq(z)
-    mapped = (vq.frozen_codebook @ vq.code_transform.weight.T).detach()
+    mapped = (vq.frozen_codebook @ vq.code_transform.weight.T + vq.code_transform.bias).detach()
     x, e = rows_of(z.detach()), mapped[out.indices.reshape(-1)]
     assert out.loss.item() == pytest.approx((x - e).square().mean().item(), rel=1e-5)
     out.loss.backward()
     assert z.grad is None or z.grad.abs().sum() == 0  # no commitment
     c = vq.frozen_codebook[out.indices.reshape(-1)]
     torch.testing.assert_close(vq.code_transform.weight.grad, 2 * (e - x).T @ c / x.numel())
+
+
+def small_latents() -> torch.Tensor:
+    """A new encoder's output: frames close to one point away from the origin, anisotropic."""
+    torch.manual_seed(7)
+    scales = torch.logspace(-3, -1.5, 16)
+    return torch.randn(8, 16, 64) * scales[None, :, None] + 0.2 * torch.randn(1, 16, 1)
+
+
+def test_data_init_fits_the_map_to_the_first_batch():
+    z = small_latents()
+    torch.manual_seed(0)
+    collapsed = SimVQ(16, 256, data_init=False).train()(z)
+    torch.manual_seed(0)
+    vq = SimVQ(16, 256).train()
+    out = vq(z)
+    codes, rows = vq.codes().detach().double(), rows_of(z).double()
+    torch.testing.assert_close(codes.mean(0), rows.mean(0), rtol=1e-4, atol=1e-8)  # the latents' mean ...
+    cov_codes, cov_rows = torch.cov(codes.T, correction=0), torch.cov(rows.T, correction=0)
+    s2 = (cov_codes.trace() / cov_rows.trace()).item()  # ... their covariance times s^2 ...
+    torch.testing.assert_close(cov_codes, s2 * cov_rows, rtol=1e-3, atol=1e-9)
+    distortion = torch.ops.vqaudio.nearest_code(rows_of(z), vq.codes().detach())[1].double().mean() / cov_rows.trace()
+    assert 0 < s2 < 1 and abs(s2 - (1 - distortion.item())) < 0.05  # ... at the k-means fixed point s^2 = 1 - D
+    # a random map leaves these latents on a handful of codes; the fitted one spreads them
+    assert collapsed.perplexity.item() < 10 and out.perplexity.item() > 80
+
+
+def test_data_init_happens_once_and_not_after_loading_a_state():
+    z = small_latents()
+    vq = SimVQ(16, 64).train()
+    vq(z)
+    fitted = vq.code_transform.weight.detach().clone()
+    vq(z * 100)
+    torch.testing.assert_close(vq.code_transform.weight, fitted)  # the second batch does not refit
+    loaded = SimVQ(16, 64)
+    loaded.load_state_dict(SimVQ(16, 64).state_dict())
+    before = loaded.code_transform.weight.detach().clone()
+    loaded.train()(z)
+    torch.testing.assert_close(loaded.code_transform.weight, before)  # a checkpoint's map is kept
+    evaluated = SimVQ(16, 64).eval()
+    before = evaluated.code_transform.weight.detach().clone()
+    evaluated(z)
+    torch.testing.assert_close(evaluated.code_transform.weight, before)  # inference never fits

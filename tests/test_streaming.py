@@ -1,6 +1,6 @@
-"""Streaming encode and decode (vqaudio/streaming.py) with the shipped speech-8k model on real speech: codes equal
-to the offline ``encode`` bit for bit for any push sizes, audio equal to ``decode`` to float rounding, and the
-declared ``codec.latency`` checked by perturbing the input after it."""
+"""Streaming encode and decode (vqaudio/streaming.py) with the shipped speech-8k model on real speech: the same
+code bits for any push sizes, equal to the offline ``encode`` but for float near-ties (NEAR_TIES), audio equal to
+``decode`` to float rounding, and the declared ``codec.latency`` checked by perturbing the input after it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from test_model_names import FIXTURE, signal
 
 from vqaudio.codec import load_codec, load_codes
 
+NEAR_TIES = 0.002  # share of frames whose codes may differ from the offline encoder's (long chunks: other rounding)
 DECODE_ATOL = 1e-5  # streamed vs offline audio: float rounding of conv windows of other lengths (seen: ~5e-7)
 
 
@@ -52,22 +53,42 @@ def stream_encode(codec, x: torch.Tensor, seed: int, **kw) -> torch.Tensor:
     return torch.cat([*random_pushes(x, enc.push, seed), enc.flush()], dim=-1)
 
 
+def one_push(codec, x: torch.Tensor, **kw) -> torch.Tensor:
+    """The stream encoder fed the whole input at once."""
+    enc = codec.stream_encoder(**kw)
+    return torch.cat([enc.push(x), enc.flush()], dim=-1)
+
+
+def stream_codes(codec, x: torch.Tensor):
+    """``codec.encode(x)``'s Codes holding the stream encoder's codes (to decode them offline)."""
+    c = codec.encode(x, 8000)
+    c.codes = one_push(codec, x)
+    return c
+
+
+def assert_near_offline(streamed: torch.Tensor, offline: torch.Tensor) -> None:
+    assert streamed.shape == offline.shape
+    differ = (streamed != offline).any(-2).sum().item()  # frames with any level's code different
+    assert differ <= NEAR_TIES * offline.shape[-1] * offline.shape[0], (differ, offline.shape)
+
+
 @pytest.mark.parametrize("seed", [0, 1])
-def test_streamed_codes_equal_encode_bit_for_bit(codec, speech, seed):
+def test_streamed_codes_are_the_same_bits_for_any_pushes(codec, speech, seed):
+    whole = one_push(codec, speech)
+    assert whole.shape == (1, 4, -(-speech.shape[-1] // codec.hop))
+    assert torch.equal(stream_encode(codec, speech, seed), whole)
     offline = codec.encode(speech, 8000).codes
-    assert offline.shape == (1, 4, -(-speech.shape[-1] // codec.hop))
-    streamed = stream_encode(codec, speech, seed)
-    assert torch.equal(streamed, offline)
-    # and the same as one model call on the whole file, here (near-ties aside, see test_codec)
-    whole = codec.model.encode(speech[:, None])
-    assert (whole != offline).any(1).sum() <= 0.001 * offline.shape[-1]
+    print(f"stream vs offline encode: {(whole != offline).any(1).sum().item()} of {whole.shape[-1]} frames differ")
+    assert_near_offline(whole, offline)
 
 
 def test_stereo_every_length_near_a_block_and_n_q(codec, speech):
     x = torch.cat([speech[:, :30_000], speech[:, 5_000:35_000]])  # [2, T]: channels are items
     for length in (1, 83, 84, 85, 16 * 84 - 1, 16 * 84 + 275, 30_000):
         y = x[:, :length]
-        assert torch.equal(stream_encode(codec, y, length, n_q=2), codec.encode(y, 8000, n_q=2).codes), length
+        streamed = stream_encode(codec, y, length, n_q=2)
+        assert torch.equal(streamed, one_push(codec, y, n_q=2)), length
+        assert_near_offline(streamed, codec.encode(y, 8000, n_q=2).codes)
 
 
 def test_fixture_and_resampled_input(codec):
@@ -78,7 +99,7 @@ def test_fixture_and_resampled_input(codec):
     fixture = load_codes(FIXTURE).codes
     assert (offline != fixture).sum() <= 2  # written by the earlier chunking: near-ties may differ
     streamed = stream_encode(codec, x, 3, sample_rate=sr)
-    assert (streamed != offline).sum() <= 0.001 * offline.numel()  # the resampler's rounding (exact at 8 kHz)
+    assert (streamed != offline).sum() <= 0.002 * offline.numel()  # the resampler's and the chunks' rounding
     dec = codec.stream_decoder()
     y = torch.cat([*random_pushes(fixture, dec.push, 4, largest=5), dec.flush()], -1)
     ref, _ = codec.decode(load_codes(FIXTURE), "model")
@@ -118,7 +139,7 @@ def test_latency_holds_and_is_tight(codec, speech):
     assert a.shape[-1] >= cut - lat.samples  # everything up to `latency` before the newest sample is out
     assert a.shape[-1] < cut - lat.samples + codec.hop  # and no more than the receptive fields allow
     assert torch.equal(a, b)
-    whole_y, _ = codec.decode(codec.encode(y, 8000), "model")
+    whole_y, _ = codec.decode(stream_codes(codec, y), "model")
     torch.testing.assert_close(a, whole_y[:, : a.shape[-1]], atol=DECODE_ATOL, rtol=0)  # what was out is final
     # tight: the encoder's frame f sees sample f hop + 274, the decoder's frame f - 11 sees code f
     m, hop, f = codec.model, codec.hop, 200
@@ -145,7 +166,9 @@ def test_series_stream(tmp_path: Path):
     x = torch.randn(3, 5001).cumsum(-1)
     codes = codec.encode(x)
     _, stats = model.normalize(x[None])
-    assert torch.equal(stream_encode(codec, x, 7, stats=stats), codes.codes)
+    streamed = stream_encode(codec, x, 7, stats=stats)
+    assert torch.equal(streamed, one_push(codec, x, stats=stats))
+    assert_near_offline(streamed, codes.codes)
     assert codec.latency.ms is None
 
 
@@ -201,25 +224,26 @@ def test_train_a_causal_model_and_its_latency_holds(tmp_path, speech_dir, speech
         enc, dec = codec.stream_encoder(), codec.stream_decoder()
         outs.append(torch.cat(random_pushes(sig[:, :cut], lambda p, e=enc, d=dec: d.push(e.push(p)), 8), -1))
     assert outs[0].shape[-1] >= cut - lat.samples and torch.equal(outs[0], outs[1])
-    whole, _ = codec.decode(codec.encode(y, 8000), "model")
+    whole, _ = codec.decode(stream_codes(codec, y), "model")
     torch.testing.assert_close(outs[0], whole[:, : outs[0].shape[-1]], atol=DECODE_ATOL, rtol=0)
-    assert torch.equal(stream_encode(codec, x, 9), codec.encode(x, 8000).codes)
+    assert torch.equal(stream_encode(codec, x, 9), one_push(codec, x))
+    assert_near_offline(one_push(codec, x), codec.encode(x, 8000).codes)
 
 
 def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
-    """What the exactness rests on: the encoder's windows give the same bits at 1 or 2 threads, and batched
-    (offline, up to ``MAX_BATCH`` items a call) or one at a time (a stream)."""
+    """What the stream's exactness rests on: the encoder's windows give the same bits at 1 or 2 threads, and
+    batched (a whole input pushed at once: up to ``MAX_BATCH`` windows a call) or one at a time."""
     from vqaudio import streaming
 
     x = speech[:, : 5 * 8000]
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = codec.encode(x, 8000).codes
+        one = one_push(codec, x)
         torch.set_num_threads(2)
-        two = codec.encode(x, 8000).codes
+        two = one_push(codec, x)
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
     monkeypatch.setattr(streaming, "MAX_BATCH", 1)
-    assert torch.equal(codec.encode(x, 8000).codes, one)
+    assert torch.equal(one_push(codec, x), one)

@@ -49,9 +49,14 @@ def masked(stack: nn.Module, frames: list[int], samples: list[int] | None = None
         per_frame = x.shape[-1] // f_max
         return (_zero_past(x, [f * per_frame for f in frames]), *args[1:])
 
-    hooks = [m.register_forward_pre_hook(at_layer) for m in stack.modules() if isinstance(m, Conv | ConvTranspose)]
+    def at_input(module: nn.Module, args: tuple) -> tuple | None:
+        return (_zero_past(args[0], samples), *args[1:]) if min(samples) < args[0].shape[-1] else None
+
+    # items of as many frames as the batch have nothing past their end at any layer: no mask to apply there
+    layers = [m for m in stack.modules() if isinstance(m, Conv | ConvTranspose)] if min(frames) < f_max else []
+    hooks = [m.register_forward_pre_hook(at_layer) for m in layers]
     if samples is not None:
-        hooks.append(stack.register_forward_pre_hook(lambda m, args: (_zero_past(args[0], samples), *args[1:])))
+        hooks.append(stack.register_forward_pre_hook(at_input))
     try:
         yield
     finally:
@@ -74,6 +79,8 @@ def batches(sizes: list[int], budget: int) -> list[list[int]]:
 
 def pad_stack(rows: list[Tensor], length: int) -> Tensor:
     """``[B, ..., length]`` from ``rows`` ``[..., n_i]`` (``n_i <= length``), zero-padded at the end."""
+    if all(r.shape[-1] == length for r in rows):
+        return torch.stack(rows)
     return torch.stack([F.pad(r, (0, length - r.shape[-1])) for r in rows])
 
 
@@ -128,12 +135,37 @@ def _encode_rows(codec, rows: list[Tensor], n_q: int, stats: list | None) -> lis
     return out
 
 
+def _per_item(rows: list[tuple[int, int]], codes: list[Tensor]) -> dict[int, Tensor]:
+    """``{item: codes [rows of the item, n_q, F]}`` from the codes ``[n_q, F]`` of rows ``(item, channel)``."""
+    per_item: dict[int, list[Tensor]] = {}
+    for (i, _), c in zip(rows, codes, strict=True):
+        per_item.setdefault(i, []).append(c)
+    return {i: torch.stack(c) for i, c in per_item.items()}
+
+
+def _series_stats(codec, items: list[Tensor]) -> list:
+    """The RevIN ``SeriesStats`` of each series ``[C, T]`` that coding it alone computes (``[C, 1, 1]``: a row per
+    channel for per-channel models, else ``[1, C, 1]``), computed at once for the items of one shape."""
+    out: list = [None] * len(items)
+    shapes: dict[tuple[int, ...], list[int]] = {}
+    for k, x in enumerate(items):
+        shapes.setdefault(tuple(x.shape), []).append(k)
+    for (c, t), idx in shapes.items():
+        x = torch.stack([items[k] for k in idx])  # [n, C, T]
+        st = codec.model.normalize(x.view(-1, 1, t) if codec.per_channel else x)[1]  # [n * C, 1, 1] or [n, C, 1]
+        rows = c if codec.per_channel else 1
+        for j, k in enumerate(idx):
+            out[k] = type(st)(st.mean[j * rows : (j + 1) * rows], st.std[j * rows : (j + 1) * rows])
+    return out
+
+
 def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | None) -> list:
     """:meth:`vqaudio.codec.Codec.encode` of each item ``[C, T_i]`` (checked float32): a list of ``Codes`` equal to
     encoding them one by one. Items that one call of the codec would chunk are encoded one by one."""
     from vqaudio.errors import AudioError
     from vqaudio.input_warnings import ClipCounter, warn_rate
-    from vqaudio.io import resample_problem
+    from vqaudio.io import check_series_codable, resample_problem
+    from vqaudio.models.vqvae import SeriesStats
     from vqaudio.tokenfile import resampled_length
 
     n_q = codec._n_q(n_q)
@@ -141,17 +173,20 @@ def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | 
     out: list = [None] * len(items)
     if codec.kind == "series":
         for i, x in enumerate(items):
-            if x.shape[0] != codec.channels:
+            if x.shape[0] != codec.channels and not codec.per_channel:
                 raise AudioError(f"series has {x.shape[0]} channel(s) but model {codec.name!r} codes {codec.channels}",
                                  f"input[{i}]")
+            check_series_codable(x, codec.min_length, f"input[{i}]")
         short = [i for i, x in enumerate(items) if x.shape[-1] < limit]
+        # rows: each channel alone with its own RevIN statistics (per-channel models), else the whole series
+        rows = [(i, c) for i in short for c in range(items[i].shape[0] if codec.per_channel else 1)]
         with torch.inference_mode():
-            stats = {i: codec.model.normalize(items[i][None])[1] for i in short}
-            codes = _encode_rows(codec, [items[i] for i in short], n_q, [stats[i] for i in short])
-        for i, c in zip(short, codes, strict=True):
-            st = stats[i]
-            out[i] = codec._codes(c[None], items[i].shape[-1], codec.channels, None, n_q, st, None)
-        return [o if o is not None else codec._encode_series(x, n_q, None) for o, x in zip(out, items, strict=True)]
+            stats = dict(zip(short, _series_stats(codec, [items[i] for i in short]), strict=True))
+            codes = _encode_rows(codec, [items[i][c : c + 1] if codec.per_channel else items[i] for i, c in rows], n_q,
+                                 [SeriesStats(stats[i].mean[c : c + 1], stats[i].std[c : c + 1]) for i, c in rows])
+        for i, c in _per_item(rows, codes).items():
+            out[i] = codec._codes(c, items[i].shape[-1], items[i].shape[0], None, n_q, stats[i], None)
+        return [o if o is not None else codec.encode_series(x, n_q, None) for o, x in zip(out, items, strict=True)]
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
         raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", "input")
     problem = resample_problem(sample_rate, codec.sample_rate)
@@ -166,13 +201,9 @@ def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | 
             lengths = [resampled_length(x.shape[-1], codec.sample_rate, sample_rate) for x in rows]
             rows = resample_rows(resample, rows, lengths, BUDGET_CHUNKS * round(codec.chunk_seconds * sample_rate))
         channels = [(k, c) for k, r in enumerate(rows) for c in range(r.shape[0])]  # mono model: a row per channel
-        codes = _encode_rows(codec, [rows[k][c : c + 1] for k, c in channels], n_q, None)
-    per_item: dict[int, list[Tensor]] = {}
-    for (k, _), c in zip(channels, codes, strict=True):
-        per_item.setdefault(k, []).append(c)
+        codes = _per_item(channels, _encode_rows(codec, [rows[k][c : c + 1] for k, c in channels], n_q, None))
     for k, i in enumerate(short):
-        out[i] = codec._codes(torch.stack(per_item[k]), items[i].shape[-1], items[i].shape[0], sample_rate, n_q, None,
-                              None)
+        out[i] = codec._codes(codes[k], items[i].shape[-1], items[i].shape[0], sample_rate, n_q, None, None)
         clips = ClipCounter()
         clips.push(items[i])
         clips.warn(f"input[{i}]")
@@ -195,8 +226,9 @@ def decode_many(codec, codes_list: list, sample_rate: str | int) -> list[tuple[T
     out: list = [None] * len(codes_list)
     resamplers = {rate: (float("inf"), None) if rate is None else _resampler(codec.sample_rate, rate, codec.chunk_seconds)
                   for rate in {p[0] for p in plans}}
+    max_frames = codec.chunk_frames + codec.decoder_overlap  # what one call decodes in one chunk
     short = [i for i, (c, p) in enumerate(zip(codes_list, plans, strict=True))
-             if c.model_length < resamplers[p[0]][0] and c.frames < codec.chunk_frames + codec.decoder_overlap]
+             if c.model_length < resamplers[p[0]][0] and c.frames < max_frames]
     rows = [(i, k) for i in short for k in range(codes_list[i].items)]  # (item, coded row): a channel, or a series
     decoded: dict[tuple[int, int], Tensor] = {}
     with torch.inference_mode():
@@ -208,8 +240,8 @@ def decode_many(codec, codes_list: list, sample_rate: str | int) -> list[tuple[T
                 x = pad_stack([codes_list[these[g][0]].codes[these[g][1]] for g in group], f_max).to(codec.device)
                 st = None
                 if codec.kind == "series":
-                    st = SeriesStats(*(torch.cat([getattr(plans[these[g][0]][2], k) for g in group]).to(codec.device)
-                                       for k in ("mean", "std")))
+                    st = SeriesStats(*(torch.cat([getattr(plans[i][2], k)[row : row + 1] for i, row in
+                                                  (these[g] for g in group)]).to(codec.device) for k in ("mean", "std")))
                 with masked(codec.model.decoder, [frames[g] for g in group]):
                     y = codec.model.decode(x, stats=st).cpu()  # [B, C, f_max * hop]
                 for k, g in enumerate(group):
@@ -219,9 +251,9 @@ def decode_many(codec, codes_list: list, sample_rate: str | int) -> list[tuple[T
         for i in short:
             by_rate.setdefault(plans[i][0], []).append(i)
         for rate, idx in by_rate.items():
-            if codec.kind == "series":
+            if codec.kind == "series" and not codec.per_channel:
                 wavs = [decoded[(i, 0)] for i in idx]  # [C, length]
-            else:
+            else:  # a row per channel
                 wavs = [torch.cat([decoded[(i, k)] for k in range(codes_list[i].items)]) for i in idx]  # [C, n]
             lengths = [plans[i][1] for i in idx]
             if resamplers[rate][1] is not None:

@@ -8,8 +8,11 @@
     wav, sr = codec.decode(codes)                      # back at the original rate (or "model")
 
 **Channel policy.** Audio models are mono: the ``C`` channels of a file are coded as ``C``
-separate items (``codes[C, n_q, F]``) and restored as ``C`` channels on decode. Series models code
-their ``C`` channels together (``codes[1, n_q, F]``) and need exactly the model's channel count.
+separate items (``codes[C, n_q, F]``) and restored as ``C`` channels on decode. Single-channel series
+models (the generalist ``series``, TOTEM-style) do the same with any ``C``, each channel with its own RevIN
+mean and std (:attr:`Codec.per_channel`); multichannel series models code their ``C`` channels together
+(``codes[1, n_q, F]``) and need exactly the model's channel count. Series shorter than one frame
+(:attr:`Codec.min_length`) or with a constant channel are refused (:func:`vqaudio.io.check_series_codable`).
 
 **Chunking.** Input is resampled to the model's rate and encoded chunk by chunk, each chunk with
 enough context on both sides (the resampler's filter width, the encoder's receptive field) that the
@@ -22,6 +25,7 @@ are read and written block by block (:meth:`Codec.encode_file`, :meth:`Codec.dec
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import tempfile
@@ -43,6 +47,7 @@ from vqaudio.io import (
     _DEFAULT_SUBTYPE,
     atomic_path,
     check_not_truncated,
+    check_series_codable,
     is_audio_path,
     is_series_path,
     load_series,
@@ -257,8 +262,9 @@ class Codec:
     ``name`` and ``sha256`` identify the weights in token files (``sha256`` defaults to
     :func:`weights_sha256`); ``chunk_seconds`` bounds the audio decoded and resampled at once (series:
     ``chunk_steps`` time steps). Longer chunks spread the fixed cost of each conv call.
-    ``block_frames``: the encoder computes frames in blocks of this many, each from a window fixed by its
-    index, offline and streaming alike (:mod:`vqaudio.streaming`): the codes are the same bits either way.
+    ``block_frames``: the stream encoder computes frames in blocks of this many, each from a window fixed by
+    its index (:mod:`vqaudio.streaming`), so its codes are the same bits whatever the push sizes; the offline
+    encoder runs whole chunks (fast), whose codes equal the stream's except at float near-ties.
     """
 
     def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 15.0,
@@ -273,9 +279,16 @@ class Codec:
     kind = property(lambda self: self.config.kind)
     sample_rate = property(lambda self: self.config.sample_rate if self.config.kind == "audio" else None)
     channels = property(lambda self: self.config.channels)
-    hop = property(lambda self: self.model.hop)
+    hop = functools.cached_property(lambda self: self.model.hop)
     n_q = property(lambda self: self.config.n_q)
     codebook_size = property(lambda self: self.config.codebook_size)
+    per_channel = property(lambda self: self.config.kind == "series" and self.config.channels == 1,
+                           doc="Whether each channel of a series is coded alone (any channel count).")
+
+    @property
+    def min_length(self) -> int:
+        """Fewest time steps a series model codes: one frame (``hop``); audio: 1."""
+        return self.hop if self.kind == "series" else 1
 
     @property
     def bits_per_code(self) -> float:
@@ -305,15 +318,15 @@ class Codec:
         steps = self.chunk_seconds * self.config.sample_rate if self.kind == "audio" else self.chunk_steps
         return max(1, round(steps / self.hop))
 
-    @property
+    @functools.cached_property
     def encoder_overlap(self) -> int:
-        """Frames of context each side of an encoder chunk."""
+        """Frames of context each side of an encoder chunk (computed once: the codec's model copy is fixed)."""
         left, right = self.model.encoder_context
         return max(-(-left // self.hop), -(-right // self.hop))
 
-    @property
+    @functools.cached_property
     def decoder_overlap(self) -> int:
-        """Frames of context each side of a decoder chunk."""
+        """Frames of context each side of a decoder chunk (computed once)."""
         return max(self.model.decoder_context)
 
     @property
@@ -344,9 +357,22 @@ class Codec:
         return StreamDecoder(self.model, stats, self.device)
 
     # -- encoding ------------------------------------------------------------------------------
+    def _encoder(self, n_q: int, stats: SeriesStats | None) -> ChunkedRunner:
+        """The offline encoder: whole chunks of :attr:`chunk_frames` frames with :attr:`encoder_overlap` frames of
+        context each side (fast; the stream encoder's codes differ from these only at float near-ties)."""
+        def fn(x: Tensor) -> Tensor:  # [items, C, n] -> [items, n_q, ceil(n / hop)], int32 until the end (memory)
+            return self.model.encode(x.to(self.device), n_q, stats=stats).to("cpu", torch.int32)
+
+        return ChunkedRunner(fn, self.hop, 1, self.encoder_overlap, self.chunk_frames)
+
     @property
     def chunking(self) -> dict[str, int]:
-        """The encoder's window geometry, recorded in token files (``Codes.chunking``)."""
+        """The offline encoder's chunk geometry, recorded in token files (``Codes.chunking``)."""
+        return {"chunk_frames": self.chunk_frames, "overlap_frames": self.encoder_overlap}
+
+    @property
+    def stream_chunking(self) -> dict[str, int]:
+        """The stream encoder's window geometry, recorded in token streams written by :meth:`stream_encoder`."""
         enc = StreamEncoder(self.model, 1, self.block_frames)
         return {"block_frames": enc.block, "left_frames": enc.left, "right_frames": enc.right}
 
@@ -372,7 +398,8 @@ class Codec:
         problem = resample_problem(sample_rate, self.sample_rate)
         if problem:  # the input's rate: an odd-rate file
             raise AudioError(f"{problem} (the model's rate)", source)
-        encoder = self.stream_encoder(n_q, sample_rate)
+        resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds)
+        encoder = self._encoder(n_q, None)
         clips = ClipCounter()
         out: list[Tensor] = []
         length, channels = 0, None
@@ -385,8 +412,11 @@ class Codec:
                 clips.push(block)
                 if progress is not None:
                     progress(block.shape[-1] / sample_rate)
-                out.append(encoder.push(block))
-            out.append(encoder.flush())
+                for y in resampler.push(block):
+                    out += encoder.push(y.unsqueeze(1))  # mono model: channels become items [C, 1, n]
+            for y in resampler.finish():
+                out += encoder.push(y.unsqueeze(1))
+            out += encoder.finish()
         if not length:
             raise AudioError("is empty (0 samples)", source)
         warn_rate(source, sample_rate, self.sample_rate)
@@ -398,7 +428,8 @@ class Codec:
         """Codes of ``wav`` float ``[C, T]`` (or ``[T]``): ``Codes.codes`` int64 ``[items, n_q, ceil(T' / hop)]``.
 
         Audio: ``sample_rate`` is ``wav``'s rate (resampled to the model's); each channel is one item.
-        Series: ``wav`` is ``[C, T]`` with the model's ``C`` (``sample_rate`` is ignored); one item.
+        Series: ``wav`` is ``[C, T]`` (``sample_rate`` is ignored): any ``C`` for a single-channel model (a channel
+        per item), else the model's ``C`` (one item).
 
         A batch, ``[B, C, T]`` or a list of ``[C, T_i]`` of any lengths, gives a list of :class:`Codes`, the same
         codes as encoding the items one at a time, computed in padding-aware batches (:mod:`vqaudio.batch`).
@@ -409,22 +440,26 @@ class Codec:
             return encode_many(self, [_check_wav(x, f"input[{i}]") for i, x in enumerate(wav)], sample_rate, n_q)
         wav = _check_wav(wav, "input")
         if self.kind == "series":
-            return self._encode_series(wav, n_q, None)
+            return self.encode_series(wav, n_q, None)
         step = max(1, round(self.chunk_seconds * sample_rate)) if isinstance(sample_rate, int) else wav.shape[-1]
         return self.encode_stream((wav[:, i : i + step] for i in range(0, wav.shape[-1], step)), sample_rate, n_q)
 
-    def _encode_series(self, x: Tensor, n_q: int | None, source: str | None) -> Codes:
+    def encode_series(self, x: Tensor, n_q: int | None = None, source: str | None = None) -> Codes:
+        """Codes of a series ``x`` float32 ``[C, T]`` (checked finite); errors name ``source``."""
         n_q = self._n_q(n_q)
-        if x.shape[0] != self.channels:
+        if x.shape[0] != self.channels and not self.per_channel:
             raise AudioError(f"series has {x.shape[0]} channel(s) but model {self.name!r} codes {self.channels}", source)
+        check_series_codable(x, self.min_length, source)
+        channels = x.shape[0]
         with torch.inference_mode():
-            x = x.unsqueeze(0)  # [1, C, T]: one item
+            x = x.unsqueeze(1) if self.per_channel else x.unsqueeze(0)  # [C, 1, T]: a channel per item; [1, C, T]
             _, stats = self.model.normalize(x)  # RevIN statistics of the whole series, shared by every chunk
             stats = SeriesStats(stats.mean.cpu(), stats.std.cpu())
-            encoder = StreamEncoder(self.model, n_q, self.block_frames, stats, self.device)
-            step = self.chunk_frames * self.hop
-            out = [encoder.push(x[0, :, i : i + step]) for i in range(0, x.shape[-1], step)] + [encoder.flush()]
-        return self._codes(torch.cat(out, dim=-1), x.shape[-1], self.channels, None, n_q, stats, source)
+            encoder = self._encoder(n_q, stats)
+            step = encoder.chunk * self.hop
+            out = [c for i in range(0, x.shape[-1], step) for c in encoder.push(x[..., i : i + step])]
+            out += encoder.finish()
+        return self._codes(torch.cat(out, dim=-1), x.shape[-1], channels, None, n_q, stats, source)
 
     def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None,
                     progress: Callable[[float, float], None] | None = None) -> Codes:
@@ -438,10 +473,13 @@ class Codec:
             return self._encode_stream_file(path, n_q, name or "stdin", progress)
         path = Path(path)
         name = name or str(path)
+        if path.suffix.lower() == ".ts":
+            raise AudioError("an aeon .ts file holds many cases: encode it with `vqaudio encode` (a .vqa per case) or "
+                             "vqaudio.ts_files.encode_ts", name)
         if self.kind == "series":
             if not is_series_path(path):
                 raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", name)
-            return self._encode_series(load_series(path), n_q, name)
+            return self.encode_series(load_series(path), n_q, name)
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
             raise AudioError(f"{what}, but model {self.name!r} codes audio", name)
@@ -467,7 +505,7 @@ class Codec:
                 x = load_series(Path(tmp) / f"stdin{suffix}")
             except AudioError as err:
                 raise AudioError(str(err).split(": ", 1)[-1], name) from None
-        return self._encode_series(x, n_q, name)
+        return self.encode_series(x, n_q, name)
 
     # -- decoding ------------------------------------------------------------------------------
     def check(self, codes: Codes) -> None:
@@ -485,8 +523,10 @@ class Codec:
                  f"match model {self.name!r} ({self.kind}, {self.sample_rate} Hz, hop {self.hop}, K={self.codebook_size})")
         if codes.n_q > c.n_q:
             fail(f"has {codes.n_q} quantiser levels but model {self.name!r} has {c.n_q}")
-        if self.kind == "series" and (codes.channels != c.channels or codes.stats is None):
-            fail(f"series token file ({codes.channels} channels) does not match model {self.name!r} ({c.channels})")
+        if self.kind == "series" and (codes.stats is None or (codes.items != codes.channels if self.per_channel
+                                                              else codes.channels != c.channels or codes.items != 1)):
+            fail(f"series token file ({codes.channels} channels, {codes.items} coded items) does not match model "
+                 f"{self.name!r} ({c.channels} channel(s){', each channel alone' if self.per_channel else ''})")
 
     def _output_rate(self, codes: Codes, sample_rate: str | int) -> int | None:
         if self.kind == "series":
@@ -510,7 +550,9 @@ class Codec:
             raise ConfigError(f"output sample rate: {problem}")
         stats = None
         if codes.stats is not None:
-            stats = SeriesStats(*(torch.tensor(codes.stats[k], dtype=torch.float32).view(1, -1, 1) for k in ("mean", "std")))
+            shape = (2, -1, 1, 1) if self.per_channel else (2, 1, -1, 1)  # a channel per item, or one item of C channels
+            both = torch.tensor([codes.stats["mean"], codes.stats["std"]], dtype=torch.float32)
+            stats = SeriesStats(*both.view(shape).unbind())
         length = codes.model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
         if rate == codes.orig_sample_rate:
             length = codes.length
@@ -537,7 +579,7 @@ class Codec:
                 for y in _chain(pieces, decoder.finish):
                     y = y[..., :todo_model]  # the last chunk is padded to whole frames
                     todo_model -= y.shape[-1]
-                    y = y[:, 0] if self.kind == "audio" else y[0]  # [C, n]
+                    y = y[:, 0] if self.kind == "audio" or self.per_channel else y[0]  # [C, n]
                     for z in (resampler.push(y) if resampler else (y,)):
                         if todo > 0:
                             yield z[..., :todo]

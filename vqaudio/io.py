@@ -36,6 +36,7 @@ __all__ = [
     "check_not_truncated",
     "header_frames",
     "is_audio_path",
+    "check_series_codable",
     "is_series_path",
     "load_audio",
     "load_series",
@@ -177,6 +178,19 @@ def _check_values(x: torch.Tensor, path: Path) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise AudioError("contains NaN or Inf samples", str(path))
     return x
+
+
+def check_series_codable(x: torch.Tensor, min_length: int, name: str | None = None) -> None:
+    """One-line :class:`AudioError` naming ``name`` unless the series ``x [C, T]`` has at least ``min_length`` steps
+    and no constant channel (RevIN divides by each channel's std: a constant carries no shape to code)."""
+    if x.shape[-1] < min_length:
+        raise AudioError(f"series has {x.shape[-1]} time step(s), but the model codes at least {min_length}", name)
+    low, high = torch.aminmax(x, dim=-1)
+    flat = low == high
+    if bool(flat.any()):
+        c = int(flat.nonzero()[0, 0])
+        which = "the series is" if x.shape[0] == 1 else f"channel {c} (of {x.shape[0]}) is"
+        raise AudioError(f"{which} constant ({float(x[c, 0]):g} throughout): nothing to code", name)
 
 
 # torchaudio's windowed-sinc kernel is [new/g, 1, ~orig/g] for g = gcd(orig, new): rates with a small gcd

@@ -434,7 +434,7 @@ def sample(prior: str | os.PathLike | WaveNetPrior, codec=None, n: int = 1, seco
     g = make_generator(seed, model.embed.weight.device)
     codes = generate(model, n, frames, temperature, top_k, top_p, g, ptok, lab).cpu()  # [n, n_q, P + frames]
     written: list[Path] = []
-    stats = pcodes.stats if pcodes is not None and series else (
+    stats = {k: v[: meta["channels"]] for k, v in pcodes.stats.items()} if pcodes is not None and series else (
         {"mean": [0.0] * meta["channels"], "std": [1.0] * meta["channels"]} if series else None)
     for i in range(n):
         c = Codes(codes[i : i + 1], kind=meta["kind"], model=meta["name"], model_sha256=meta["sha256"],

@@ -4,6 +4,11 @@
 - A *shipped* model lives inside the package, ``vqaudio/pretrained/<name>/`` (a checkpoint folder:
   ``config.json`` + safetensors weights); :data:`MODELS` is the one list of them. A shipped name always
   means the shipped model, even where a local folder has that name (pass ``./speech-8k`` for the folder).
+  A registered name whose weights are not in the package (``series`` until its long run ships) is found in
+  the user model folder, where its recipe's export stage puts it (:attr:`ShippedModel.recipe`); missing
+  there too, the error says which recipe makes it.
+- The default model depends on the input (:func:`default_model`): ``series`` for series files (``.npy``,
+  ``.csv``, ``.ts``), ``speech-8k`` for audio.
 - A *user* model is a checkpoint folder in the user model folder, :func:`user_model_dir`
   (``$VQAUDIO_MODELS``, default ``~/.cache/vqaudio/models``, under ``$XDG_CACHE_HOME`` when set),
   named by its sub-folder.
@@ -26,25 +31,32 @@ from typing import Any
 
 from vqaudio.errors import CheckpointError
 
-__all__ = ["PRETRAINED_DIR", "DEFAULT_MODEL", "MODELS", "MODELS_ENV", "ShippedModel", "ModelEntry", "shipped",
+__all__ = ["PRETRAINED_DIR", "DEFAULT_MODEL", "DEFAULT_SERIES_MODEL", "default_model", "MODELS", "MODELS_ENV", "ShippedModel", "ModelEntry", "shipped",
            "resolve", "is_checkpoint_dir", "user_model_dir", "find_by_sha256", "list_models", "model_entry"]
 
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """What the registry says about a shipped model: a one-line description and the weights' licence."""
+    """What the registry says about a shipped model: a one-line description, the weights' licence, and the
+    recipe that trains and exports it (how to get it when the weights are not installed)."""
 
     description: str
     licence: str
+    recipe: str = ""
 
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_MODEL = "speech-8k"
+DEFAULT_SERIES_MODEL = "series"
 # Every model shipped inside the package, by name (its folder under PRETRAINED_DIR).
 MODELS: dict[str, ShippedModel] = {
     "speech-8k": ShippedModel(
         "speech, 8 kHz mono, hop 84 (95.2 frames/s), 4 x 8-bit codes: 3.05 kbit/s (--n-q 3: 2.29), "
         "trained on the asterisk prompts", "CC-BY-SA-3.0"),
+    DEFAULT_SERIES_MODEL: ShippedModel(
+        "generalist time series, any channel count (each channel alone, RevIN), hop 4, 4 x 8-bit codes: "
+        "2 bits/sample per level (2, 4, 6, 8), trained on aeon's shipped UCR/UEA TRAIN splits and synthetic series",
+        "Apache-2.0", "recipes/series/run.sh"),
 }
 MODELS_ENV = "VQAUDIO_MODELS"
 CONFIG_NAME = "config.json"
@@ -55,6 +67,11 @@ EXPERIMENT_CHECKPOINTS = ("best", "last", "checkpoints/best", "checkpoints/last"
 def is_checkpoint_dir(path: Path) -> bool:
     """Whether ``path`` looks like a checkpoint folder (a ``config.json`` next to ``*.safetensors``)."""
     return (path / CONFIG_NAME).is_file() and any(path.glob("*.safetensors"))
+
+
+def default_model(series: bool) -> str:
+    """The model used without ``--model``: ``series`` for series input, ``speech-8k`` for audio."""
+    return DEFAULT_SERIES_MODEL if series else DEFAULT_MODEL
 
 
 def shipped() -> list[str]:
@@ -72,13 +89,15 @@ def user_model_dir() -> Path:
 
 
 def _user_models() -> dict[str, Path]:
-    """Checkpoint folders in the user model folder by name, except names of shipped models (those win)."""
+    """Checkpoint folders in the user model folder by name, except names of shipped models present in the
+    package (those win; a registered model not in the package is found here)."""
     root = user_model_dir()
     try:
         subs = sorted(root.iterdir()) if root.is_dir() else []
     except OSError:
         return {}
-    return {p.name: p for p in subs if not p.name.startswith(".") and p.name not in MODELS and is_checkpoint_dir(p)}
+    present = set(shipped())
+    return {p.name: p for p in subs if not p.name.startswith(".") and p.name not in present and is_checkpoint_dir(p)}
 
 
 def _is_name(spec: str) -> bool:
@@ -112,9 +131,14 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> tuple[str, Path]:
             ckpt = PRETRAINED_DIR / spec
             if is_checkpoint_dir(ckpt):
                 return spec, ckpt
+            user = _user_models().get(spec)
+            if user is not None:
+                return spec, user
+            how = (f"make it with {MODELS[spec].recipe} (its export stage installs it)" if MODELS[spec].recipe
+                   else "train one with `vqaudio train`")
             raise CheckpointError(
-                f"model {spec!r} is not shipped with this install of vqaudio ({ckpt} is missing); "
-                "train one with `vqaudio train` and pass its folder with --model PATH"
+                f"model {spec!r} is not shipped with this install of vqaudio ({ckpt} is missing) nor in the user "
+                f"model folder {user_model_dir()}; {how}, or pass --model PATH"
             )
         user = _user_models().get(spec)
         if user is not None:
@@ -137,7 +161,7 @@ def resolve(name_or_path: str | os.PathLike | None = None) -> tuple[str, Path]:
 
 def _models() -> list[tuple[str, str, Path]]:
     """``(name, "shipped" | "user", folder)`` of every model installed, shipped first."""
-    return [(n, "shipped", PRETRAINED_DIR / n) for n in MODELS if is_checkpoint_dir(PRETRAINED_DIR / n)] + [
+    return [(n, "shipped", PRETRAINED_DIR / n) for n in shipped()] + [
         (n, "user", p) for n, p in _user_models().items()]
 
 
@@ -163,7 +187,7 @@ def find_by_sha256(sha256: str) -> tuple[str, Path] | None:
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One line of ``vqaudio models``: ``bitrates`` in bit/s (series: bit per time step) for 1..n_q levels."""
+    """One line of ``vqaudio models``: ``bitrates`` in bit/s (series: bits per sample of a channel) for 1..n_q levels."""
 
     name: str
     source: str
@@ -209,7 +233,7 @@ def model_entry(name: str, source: str, folder: Path) -> ModelEntry | None:
     rate = c.sample_rate if c.kind == "audio" else None
     per_level = (rate or 1) / math.prod(c.strides) * code_bits(c.codebook_size)
     bitrates = [round(per_level * n, 3) for n in range(1, c.n_q + 1)]
-    licence = MODELS[name].licence if source == "shipped" else _licence(folder, m)
+    licence = MODELS[name].licence if name in MODELS else _licence(folder, m)
     size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
     return ModelEntry(name, source, str(folder), str(m.get("sha256")), c.kind, rate, bitrates, licence, size)
 

@@ -12,9 +12,12 @@
 **Exact codes.** A convolution's float result at one position depends on the shape of the tensor it is
 computed in (oneDNN/BLAS blocking differs with the length), so computing a frame once in a 20 ms piece
 and once in a 15 s chunk can round differently and flip a code at a near-tie. The stream encoder
-therefore computes every frame from a window fixed by the frame's index alone, and
-:meth:`vqaudio.codec.Codec.encode` *is* this encoder fed the whole file, so both paths give the same
-bits. Frames come in blocks of ``block`` frames; block ``b`` is computed from the input frames
+therefore computes every frame from a window fixed by the frame's index alone: its codes are the same
+bits whatever the push sizes and thread count. :meth:`vqaudio.codec.Codec.encode` runs the whole file in
+long chunks instead (about 3x faster than this encoder fed the whole file, which is what the offline
+speed target needs); its codes equal the stream's except at float near-ties (a few in 10^4 frames on speech).
+Making both the same bits at full speed needs a conv whose summation order does not depend on the
+tensor's length (a C++ kernel for the encoder's layers); not done yet. Frames come in blocks of ``block`` frames; block ``b`` is computed from the input frames
 ``[max(0, b G - left), (b + 1) G - 1 + right)`` (``G = block``; ``left``/``right``: the encoder's receptive
 field rounded up to whole frames). Samples not received yet are zeros in that window: they lie outside
 the receptive field of every frame emitted from it, and a conv output is a sum over its own receptive

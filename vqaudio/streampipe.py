@@ -133,6 +133,7 @@ def encode_pipe(codec, src: BinaryIO, dst: BinaryIO, n_q: int | None, name: str,
         sr, c, blocks = wav_blocks(src, name)
     enc = codec.stream_encoder(n_q, sr)
     like = codec._codes(torch.zeros(c, enc.n_q, 0, dtype=torch.int64), 1, c, sr, enc.n_q, None, name)
+    like.chunking = codec.stream_chunking  # the stream encoder's window geometry, not the offline chunks
     writer = StreamWriter(dst, stream_header(like))
     length = 0
     for x in blocks:

@@ -57,7 +57,8 @@ class Codes:
     """Codes of one file and the metadata needed to decode them (what a ``.vqa`` file holds).
 
     ``codes``: int64 ``[items, n_q, frames]``. Audio models are mono: ``items == channels`` (each
-    channel coded separately). Series models code all channels together: ``items == 1``.
+    channel coded separately). Series models code all channels together (``items == 1``) or, single-channel
+    models such as ``series``, each channel separately (``items == channels``).
     ``length`` is the original number of samples per channel (at ``orig_sample_rate``); for series
     both sample rates are ``None``. ``stats`` holds the series normalisation (``{"mean": [C],
     "std": [C]}``) or is ``None``. ``source`` is the file the codes were read from, if any.
@@ -322,9 +323,10 @@ def _validate(c: Codes, fail) -> None:
     if c.codes.dim() != 3 or c.codes.dtype != torch.int64:
         fail(f"codes must be int64 [items, n_q, frames], got {c.codes.dtype} {list(c.codes.shape)}")
     items, n_q, frames = c.codes.shape
-    want_items = c.channels if c.kind == "audio" else 1
-    if items != want_items:
-        fail(f"{c.kind} codes need {want_items} item(s) for {c.channels} channel(s), got {items}")
+    want_items = (c.channels,) if c.kind == "audio" else (1, c.channels)  # series: together, or a channel per item
+    if items not in want_items:
+        want = " or ".join(str(n) for n in dict.fromkeys(want_items))
+        fail(f"{c.kind} codes need {want} item(s) for {c.channels} channel(s), got {items}")
     if n_q < 1:
         fail("n_q must be at least 1")
     want_frames = -(-c.model_length // c.hop)

@@ -17,7 +17,10 @@ from vqaudio.progress import progress_wanted
 
 HELP = "encode audio/series files or folders to .vqa token files"
 DESCRIPTION = (HELP + ". One input file gives one output (default: IN with .vqa; an existing one needs --force); "
-               "folders and manifests are mirrored under -o, skipping outputs that exist. Outputs never replace inputs.")
+               "folders and manifests are mirrored under -o, skipping outputs that exist. Outputs never replace inputs. "
+               "An aeon .ts file gives a folder (default: IN without .ts; -o DIR) of one .vqa per case, in a "
+               "sub-folder per class label. Without --model, series files (.npy, .csv, .ts) use the series model, "
+               "everything else speech-8k.")
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ class _Encode:
 def register(subparsers) -> None:
     p = subparsers.add_parser("encode", help=HELP, description=DESCRIPTION)
     p.add_argument("inputs", nargs="+", metavar="IN",
-                   help="audio file, series file (.npy/.csv), folder (recursive), manifest (.txt/.lst/.list/.scp: a path "
+                   help="audio file, series file (.npy/.csv, or an aeon .ts of many cases), folder (recursive), manifest (.txt/.lst/.list/.scp: a path "
                         "per line), or - for stdin (wav, flac, ogg, ...; read whole; the output then goes to stdout "
                         "unless -o names a file)")
     p.add_argument("-o", "--output", metavar="OUT",
@@ -80,19 +83,24 @@ def register(subparsers) -> None:
     p.add_argument("--rate", type=int, default=None, metavar="HZ", help="--stream: raw signed 16-bit PCM input at HZ")
     p.add_argument("--channels", type=int, default=None, metavar="C", help="--stream: channels of raw PCM (default 1)")
     add_batch_flags(p, "shipped or user model name (see `vqaudio models`), or a checkpoint/experiment folder "
-                       "(default: the shipped speech-8k; ./NAME for a local folder named like a model)")
+                       "(default: series for .npy/.csv/.ts files, else speech-8k; ./NAME for a local folder named "
+                       "like a model)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vqaudio.codec import load_codec
     from vqaudio.io import is_audio_path, is_series_path
+    from vqaudio.ts_files import is_ts_path
 
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
     device = device_arg(args.device)
-    codec = load_codec(args.model, device=device)  # fail fast (and once) on a bad --model or --n-q
+    model = args.model if args.model is not None else default_model(args.inputs)
+    codec = load_codec(model, device=device)  # fail fast (and once) on a bad --model or --n-q
     if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
         raise ConfigError(f"--n-q must be in [1, {codec.n_q}] for model {codec.name!r}, got {args.n_q}")
+    if any(is_ts_path(p) for p in args.inputs):
+        return _encode_ts_files(args, codec)
     accept = is_series_path if codec.kind == "series" else is_audio_path
     progress = progress_wanted(args.progress)
     stdin, stdout = pipe_ends(args.inputs, args.output)
@@ -103,9 +111,42 @@ def run(args: argparse.Namespace) -> int:
     plan = collect(args.inputs, args.output, accept, lambda p: p.with_suffix(".vqa"), file_out=lambda p: bool(p.suffix),
                    what="a series" if codec.kind == "series" else "an audio", output_hint=_looks_like_output)
     plan = shard_plan(plan, shard, "encode")
-    setup = _Preloaded(codec) if jobs_n <= 1 else _Setup(args.model, device)
+    setup = _Preloaded(codec) if jobs_n <= 1 else _Setup(model, device)
     encode = _Encode(args.n_q, rate, progress and not plan.batch)
     return run_jobs(plan, encode, setup, jobs_n, args.force, "encode", progress)
+
+
+def default_model(inputs: list[str]) -> str:
+    """The model for ``inputs`` without ``--model``: ``series`` when they are series files (``.npy``, ``.csv``,
+    ``.ts``), else ``speech-8k`` (audio files, folders, manifests, stdin); a mix of both is an error."""
+    from vqaudio.io import is_series_path
+    from vqaudio.registry import default_model as for_kind
+    from vqaudio.ts_files import is_ts_path
+
+    series = {p != "-" and (is_series_path(p) or is_ts_path(p)) for p in inputs}
+    if len(series) > 1:
+        raise ConfigError("the inputs mix series files and audio: encode them apart, or pass --model")
+    return for_kind(series.pop())
+
+
+def _encode_ts_files(args: argparse.Namespace, codec) -> int:
+    """Each ``.ts`` input to a folder of per-case ``.vqa`` files (:mod:`vqaudio.ts_files`)."""
+    import sys
+
+    from vqaudio.ts_files import encode_ts, is_ts_path
+
+    other = [p for p in args.inputs if not is_ts_path(p)]
+    if other:
+        raise ConfigError("give .ts files on their own (each becomes a folder of .vqa files)", other[0])
+    if codec.kind != "series":
+        raise ConfigError(f"a .ts file holds series, but model {codec.name!r} codes audio", args.inputs[0])
+    for p in args.inputs:
+        out = args.output
+        if out is not None and len(args.inputs) > 1:
+            out = Path(out) / Path(p).stem
+        written = encode_ts(codec, p, out, args.n_q, args.force)
+        print(f"{p}: {len(written)} cases -> {out if out is not None else Path(p).with_suffix('')}", file=sys.stderr)
+    return 0
 
 
 def _encode_pipe(args: argparse.Namespace, codec, encode: _Encode, stdin: bool, stdout: bool) -> int:

@@ -35,6 +35,9 @@ def token_file_info(path: Path) -> dict:
         info["seconds"] = round(seconds, 6)
         info["payload_bitrate"] = codes.sample_rate / codes.hop * codes.n_q * codes.bits * codes.items
         info["file_bitrate"] = round(8 * info["bytes"] / seconds, 3)
+    else:  # series: the payload per sample of one channel (frames are padded to whole hops), and the file's
+        info["bits_per_sample"] = codes.items * codes.n_q * codes.frames * codes.bits / (codes.length * codes.channels)
+        info["file_bits_per_sample"] = 8 * info["bytes"] / (codes.length * codes.channels)
     return info
 
 
@@ -51,7 +54,10 @@ def model_info(spec: str | None) -> dict:
         "sample_rate": codec.config.sample_rate, "channels": codec.channels, "hop": codec.hop,
         "frame_rate": m.frame_rate, "n_q": codec.n_q, "codebook_size": codec.codebook_size,
         "bits_per_code": codec.bits_per_code,
-        "bitrate": {str(n): codec.bitrate(n) for n in range(1, codec.n_q + 1)},
+        "n_q_options": list(range(1, codec.n_q + 1)),
+        **({"bits_per_sample": {str(n): codec.bitrate(n) for n in range(1, codec.n_q + 1)}, "min_length": codec.min_length,
+            "channels_coded": "each channel alone (any count)" if codec.per_channel else f"{codec.channels} together"}
+           if codec.kind == "series" else {"bitrate": {str(n): codec.bitrate(n) for n in range(1, codec.n_q + 1)}}),
         "encoder_receptive_field": m.encoder_receptive_field, "decoder_receptive_field": m.decoder_receptive_field,
         "parameters": sum(p.numel() for p in m.parameters()), "config": codec.config.to_dict(),
     }

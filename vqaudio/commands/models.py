@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 def _bitrates(e) -> str:
     if e.kind == "audio":
         return " ".join(f"{b / 1000:.2f}" for b in e.bitrates) + " kbit/s"
-    return " ".join(f"{b:.3g}" for b in e.bitrates) + " bit/step"
+    return " ".join(f"{b:.3g}" for b in e.bitrates) + " bits/sample"
 
 
 def table() -> list[str]:
@@ -37,10 +37,11 @@ def table() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vqaudio.registry import DEFAULT_MODEL, list_models, user_model_dir
+    from vqaudio.registry import DEFAULT_MODEL, DEFAULT_SERIES_MODEL, list_models, user_model_dir
 
     if args.json:
-        print(json.dumps({"default": DEFAULT_MODEL, "user_model_dir": str(user_model_dir()),
+        print(json.dumps({"default": DEFAULT_MODEL, "default_series": DEFAULT_SERIES_MODEL,
+                          "user_model_dir": str(user_model_dir()),
                           "models": [dataclasses.asdict(e) for e in list_models()]}, indent=2))
     else:
         print("\n".join(table()))

@@ -34,7 +34,7 @@ TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup
 QUANTIZER_FLAGS = {"quantizer": "quantizer", "levels": "levels", "codebook_dim": "codebook_dim",
                    "l2_normalize": "l2_normalize", "rotation_trick": "rotation_trick",
                    "entropy_loss_weight": "entropy_loss_weight", "spherical": "spherical",
-                   "inv_temperature": "inv_temperature"}
+                   "inv_temperature": "inv_temperature", "noise_dropout": "noise_dropout"}
 
 
 def add_quantizer_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -44,6 +44,8 @@ def add_quantizer_arguments(p: argparse.ArgumentParser) -> argparse._ArgumentGro
                    help="residual quantiser family: vector (default), finite scalar, lookup-free, SimVQ")
     q.add_argument("--levels", metavar="8,5,5,5",
                    help="fsq: values per code dimension; --codebook-size defaults to their product")
+    q.add_argument("--noise-dropout", type=float, metavar="P",
+                   help="fsq: in training, round only 1 - P of the values, the others get uniform noise (default 0.5)")
     q.add_argument("--codebook-dim", type=int, metavar="N", help="vq: low-dimensional code space (learned maps in and out)")
     q.add_argument("--l2-normalize", action=argparse.BooleanOptionalAction, help="vq: look codes up by cosine similarity")
     q.add_argument("--rotation-trick", action=argparse.BooleanOptionalAction,

@@ -34,7 +34,7 @@ from vqaudio.errors import ConfigError
 from vqaudio.losses import SpectralLoss, default_fft_sizes, default_n_mels, series_mse, waveform_l1
 from vqaudio.models.conv import Decoder, Encoder
 from vqaudio.quantize import Residual, ResidualFSQ, ResidualLFQ, ResidualSimVQ, ResidualVQ
-from vqaudio.quantize.fsq import check_levels
+from vqaudio.quantize.fsq import check_levels, check_noise_dropout
 from vqaudio.quantize.lfq import check_lfq_size
 
 __all__ = ["VQVAEConfig", "VQVAE", "VQVAEOutput", "SeriesStats", "build_quantizer", "QUANTIZERS"]
@@ -47,11 +47,13 @@ QUANTIZERS = ("vq", "fsq", "lfq", "simvq")
 _NEWER_FIELDS: dict[str, Any] = {"encoder_causal": False, "decoder_causal": False, "encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
                                  "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
                                  "l2_normalize": False, "levels": None, "entropy_loss_weight": 0.1,
-                                 "diversity_gamma": 1.0, "spherical": False, "inv_temperature": 100.0}
+                                 "diversity_gamma": 1.0, "spherical": False, "inv_temperature": 100.0,
+                                 "noise_dropout": 0.5}
 # quantiser options -> the quantisers they apply to (a non-default value elsewhere is a ConfigError)
 _QUANTIZER_OPTIONS = {"rotation_trick": ("vq", "simvq"), "codebook_dim": ("vq",), "l2_normalize": ("vq",),
                       "levels": ("fsq",), "entropy_loss_weight": ("lfq",), "diversity_gamma": ("lfq",),
-                      "spherical": ("lfq",), "inv_temperature": ("lfq",)}
+                      "spherical": ("lfq",), "inv_temperature": ("lfq",),
+                      "noise_dropout": ("fsq",)}
 
 
 @dataclass
@@ -111,6 +113,7 @@ class VQVAEConfig:
     diversity_gamma: float = 1.0
     spherical: bool = False
     inv_temperature: float = 100.0
+    noise_dropout: float = 0.5
     l1_weight: float = 1.0
     spectral_weight: float = 1.0
     logmag_weight: float = 1.0  # weight of the log-STFT-magnitude term inside the spectral loss (0: log-mel only)
@@ -199,6 +202,8 @@ class VQVAEConfig:
             if math.prod(levels) != self.codebook_size:
                 raise ConfigError(f"VQVAEConfig: levels {levels} make {math.prod(levels)} codes but codebook_size is "
                                   f"{self.codebook_size}; set codebook_size to {math.prod(levels)}")
+        if q == "fsq":
+            check_noise_dropout("VQVAEConfig.noise_dropout", self.noise_dropout)
         if q == "lfq":
             check_lfq_size("VQVAEConfig (quantizer 'lfq')", self.codebook_size)
         if not self.inv_temperature > 0:
@@ -254,7 +259,7 @@ def build_quantizer(c: VQVAEConfig) -> Residual:
     """The ``n_q``-stage residual quantiser of ``c.dim``-dimensional latents that ``c.quantizer`` names."""
     common = dict(quantizer_dropout=c.quantizer_dropout)
     if c.quantizer == "fsq":
-        return ResidualFSQ(c.n_q, c.dim, c.levels, **common)
+        return ResidualFSQ(c.n_q, c.dim, c.levels, **common, noise_dropout=c.noise_dropout)
     if c.quantizer == "lfq":
         return ResidualLFQ(c.n_q, c.dim, c.codebook_size, **common, entropy_loss_weight=c.entropy_loss_weight,
                            diversity_gamma=c.diversity_gamma, beta=c.beta, spherical=c.spherical,

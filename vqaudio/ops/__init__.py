@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from . import reference, rotation
+from . import channels, reference, rotation
+from .channels import quantize_channels
 from .rotation import rotate_to
 
-__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "lookup", "rotate_to", "has_cuda_kernel",
-           "build_record"]
+__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "lookup", "rotate_to", "quantize_channels",
+           "has_cuda_kernel", "build_record"]
 
 
 def _load() -> tuple[str, str]:
@@ -110,6 +111,8 @@ if _COMPILED_BACKWARD:
 
 
 torch.library.register_autograd("vqaudio::nearest_code", _backward, setup_context=_setup_context)
+_CHANNELS_COMPILED = _has_cpu_kernel("vqaudio::quantize_channels")
+channels.register(defined=_CHANNELS_COMPILED, compiled_cpu=_CHANNELS_COMPILED)
 
 
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,6 +36,12 @@ def check_levels(owner: str, levels: Sequence[int]) -> list[int]:
     return list(levels)
 
 
+def check_noise_dropout(owner: str, noise_dropout: float) -> None:
+    """``noise_dropout`` must be a probability."""
+    if isinstance(noise_dropout, bool) or not isinstance(noise_dropout, (int, float)) or not 0 <= noise_dropout <= 1:
+        raise ConfigError(f"{owner}: noise_dropout must be a number in [0, 1], got {noise_dropout!r}")
+
+
 class _BoundRound(torch.autograd.Function):
     """Per channel of ``z [B, C, T]``: ``digit = round(a * bound(z + shift) + b)`` (integers in ``[0, L)``) and the
     code ``(digit - c0) * step``, with ``bound`` tanh or a clamp to ``[-1, 1]``. Backward: the derivative of
@@ -64,6 +70,15 @@ class _BoundRound(torch.autograd.Function):
         return grad * slope, None, None
 
 
+def substitute_noise(value: Tensor, continuous: Tensor, cell: Tensor, p: float, low: Tensor, high: Tensor) -> Tensor:
+    """``value`` (rounded codes) with each element replaced, with probability ``p``, by ``continuous`` (the same
+    codes before rounding) plus uniform noise over a cell of width ``cell``, clamped to ``[low, high]``;
+    gradients go to ``value`` only (noise substitution, Parker et al. 2024, section 3.2)."""
+    noisy = torch.minimum(torch.maximum(continuous + (torch.rand_like(continuous) - 0.5) * cell, low), high)
+    keep = torch.rand_like(continuous) >= p
+    return value + torch.where(keep, torch.zeros_like(value), (noisy - value).detach())
+
+
 class FSQ(nn.Module):
     """Finite scalar quantiser of ``[B, dim, T]`` latents with ``prod(levels)`` implicit codes.
 
@@ -72,7 +87,8 @@ class FSQ(nn.Module):
     ``[-1, 1]`` as in the paper (even ``L``: levels ``-L/2 .. L/2 - 1`` over ``L/2``); ``indices`` are the
     mixed-radix numbers of the levels (dimension 0 least significant). When ``dim != len(levels)``,
     learned maps ``project_in`` / ``project_out`` lead into and out of the ``len(levels)``-dimensional
-    code space. ``loss`` is 0.
+    code space. ``loss`` is 0. ``noise_dropout``: in training, each code element is, with this probability,
+    the bounded input plus uniform noise over its cell instead of its rounded value (see :class:`ResidualFSQ`).
 
     For residual stages: ``bound="clamp"`` codes inputs that are bounded already, clamped to ``[-1, 1]``,
     on the symmetric grid ``2j / (L - 1) - 1`` (equal cells: what a stage leaves is within
@@ -81,7 +97,8 @@ class FSQ(nn.Module):
     """
 
     def __init__(
-        self, levels: Sequence[int], dim: int | None = None, scale: Sequence[float] | None = None, bound: str = "tanh"
+        self, levels: Sequence[int], dim: int | None = None, scale: Sequence[float] | None = None, bound: str = "tanh",
+        noise_dropout: float = 0.5,
     ) -> None:
         super().__init__()
         levels = check_levels("FSQ", levels)
@@ -111,6 +128,8 @@ class FSQ(nn.Module):
         self.register_buffer("_basis", basis[:, None], persistent=False)
         self.scaled = scale is not None
         self.project_in, self.project_out = projections(self.dim, c)
+        check_noise_dropout("FSQ", noise_dropout)
+        self.noise_dropout = noise_dropout
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}, dim={self.dim}, codebook_size={self.codebook_size}, bound={self.bound}"
@@ -125,9 +144,18 @@ class FSQ(nn.Module):
         if self.scaled:
             x = x / self._scale
         codes, digits = _BoundRound.apply(x, self._grid, self.bound == "tanh")
+        if self.training and self.noise_dropout > 0:
+            codes = self._substitute_noise(x.detach(), codes)
         if self.scaled:
             codes = codes * self._scale
         return codes, (digits.long() * self._basis).sum(dim=1)
+
+    def _substitute_noise(self, x: Tensor, codes: Tensor) -> Tensor:
+        """``codes`` with noise substitution (``noise_dropout``) from the unrounded codes of the input ``x``."""
+        shift, a, b, c0, step = self._grid.unbind(0)
+        u = x + shift
+        continuous = ((torch.tanh(u) if self.bound == "tanh" else u.clamp(-1.0, 1.0)) * a + b - c0) * step
+        return substitute_noise(codes, continuous, step, self.noise_dropout, -c0 * step, (self._levels - 1 - c0) * step)
 
     def forward(self, z: Tensor, mask: Tensor | None = None) -> VQOutput:
         """Quantise ``z [B, dim, T]``; ``mask`` (bool ``[B]``) limits the statistics to the items it keeps."""
@@ -166,15 +194,39 @@ class ResidualFSQ(Residual):
 
     Learned maps shared by the stages lead into and out of the ``len(levels)``-dimensional code space
     when ``dim != len(levels)``.
+
+    ``noise_dropout`` (default 0.5): in training, each element of the output is, with this probability, the
+    bounded input plus uniform noise over the last stage's cell instead of its rounded value (the noise
+    substitution of Parker et al., 2024, section 3.2; vector-quantize-pytorch's ``noise_dropout``). With the
+    straight-through gradient alone the encoder is blind to the grid: in the 500-step speech runs the four
+    code dimensions ended up correlated (0.86-0.95) and the rounded codes used 85% of the 1000 codes with
+    perplexity 80; under noise, which is independent per dimension, spreading and decorrelating the code
+    dimensions pays off in the reconstruction: 100% usage, perplexity 278 (docs/benchmarks.md).
     """
 
-    def __init__(self, n_q: int, dim: int, levels: Sequence[int], quantizer_dropout: float = 0.0) -> None:
+    def __init__(
+        self, n_q: int, dim: int, levels: Sequence[int], quantizer_dropout: float = 0.0, noise_dropout: float = 0.5,
+    ) -> None:
         levels = check_levels("ResidualFSQ", levels)
         if n_q < 1:
             raise ConfigError(f"ResidualFSQ: n_q must be >= 1, got {n_q}")
+        check_noise_dropout("ResidualFSQ", noise_dropout)
         steps = torch.tensor(levels, dtype=torch.float64) - 1
-        layers = [FSQ(levels, scale=(steps ** -i).tolist() if i else None, bound="clamp") for i in range(n_q)]
+        # the stages round exactly: the stack substitutes the noise (for the sum of the stages it uses)
+        layers = [FSQ(levels, scale=(steps ** -i).tolist() if i else None, bound="clamp", noise_dropout=0.0)
+                  for i in range(n_q)]
         super().__init__(layers, dim, len(levels), quantizer_dropout, gradient="straight_through")
+        self.noise_dropout = noise_dropout
+        self.register_buffer("_steps", steps.float()[:, None], persistent=False)  # [C, 1]: L_d - 1
+
+    def _training_value(self, z: Tensor, total: Tensor, n_item: Tensor) -> Tensor:
+        """With probability ``noise_dropout`` per element, ``z`` plus uniform noise over the last stage's cell
+        (width ``2 / (L_d - 1)^n`` after ``n`` stages) instead of the rounded value."""
+        if self.noise_dropout == 0:
+            return total
+        cell = 2.0 * self._steps ** -n_item.to(z.dtype)[:, None, None]  # [B, C, 1]
+        one = torch.ones((), dtype=z.dtype, device=z.device)
+        return substitute_noise(total, z.detach().to(total.dtype), cell, self.noise_dropout, -one, one)
 
     def _into_code_space(self, z: Tensor) -> Tensor:
         return torch.tanh(super()._into_code_space(z))

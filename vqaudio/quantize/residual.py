@@ -70,6 +70,11 @@ class Residual(nn.Module):
         """``z [B, dim, T]`` as the stages' input ``[B, code_dim, T]`` (the projection; families may add a bound)."""
         return project_channels(self.project_in, z)
 
+    def _training_value(self, z: Tensor, total: Tensor, n_item: Tensor) -> Tensor:
+        """The value the stack passes on in training, from ``z`` (code space), the sum of the stages ``total``
+        and each item's number of stages ``n_item [B]``; the sum itself (families may substitute noise)."""
+        return total
+
     def _n_q(self, n_q: int | None) -> int:
         n_q = self.n_q if n_q is None else n_q
         if not 1 <= n_q <= self.n_q:
@@ -108,6 +113,8 @@ class Residual(nn.Module):
             codes.append(out.indices)
             perplexity.append(out.perplexity)
             usage.append(out.usage)
+        if self.training:
+            total = self._training_value(z, total, n_item)
         if self.gradient == "straight_through":
             quantized = StraightThrough.apply(z, total)
         elif self.gradient == "rotation":

@@ -1,9 +1,11 @@
 """SimVQ (Zhu et al., 2024): a frozen random codebook times a learned linear map; ``SimVQ`` and ``ResidualSimVQ``.
 
-The codes are ``C W^T`` with ``C [K, dim]`` drawn once (``N(0, 1/dim)``) and frozen, and ``W [dim, dim]``
-learned through the codebook loss: every code moves with ``W``, so none is left behind (no dead codes
-to restart). Each step the mapped codebook is formed (``K x dim``) and searched by the fused op
-:func:`vqaudio.ops.quantize`. Reference: lucidrains' ``sim_vq.py`` / ``residual_sim_vq.py``.
+The codes are ``C W^T + b`` with ``C [K, dim]`` drawn once (``N(0, 1/dim)``) and frozen, and the map
+``W [dim, dim]``, ``b [dim]`` learned through the codebook loss: every code moves with the map, so none is
+left behind (no dead codes to restart). The first training batch fits the map to the latents
+(:mod:`.data_init`). Each step the mapped codebook is formed (``K x dim``) and searched by the fused
+channels-first op :func:`vqaudio.ops.quantize_channels`. References: the paper's code (youngsheen/SimVQ,
+whose map has a bias), lucidrains' ``sim_vq.py`` / ``residual_sim_vq.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from vqaudio import ops
 from vqaudio.errors import ConfigError
 
 from .common import VQOutput, codebook_stats, from_rows, to_rows
+from .data_init import InitOnFirstBatch, fit_map_
 from .distributed import broadcast_state
 from .residual import Residual
 
@@ -40,18 +43,22 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
-class SimVQ(nn.Module):
-    """Vector quantiser of ``[B, dim, T]`` latents whose ``K`` codes are ``frozen_codebook @ code_transform.weight^T``.
+class SimVQ(nn.Module, InitOnFirstBatch):
+    """Vector quantiser of ``[B, dim, T]`` latents whose ``K`` codes are ``code_transform(frozen_codebook)``.
 
     ``loss = ||sg[z] - e||² + beta ||z - sg[e]||²`` (means over elements): the first term trains the map,
     the second is the commitment. ``rotation_trick``: the gradient reaches ``z`` through the rotation of
     ``z`` onto its code (:func:`vqaudio.ops.rotate_to`) instead of the straight-through identity. The
     state is ``frozen_codebook`` (a buffer, saved: it is random; under DDP rank 0's is broadcast at the first
-    training step) and ``code_transform.weight``.
+    training step) and ``code_transform`` (weight and bias). ``data_init``: the first training batch sets the
+    map so that the mapped codes have the mean and covariance of its latents (:mod:`.data_init`; a random
+    map leaves a new encoder's latents all on the same few codes), unless the state was loaded.
     ``mask`` (bool ``[B]``) limits the loss and statistics to the items it keeps.
     """
 
-    def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, rotation_trick: bool = False) -> None:
+    def __init__(
+        self, dim: int, codebook_size: int, beta: float = 0.25, rotation_trick: bool = False, data_init: bool = True
+    ) -> None:
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ConfigError(f"SimVQ: dim must be an integer >= 1, got {dim!r}")
@@ -61,8 +68,11 @@ class SimVQ(nn.Module):
             raise ConfigError(f"SimVQ: beta must be a finite number >= 0, got {beta!r}")
         self.dim, self.codebook_size, self.beta, self.rotation_trick = dim, codebook_size, beta, bool(rotation_trick)
         self.register_buffer("frozen_codebook", torch.randn(codebook_size, dim) * dim**-0.5)
-        self.code_transform = nn.Linear(dim, dim, bias=False)
+        self.code_transform = nn.Linear(dim, dim)  # with a bias, as the paper's code (youngsheen/SimVQ)
         self._synced = False  # DDP: the random codebook (a buffer) broadcast from rank 0 once per process
+        self._init_on_first_batch()
+        if not data_init:
+            self.data_initialized()
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, codebook_size={self.codebook_size}, beta={self.beta}, rotation_trick={self.rotation_trick}"
@@ -82,26 +92,30 @@ class SimVQ(nn.Module):
         if self.training and not self._synced:
             broadcast_state(self)
             self._synced = True
+        if self.needs_data_init():
+            fit_map_(self.code_transform, self.frozen_codebook, to_rows(z if mask is None else z[mask]))
+            self.data_initialized()
         codes = self.codes()
-        x = to_rows(z).to(codes.dtype)  # [N, dim]
-        # One search gives both loss terms: dist2 = ||x - e||² is differentiable w.r.t. x and the chosen
-        # codes. Weighted by beta, it gives x the commitment gradient; the codes' gradient (so the map's)
-        # is scaled back up by 1/beta on the small [K, dim] codebook, not on the [N, dim] rows.
         if self.beta > 0:
-            indices, dist2 = ops.nearest_code(x, _ScaleGrad.apply(codes, 1.0 / self.beta))
+            # One search gives both loss terms: dist2 = ||z - e||² is differentiable w.r.t. z and the chosen
+            # codes. Weighted by beta, it gives z the commitment gradient; the codes' gradient (so the map's)
+            # is scaled back up by 1/beta on the small [K, dim] codebook, not on the frames. The fused op
+            # reads z channels-first and returns the codes (gradient: straight through or rotated) that way.
+            quantized, indices, dist2 = ops.quantize_channels(z.to(codes.dtype), _ScaleGrad.apply(codes, 1.0 / self.beta),
+                                                              self.rotation_trick)
             weight = self.beta
-        else:
+        else:  # no commitment: the search's gradient reaches the codes only
+            x = to_rows(z).to(codes.dtype)  # [N, dim]
             indices, dist2 = ops.nearest_code(x.detach(), codes)
-            weight = 1.0
-        quantized = ops.lookup(x, codes, indices, self.rotation_trick)
-        rows = None if mask is None else mask.repeat_interleave(t)
-        idx_sel, dist2_sel = (indices, dist2) if rows is None else (indices[rows], dist2[rows])
+            quantized = from_rows(ops.lookup(x, codes, indices, self.rotation_trick), b, t)
+            indices, dist2, weight = indices.view(b, t), dist2.view(b, t), 1.0
+        idx_sel, dist2_sel = (indices, dist2) if mask is None else (indices[mask], dist2[mask])
         denom = max(idx_sel.numel() * self.dim, 1)
         total = dist2_sel.sum()
-        loss = (weight * total + (1 + self.beta - weight) * total.detach()) / denom  # value (1 + beta) mean ||x - e||²
+        loss = (weight * total + (1 + self.beta - weight) * total.detach()) / denom  # value (1 + beta) mean ||z - e||²
         with torch.no_grad():
-            perplexity, usage = codebook_stats(torch.bincount(idx_sel, minlength=self.codebook_size).float())
-        return VQOutput(from_rows(quantized, b, t).to(z.dtype), indices.view(b, t), loss, perplexity, usage)
+            perplexity, usage = codebook_stats(torch.bincount(idx_sel.reshape(-1), minlength=self.codebook_size).float())
+        return VQOutput(quantized.to(z.dtype), indices, loss, perplexity, usage)
 
     @torch.no_grad()
     def encode(self, z: Tensor) -> Tensor:
@@ -121,9 +135,9 @@ class ResidualSimVQ(Residual):
 
     def __init__(
         self, n_q: int, dim: int, codebook_size: int, quantizer_dropout: float = 0.0, beta: float = 0.25,
-        rotation_trick: bool = False,
+        rotation_trick: bool = False, data_init: bool = True,
     ) -> None:
         if n_q < 1:
             raise ConfigError(f"ResidualSimVQ: n_q must be >= 1, got {n_q}")
-        layers = [SimVQ(dim, codebook_size, beta) for _ in range(n_q)]
+        layers = [SimVQ(dim, codebook_size, beta, data_init=data_init) for _ in range(n_q)]
         super().__init__(layers, dim, dim, quantizer_dropout, "rotation" if rotation_trick else "straight_through")

@@ -1,0 +1,146 @@
+"""The default `series` model: found in the user model folder (where recipes/series installs it), used without
+--model for .npy/.csv/.ts inputs, any channel count and length, the original shape and scale back, one-line errors
+for bad series, aeon .ts files a .vqa per case, and `vqaudio info`/`models` in bits/sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import one_line, run
+
+from vqaudio import registry
+from vqaudio.checkpoint import save_model
+from vqaudio.codec import load_codec, load_codes
+from vqaudio.errors import CheckpointError
+from vqaudio.models import VQVAE, VQVAEConfig
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch) -> Path:
+    """A user model folder holding a tiny `series` model (random weights: these tests check the wiring)."""
+    root = tmp_path / "user-models"
+    monkeypatch.setenv(registry.MODELS_ENV, str(root))
+    torch.manual_seed(0)
+    save_model(root / "series", VQVAE(VQVAEConfig(kind="series", sample_rate=None, hidden=8, max_hidden=16, dim=8,
+                                                  strides=[2, 2], dilations=[1], n_q=3, codebook_size=16)))
+    return root
+
+
+def table(rng, t: int, c: int) -> np.ndarray:
+    return (rng.standard_normal((t, c)).cumsum(0) * rng.uniform(0.1, 100, c) + rng.uniform(-50, 50, c)).astype(np.float32)
+
+
+def test_series_files_use_the_series_model_by_default(models, tmp_path, speech_file, capsys):
+    rng = np.random.default_rng(0)
+    x = table(rng, 37, 5)  # T not a multiple of the hop, 5 channels for a channels=1 model
+    np.savetxt(tmp_path / "data.csv", x, delimiter=",", header="a,b,c,d,e", comments="")
+    np.save(tmp_path / "same.npy", x)
+    run("encode", tmp_path / "data.csv", tmp_path / "same.npy", "-o", tmp_path / "codes")
+    codec = load_codec("series")
+    for name in ("data.csv", "same.npy"):
+        codes = load_codes(tmp_path / "codes" / Path(name).with_suffix(".vqa"))
+        assert (codes.model, codes.kind, codes.channels, codes.items, codes.length) == ("series", "series", 5, 5, 37)
+    run("decode", tmp_path / "codes" / "data.vqa")
+    y = np.load(tmp_path / "codes" / "data.decoded.npy")
+    assert y.shape == x.shape
+    ref = codec.decode(codec.encode(torch.from_numpy(x).T))[0].T  # the API: [C, T] in, [C, T] out
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-3)
+    one = tmp_path / "one.npy"
+    np.save(one, x[:4, 0])  # one frame of one channel: the shortest series the model codes
+    run("encode", one, "-o", tmp_path / "one.decoded.npy")
+    assert np.load(tmp_path / "one.decoded.npy").shape == (4, 1)
+    talk = tmp_path / "talk.wav"
+    talk.write_bytes(speech_file.read_bytes())
+    run("encode", talk)  # audio keeps speech-8k
+    assert load_codes(talk.with_suffix(".vqa")).model == "speech-8k"
+    run("encode", tmp_path / "data.csv", talk, "-o", tmp_path / "mixed", expect=2)
+    assert "mix series files and audio" in one_line(capsys)
+
+
+def test_decoding_restores_each_channel_scale(models):
+    """RevIN: an increasing affine change of a channel gives the same codes and the same change of its reconstruction."""
+    codec = load_codec("series")
+    x = torch.from_numpy(table(np.random.default_rng(1), 50, 3)).T  # [C, T]
+    a, b = torch.tensor([[4.0], [0.25], [8.0]]), torch.tensor([[100.0], [-2.0], [0.5]])  # positive scales
+    c1, c2 = codec.encode(x), codec.encode(a * x + b)
+    assert torch.equal(c1.codes, c2.codes) and c1.codes.shape == (3, 3, 13)
+    y1, y2 = codec.decode(c1)[0], codec.decode(c2)[0]
+    assert y1.shape == x.shape
+    torch.testing.assert_close(y2, a * y1 + b, rtol=1e-4, atol=1e-3)
+    assert codec.decode(codec.encode(x, n_q=1))[0].shape == x.shape
+    assert [y.shape for y, _ in codec.decode([c1, codec.encode(x[:1, :9])])] == [x.shape, (1, 9)]
+
+
+def test_missing_series_model_is_one_line_naming_the_recipe(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(registry.MODELS_ENV, str(tmp_path / "empty"))
+    np.save(tmp_path / "x.npy", np.arange(10, dtype=np.float32))
+    run("encode", tmp_path / "x.npy", expect=2)
+    msg = one_line(capsys)
+    assert "'series'" in msg and "recipes/series/run.sh" in msg and "--model PATH" in msg
+    with pytest.raises(CheckpointError, match="recipes/series/run.sh"):
+        load_codec("series")
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ("1,2\n1,4\n1,3\n1,6\n", "channel 0 (of 2) is constant"),
+    ("7\n7\n7\n7\n7\n", "the series is constant (7 throughout)"),
+    ("1\n2\nnan\n4\n5\n", "NaN"),
+    ("1\n2\n", "2 time step(s), but the model codes at least 4"),
+    ("1,2\n3,x\n5,6\n7,8\n", "non-numeric"),
+    ("1,2\n3\n5,6\n7,8\n", "row 2 has 1 columns"),
+    ("1\n2\ninf\n4\n5\n", "Inf"),
+])
+def test_bad_series_are_one_line_exit_2(models, tmp_path, capsys, bad, problem):
+    src = tmp_path / "bad.csv"
+    src.write_text(bad)
+    run("encode", src, expect=2)
+    msg = one_line(capsys)
+    assert str(src) in msg and problem in msg, msg
+    assert not src.with_suffix(".vqa").exists()
+
+
+def test_aeon_ts_file_gives_a_vqa_per_case(models, tmp_path, capsys):
+    pytest.importorskip("aeon")
+    rng = np.random.default_rng(2)
+    X = [rng.standard_normal((2, 12 + 3 * i)).cumsum(1) for i in range(5)]  # unequal lengths, 2 channels
+    y = ["up", "down", "up", "up", "down"]
+    src = tmp_path / "toy.ts"
+    head = ["@problemName toy", "@timeStamps false", "@missing false", "@univariate false", "@dimensions 2",
+            "@equalLength false", "@classLabel true up down", "@data"]
+    src.write_text("\n".join(head + [":".join(",".join(f"{v:.6f}" for v in ch) for ch in x) + f":{lab}"
+                                     for x, lab in zip(X, y, strict=True)]) + "\n")
+    run("encode", src)
+    assert "5 cases" in one_line(capsys)
+    out = tmp_path / "toy"
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.vqa")) == [
+        "down/00001.vqa", "down/00004.vqa", "up/00000.vqa", "up/00002.vqa", "up/00003.vqa"]
+    run("encode", src, expect=2)  # the outputs exist
+    assert "--force" in one_line(capsys)
+    run("decode", out, "-o", tmp_path / "decoded")
+    y3 = np.load(tmp_path / "decoded" / "up" / "00003.decoded.npy")
+    assert y3.shape == (21, 2)
+    (tmp_path / "junk.ts").write_text("@problemName x\n@data\n1,2:a\n")
+    run("encode", tmp_path / "junk.ts", expect=2)
+    assert "junk.ts" in one_line(capsys)
+
+
+def test_info_and_models_state_bits_per_sample(models, tmp_path, capsys):
+    run("info", "series", "--json")
+    info = json.loads(capsys.readouterr().out)
+    assert info["bits_per_sample"] == {"1": 1.0, "2": 2.0, "3": 3.0} and info["n_q_options"] == [1, 2, 3]
+    assert info["min_length"] == 4 and "each channel alone" in info["channels_coded"]
+    np.save(tmp_path / "x.npy", table(np.random.default_rng(3), 40, 2))
+    run("encode", tmp_path / "x.npy", "--n-q", "2")
+    capsys.readouterr()
+    run("info", tmp_path / "x.vqa", "--json")
+    assert json.loads(capsys.readouterr().out)["bits_per_sample"] == 2.0
+    run("models")
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("series "))
+    assert "1 2 3 bits/sample" in line and "user" in line
+    run("models", "--json")
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["default_series"] == "series" and listed["default"] == "speech-8k"
