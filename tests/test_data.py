@@ -172,6 +172,35 @@ def test_global_batches_slices_and_resume():
         GlobalBatches(10, 3, 0, 1, world=2)
 
 
+def test_global_batches_balanced_by_group():
+    """One large group and nine single-item groups: every group is drawn equally often, not every item."""
+    groups = ["big"] * 91 + [f"small{i}" for i in range(9)]
+    full = list(GlobalBatches(100, 50, 0, 40, seed=1, groups=groups))  # 2000 draws over 20 epochs of 100
+    keys = [k for b in full for k in b]
+    counts = torch.bincount(torch.tensor([i for i, _ in keys]), minlength=100)
+    big, small = counts[:91].sum().item(), counts[91:]
+    assert 2000 / 10 * 0.7 < big < 2000 / 10 * 1.3  # about a tenth of the draws, not 91%
+    assert (small > 2000 / 10 * 0.7).all() and (small < 2000 / 10 * 1.3).all()
+    assert [p for _, p in keys] == list(range(2000))  # the crop key is the position: a repeat gets a new crop
+    assert list(GlobalBatches(100, 50, 25, 40, seed=1, groups=groups)) == full[25:]  # resuming is exact
+    ranks = [list(GlobalBatches(100, 50, 0, 40, seed=1, rank=r, world=2, groups=groups)) for r in range(2)]
+    assert all(r0 + r1 == g for r0, r1, g in zip(*ranks, full, strict=True))
+    assert list(GlobalBatches(100, 50, 0, 40, seed=1, groups=list(range(100)))) != full
+    with pytest.raises(ValueError, match="group labels"):
+        GlobalBatches(100, 50, 0, 1, groups=groups[:-1])
+    with pytest.raises(ConfigError, match="balance"):
+        TrainConfig(balance="voices")
+
+
+def test_audio_crops_folders(tmp_path):
+    """The groups of ``balance: folders``: each file's parent folder."""
+    from vqaudio.data import AudioCrops
+
+    files = [tmp_path / "a" / f"{i}.wav" for i in range(3)] + [tmp_path / "b" / "0.wav"]
+    crops = AudioCrops(files, 8000, 64)
+    assert crops.folders == [str(tmp_path / "a")] * 3 + [str(tmp_path / "b")]
+
+
 def test_lr_schedule():
     cfg = TrainConfig(steps=11, lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
     lrs = [lr_at(cfg, s) for s in range(11)]

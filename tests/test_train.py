@@ -62,10 +62,11 @@ class _Interrupt(VQVAETask):
         return super().training_step(batch, model)
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, speech_dir):
+@pytest.mark.parametrize("balance", ["items", "folders"])
+def test_resume_equals_uninterrupted_run(tmp_path, speech_dir, balance):
     train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
     cfg = TrainConfig(steps=7, batch_size=4, lr=3e-3, warmup_steps=2, schedule="cosine", valid_every=3, valid_batches=1,
-                      checkpoint_every=2, keep_every=2, log_every=1, progress=False)
+                      checkpoint_every=2, keep_every=2, log_every=1, progress=False, balance=balance)
     mcfg = VQVAEConfig(**{**TINY, "quantizer_dropout": 0.5})  # dropout draws from the global RNG: it must be restored
 
     def model(seed):

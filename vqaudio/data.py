@@ -95,6 +95,11 @@ class AudioCrops(CropDataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    @property
+    def folders(self) -> list[str]:
+        """Each file's parent folder (the groups of ``TrainConfig.balance = "folders"``)."""
+        return [str(Path(f).parent) for f in self.files]
+
     def load(self, index: int) -> Tensor:
         if index in self._cache:
             return self._cache[index]

@@ -133,6 +133,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda"
     progress: bool = True
     compile: bool = False  # VQ-VAE: torch.compile the encoder and decoder in place (benchmarks/bench_train_speed.py)
+    # how training items are drawn: "items" (a permutation of them per epoch) or "folders" (each draw picks one of
+    # the items' parent folders uniformly, e.g. one voice of a corpus laid out by voice, then an item in it)
+    balance: str = "items"
 
     def __post_init__(self) -> None:
         self.betas = list(self.betas) if isinstance(self.betas, tuple) else self.betas
@@ -171,6 +174,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.best_mode must be 'auto', 'min' or 'max', got {self.best_mode!r}")
         if not (isinstance(self.frozen, list) and all(isinstance(n, str) and n for n in self.frozen)):
             raise ConfigError(f"TrainConfig.frozen must be a list of submodule names, got {self.frozen!r}")
+        if not isinstance(self.balance, str) or self.balance not in ("items", "folders"):
+            raise ConfigError(f"TrainConfig.balance must be 'items' or 'folders', got {self.balance!r}")
         if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("progress", "compile"):
@@ -212,11 +217,24 @@ class GlobalBatches(Sampler[list[tuple[int, int]]]):
     Global batch ``s`` is positions ``[s B, (s + 1) B)`` of an endless stream made of one random
     permutation of the ``n`` items per epoch (seeded by ``(seed, epoch)``); rank ``r`` of ``W``
     gets the ``r``-th contiguous ``B / W`` of it. A pure function of the step: resuming is exact.
+
+    ``groups`` (one label per item, e.g. its folder): each position instead draws a group uniformly, then an
+    item of that group uniformly (``n`` draws per epoch, seeded the same way), so every group is seen equally
+    often whatever its size; the key's second field is then the position, so an item drawn twice gets two crops.
     """
 
-    def __init__(self, n: int, batch_size: int, start: int, stop: int, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, n: int, batch_size: int, start: int, stop: int, seed: int = 0, rank: int = 0, world: int = 1,
+                 groups: list | None = None) -> None:
         if n < 1:
             raise ConfigError("the training set is empty")
+        if groups is not None and len(groups) != n:
+            raise ValueError(f"GlobalBatches: {len(groups)} group labels for {n} items")
+        self.members: list[Tensor] | None = None
+        if groups is not None:
+            by_group: dict = {}
+            for i, label in enumerate(groups):
+                by_group.setdefault(label, []).append(i)
+            self.members = [torch.tensor(v) for v in by_group.values()]
         if batch_size % world:
             raise ConfigError(f"batch size {batch_size} is not divisible by the {world} processes")
         self.n, self.batch, self.local = n, batch_size, batch_size // world
@@ -231,12 +249,17 @@ class GlobalBatches(Sampler[list[tuple[int, int]]]):
             if len(self._perms) > 2:
                 self._perms.pop(min(self._perms))
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
+            if self.members is None:
+                self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
+            else:
+                group = torch.randint(len(self.members), (self.n,), generator=g).tolist()
+                u = torch.rand(self.n, generator=g, dtype=torch.float64).tolist()
+                self._perms[epoch] = [int(self.members[k][int(r * len(self.members[k]))]) for k, r in zip(group, u, strict=True)]
         return self._perms[epoch]
 
     def key(self, position: int) -> tuple[int, int]:
         epoch, offset = divmod(position, self.n)
-        return self._perm(epoch)[offset], epoch
+        return self._perm(epoch)[offset], (epoch if self.members is None else position)
 
     def __iter__(self):
         for step in range(self.start, self.stop):
@@ -473,7 +496,12 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
     if hasattr(task, "setup"):
         task.setup(d.device, start, saved_task)
     wrapped = _ddp(model, d)
-    sampler = GlobalBatches(len(train_set), cfg.batch_size, start, cfg.steps, cfg.seed, d.rank, d.world)
+    groups = None
+    if cfg.balance == "folders":
+        groups = getattr(train_set, "folders", None)
+        if groups is None:
+            raise ConfigError(f"balance 'folders' needs training items from files; {type(train_set).__name__} has no folders")
+    sampler = GlobalBatches(len(train_set), cfg.batch_size, start, cfg.steps, cfg.seed, d.rank, d.world, groups)
     # own generators: creating a loader iterator must not draw from the global RNG (exact resume)
     loader = DataLoader(_Keyed(train_set), batch_sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=d.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
