@@ -268,7 +268,7 @@ class Codec:
     """
 
     def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 15.0,
-                 chunk_steps: int = 1 << 17, block_frames: int = 16) -> None:
+                 chunk_steps: int = 1 << 17, block_frames: int = 8) -> None:
         self.name, self.sha256 = name, sha256 or weights_sha256(model)
         self.model = _inference_copy(model)
         self.config: VQVAEConfig = model.config

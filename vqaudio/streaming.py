@@ -62,6 +62,22 @@ def _small_convs() -> Iterator[None]:
         torch.backends.mkldnn.enabled = before
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """A push's work on one intra-op thread: its convs are too small to split (a 20 ms push at two threads was
+    1.2-60x slower than at one on a 2-core machine, worst when other processes load the cores, where each
+    parallel region waits for a descheduled thread), and a pipe's encoder and decoder then use a core each. Codes
+    do not depend on the thread count (:func:`_small_convs`)."""
+    before = torch.get_num_threads()
+    if before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if before != 1:
+            torch.set_num_threads(before)
+
+
 MAX_BATCH = 8  # items per encoder call when windows are batched (offline)
 
 
@@ -97,7 +113,7 @@ class StreamEncoder:
     eager :class:`vqaudio.codec.StreamResampler` from the input's rate to the model's, or ``None``.
     """
 
-    def __init__(self, model: VQVAE, n_q: int, block: int = 16, stats: SeriesStats | None = None,
+    def __init__(self, model: VQVAE, n_q: int, block: int = 8, stats: SeriesStats | None = None,
                  device: torch.device | str = "cpu", resampler=None) -> None:
         if block < 1:
             raise ValueError(f"StreamEncoder: block must be >= 1 frame, got {block}")
@@ -117,6 +133,10 @@ class StreamEncoder:
 
     def push(self, x: Tensor) -> Tensor:
         """Add samples ``[C, t]``; return the codes ``[items, n_q, f]`` of the frames now complete."""
+        with one_thread():
+            return self._push(x)
+
+    def _push(self, x: Tensor) -> Tensor:
         x = x.detach().to("cpu", torch.float32)
         if self.resampler is not None:
             x = torch.cat([x[..., :0], *self.resampler.push(x)], dim=-1)
@@ -136,10 +156,14 @@ class StreamEncoder:
 
     def flush(self) -> Tensor:
         """End of input: the codes of the remaining frames (those whose field reaches the end)."""
+        with one_thread():
+            return self._flush()
+
+    def _flush(self) -> Tensor:
         head = self._empty()
         if self.resampler is not None:
             rest, self.resampler = list(self.resampler.finish()), None
-            head = self.push(torch.cat(rest, dim=-1)) if rest else head
+            head = self._push(torch.cat(rest, dim=-1)) if rest else head
         frames = -(-self.received // self.hop)
         if self.done >= frames:
             return head
@@ -207,13 +231,13 @@ class StreamDecoder:
         self.items = codes.shape[0]
         if codes.shape[-1] == 0:
             return self._out(None)
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             z = self.model.quantizer.decode(codes.long().to(self.device))
             return self._out(self.stack.push(z))
 
     def flush(self, length: int | None = None) -> Tensor:
         """End of codes: the remaining samples, the total trimmed to ``length`` if given."""
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             y = self._out(self.stack.flush())
         if length is not None:
             y = y[..., : max(0, length - (self.emitted - y.shape[-1]))]
