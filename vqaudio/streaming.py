@@ -64,8 +64,8 @@ def _small_convs() -> Iterator[None]:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """A push's work on one intra-op thread: its convs are too small to split (a 20 ms push at two threads was
-    1.2-60x slower than at one on a 2-core machine, worst when other processes load the cores, where each
+    """A push's work on one intra-op thread: its convs are too small to split (20 ms pushes at two threads were 1.5x
+    to ~70x slower than at one on a shared 2-core machine, the worst when other processes load the cores: each
     parallel region waits for a descheduled thread), and a pipe's encoder and decoder then use a core each. Codes
     do not depend on the thread count (:func:`_small_convs`)."""
     before = torch.get_num_threads()
