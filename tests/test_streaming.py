@@ -4,6 +4,7 @@ code bits for any push sizes, equal to the offline ``encode`` but for float near
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -236,6 +237,7 @@ def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
     from vqaudio import streaming
 
     x = speech[:, : 5 * 8000]
+    monkeypatch.setattr(streaming, "one_thread", contextlib.nullcontext)  # the windows themselves, at 1 and 2 threads
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -247,3 +249,26 @@ def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
     assert torch.equal(one, two)
     monkeypatch.setattr(streaming, "MAX_BATCH", 1)
     assert torch.equal(one_push(codec, x), one)
+
+
+def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech):
+    """Encoder and decoder pushes compute on one intra-op thread (too small to split) and leave the caller's
+    thread count as it was."""
+    seen: list[tuple[str, int]] = []
+    act = next(m for m in codec.model.decoder.modules() if isinstance(m, torch.nn.ELU))
+    hooks = [m.register_forward_pre_hook(lambda *_, tag=tag: seen.append((tag, torch.get_num_threads())))
+             for tag, m in (("encoder", codec.model.encoder), ("decoder", act))]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        enc, dec = codec.stream_encoder(), codec.stream_decoder()
+        for i in range(0, 4000, 160):
+            dec.push(enc.push(speech[:, i : i + 160]))
+        dec.push(enc.flush())
+        dec.flush()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+        for h in hooks:
+            h.remove()
+    assert {tag for tag, _ in seen} == {"encoder", "decoder"} and {n for _, n in seen} == {1}
