@@ -389,14 +389,19 @@ def test_train_prior_cli_config_errors(codec_dir: Path, tmp_path: Path, capsys) 
     assert "--seq-len" in capsys.readouterr().err
 
 
-def test_series_codec_tokens_and_samples(tmp_path: Path) -> None:
-    """A series codec: tokens of .npy files, samples decoded to .npy (primed ones at the prime's scale)."""
+def _tiny_series_codec(tmp_path: Path, channels: int):
+    """An untrained series codec (hop 2, 2 x 8 codes) with ``channels`` channels, saved under ``tmp_path/codec``."""
     from vqaudio.codec import load_codec
     from vqaudio.models.vqvae import VQVAE, VQVAEConfig
 
-    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=3, hidden=4, max_hidden=8, dim=4, n_q=2,
+    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=channels, hidden=4, max_hidden=8, dim=4, n_q=2,
                               codebook_size=8, strides=[2]))
-    codec = load_codec(save_model(tmp_path / "codec", model.eval()))
+    return load_codec(save_model(tmp_path / "codec", model.eval()))
+
+
+def test_series_codec_tokens_and_samples(tmp_path: Path) -> None:
+    """A series codec: tokens of .npy files, samples decoded to .npy (primed ones at the prime's scale)."""
+    codec = _tiny_series_codec(tmp_path, channels=3)
     (tmp_path / "data").mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
@@ -415,12 +420,7 @@ def test_series_codec_tokens_and_samples(tmp_path: Path) -> None:
 def test_per_channel_series_codec_tokens_and_primed_samples(tmp_path: Path) -> None:
     """A channels=1 series codec (the generalist `series`): each channel of a file is a sequence, and a sample
     primed with a 3-channel file continues its first channel at that channel's scale."""
-    from vqaudio.codec import load_codec
-    from vqaudio.models.vqvae import VQVAE, VQVAEConfig
-
-    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=1, hidden=4, max_hidden=8, dim=4, n_q=2,
-                              codebook_size=8, strides=[2]))
-    codec = load_codec(save_model(tmp_path / "codec", model.eval()))
+    codec = _tiny_series_codec(tmp_path, channels=1)
     (tmp_path / "data").mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
