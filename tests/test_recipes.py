@@ -240,6 +240,8 @@ def test_speech8k_smoke_keeps_unseen_voices_out_of_training(tmp_path):
     for s in ("eval_unseen_male", "eval_unseen_female", "heldout_asterisk"):
         assert (exp / "eval" / s / "report.json").is_file()
     assert json.loads((exp / "vqvae" / "train.json").read_text())["task"]["augment"]["p_noise"] > 0
+    cycle2 = json.loads((exp / "vqvae2" / "train.json").read_text())  # second cycle: from stage 2, voices balanced
+    assert cycle2["train"]["balance"] == "folders" and cycle2["task"]["init"] == str(exp / "vqvae")
     assert (exp / "model" / "config.json").is_file()
     # a listed voice that is not installed: one line naming its folder and package, exit 2
     bad = tmp_path / "voices.tsv"

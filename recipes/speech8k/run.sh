@@ -3,7 +3,8 @@
 # fillets-ng), speed/pitch-perturbed and augmented (level, EQ, telephone band, reverb, noise), evaluated on whole
 # voices never trained on (male and female apart) and on the asterisk held-out prompts, against Codec2 and Opus.
 #   ./run.sh [--stage N] [--stop-stage M] [--smoke] [--exp DIR] [--nj J] [--force]
-# Stages: 0 check the voices, 1 corpus (local/make_corpus.py), 2 train (warm start from $INIT), 3 evaluate, 4 export.
+# Stages: 0 check the voices, 1 corpus (local/make_corpus.py), 2 train (warm start from $INIT), 3 second cycle
+# (warm start from stage 2, every voice folder drawn equally often: conf/vqvae_cycle2.json), 4 evaluate, 5 export.
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=recipes/speech8k/db.sh
@@ -16,12 +17,16 @@ INIT=${INIT:-speech-8k}  # the full run warm-starts from these weights (same mod
 parse_options "$@"
 
 corpus_opts=()
-train_opts=(--init "$INIT" --valid-fraction 0.02 --segment 8192)
+train_opts=(--valid-fraction 0.02 --segment 8192)
+init_opts=(--init "$INIT")
 conf=conf/vqvae.json
+conf2=conf/vqvae_cycle2.json
 if $smoke; then
     corpus_opts=(--max-per-voice 3)
     train_opts=(--valid-fraction 0.2 --segment 2048)
+    init_opts=()
     conf=conf/vqvae_smoke.json
+    conf2=conf/vqvae_cycle2_smoke.json
 fi
 log "exp=$exp smoke=$smoke stages $stage..$stop_stage"
 
@@ -35,24 +40,29 @@ stage_corpus() {
 }
 
 stage_train() {
-    train_or_resume "$exp/data/train.txt" "$exp/vqvae" "$conf" "${train_opts[@]}"
+    train_or_resume "$exp/data/train.txt" "$exp/vqvae" "$conf" "${init_opts[@]}" "${train_opts[@]}"
+}
+
+stage_cycle2() {  # same model, a second (lower) cosine cycle from stage 2's final weights, balanced over voices
+    train_or_resume "$exp/data/train.txt" "$exp/vqvae2" "$conf2" --init "$exp/vqvae" "${train_opts[@]}"
 }
 
 stage_eval() {  # the unseen voices, male and female apart, and the asterisk held-out prompts
     local set
     for set in eval_unseen_male eval_unseen_female heldout_asterisk; do
         [ -s "$exp/data/$set.txt" ] || { log "stage 3: $set.txt is empty, skipped"; continue; }
-        vqa eval --codec "$exp/vqvae" --data "$exp/data/$set.txt" -o "$exp/eval/$set" --no-progress --force
+        vqa eval --codec "$exp/vqvae2" --data "$exp/data/$set.txt" -o "$exp/eval/$set" --no-progress --force
     done
 }
 
 stage_export() {
-    vqa export "$exp/vqvae" -o "$exp/model" --force
+    vqa export "$exp/vqvae2" -o "$exp/model" --force
 }
 
 run_stage 0 check stage_check
 run_stage 1 corpus stage_corpus
 run_stage 2 train stage_train
-run_stage 3 eval stage_eval
-run_stage 4 export stage_export
+run_stage 3 cycle2 stage_cycle2
+run_stage 4 eval stage_eval
+run_stage 5 export stage_export
 log "finished stages $stage..$stop_stage in $exp"
