@@ -4,8 +4,8 @@ The model is ``--model`` (default: the shipped ``speech-8k``; any name, checkpoi
 folder), or with ``--untrained`` the VQ-VAE architecture with untrained weights (throughput does not
 depend on the weights): ``VQVAEConfig`` at 8 kHz, strides 2-4-4 = hop 32 (250 frames/s), 4 levels of
 256 codes and a small width (``--hidden 8 --max-hidden 64``, 0.12 M parameters).
-Encode is file -> .vqa (streamed read, the streaming encoder's fixed windows, nearest-code search, bit
-packing); decode is .vqa -> wav (chunked decoder, streamed write). Best of ``--repeats`` runs;
+Encode is file -> .vqa (streamed read, encoder chunks of ``--chunk-seconds`` with the exact CPU convs of
+``vqaudio.ops.exact_conv``, or ATen's with ``VQAUDIO_EXACT_CONV=0``, nearest-code search, bit packing); decode is .vqa -> wav (chunked decoder, streamed write). Best of ``--repeats`` runs;
 also prints peak RSS. Run from the repository root::
 
     .venv/bin/python benchmarks/bench_codec.py                 # speech-8k, 10 min of speech, 2 threads
@@ -18,6 +18,7 @@ make 2 threads many times slower than 1: ``OMP_WAIT_POLICY=PASSIVE`` avoids that
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -90,8 +91,9 @@ def main() -> None:
           f"max_hidden={config.max_hidden}, dim={config.dim}, strides={config.strides} (hop {codec.hop}), "
           f"{config.sample_rate} Hz, n_q={config.n_q}, K={config.codebook_size}")
     ch = codec.chunking
+    convs = "ATen" if os.environ.get("VQAUDIO_EXACT_CONV", "1").strip() == "0" else "exact_conv1d"
     print(f"input: {args.minutes:g} min of {what} at 8 kHz; {args.threads} threads; best of {args.repeats}; encoder "
-          f"windows of {ch['block_frames']} + {ch['left_frames']}/{ch['right_frames']} frames (vqaudio/streaming.py); "
+          f"chunks of {ch['chunk_frames']} + {ch['overlap_frames']} frames ({convs} convs); "
           f"decoder chunks of {args.chunk_seconds:g} s + {codec.decoder_overlap} frames of overlap")
     print(f"encode (file -> .vqa): {t_enc:6.2f} s  = {seconds / t_enc:7.1f} x realtime")
     print(f"decode (.vqa -> wav):  {t_dec:6.2f} s  = {seconds / t_dec:7.1f} x realtime")

@@ -14,7 +14,7 @@
 // runs the same instruction sequence; the tile's other lanes (real positions, or the zero slack past the end) never
 // enter a lane's sum, and the output channels of a block have their own accumulators. So a value's bits depend only
 // on its own inputs, weights and bias: not on T, B, the padding of the call, the thread count, nor where t falls in
-// a tile. Threads split over (b, co-block, t-tile) only.
+// a tile. Threads split over (b, chunks of t-tiles) only.
 //
 // `elu`: the input goes through ELU (alpha 1) first, y = conv(elu(x)), as the encoder's activation-then-conv pairs.
 // ATen's elementwise kernels run a vector body and a scalar tail with other exp code (Sleef vs libm), so an ATen
@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 // AVX-512 / AVX2+FMA / baseline clones, chosen once at load (as csrc/wavenet_step.cpp).
@@ -94,9 +95,10 @@ VQ_TARGET_CLONES void fill_row(const float* __restrict src, int64_t T, int64_t p
       std::memcpy(dst + pad_left + i0, lanes, n * sizeof(float));
       continue;
     }
+    int64_t p = (i0 + pad_left) % S, m = (i0 + pad_left) / S;  // no division per element
     for (int64_t l = 0; l < n; ++l) {
-      const int64_t j = i0 + l + pad_left;
-      dst[(j % S) * M + j / S] = lanes[l];
+      dst[p * M + m] = lanes[l];
+      if (++p == S) p = 0, ++m;
     }
   }
 }
@@ -173,36 +175,44 @@ at::Tensor exact_conv1d_cpu(const at::Tensor& x_in, const at::Tensor& w_in, cons
   }
   const int64_t M = tiles * TW + max_off;
   const at::Tensor x = x_in.contiguous(), w = w_in.contiguous(), bias = b_in.contiguous();
-  std::vector<float> phases(static_cast<size_t>(B * Cin * S * M));
+  std::unique_ptr<float[]> phases_mem(new float[B * Cin * S * M]);  // zeroed per row below
+  float* const phases_ptr = phases_mem.get();
   const float* xp = x.data_ptr<float>();
   at::parallel_for(0, B * Cin, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      float* dst = phases.data() + r * S * M;
+      float* dst = phases_ptr + r * S * M;
       std::fill(dst, dst + S * M, 0.0f);
       fill_row(xp + r * T, T, pad_left, S, M, elu, dst);
     }
   });
 
   const int64_t coblocks = (Cout + COB - 1) / COB;
+  const int64_t chunk = 8;  // tiles per work item: its inputs (Cin x ~256 positions) stay in cache for every co-block
+  const int64_t chunks = (tiles + chunk - 1) / chunk;
   const float *wp = w.data_ptr<float>(), *bp = bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  // Work items (b, co-block, tile); a grain of 8 tiles keeps short calls (stream pushes) on one thread.
-  at::parallel_for(0, B * coblocks * tiles, 8, [&](int64_t i0, int64_t i1) {
+  // Work items (b, t-chunk), each every co-block of its tiles; small calls (stream pushes) stay on one thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 16) / std::max<int64_t>(1, Cout * Cin * K * TW * chunk / 64));
+  at::parallel_for(0, B * chunks, grain, [&](int64_t i0, int64_t i1) {
     alignas(64) float tile[COB * TW];
     const float* wrow[COB];
     float bb[COB];
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t tt = i % tiles, cb = (i / tiles) % coblocks, b = i / (tiles * coblocks);
-      for (int c = 0; c < COB; ++c) {  // a short last block repeats its last channel (computed, not stored)
-        const int64_t co = std::min(cb * COB + c, Cout - 1);
-        wrow[c] = wp + co * Cin * K;
-        bb[c] = bp[co];
+      const int64_t b = i / chunks, t_end = std::min(tiles, (i % chunks + 1) * chunk);
+      for (int64_t cb = 0; cb < coblocks; ++cb) {
+        for (int c = 0; c < COB; ++c) {  // a short last block repeats its last channel (computed, not stored)
+          const int64_t co = std::min(cb * COB + c, Cout - 1);
+          wrow[c] = wp + co * Cin * K;
+          bb[c] = bp[co];
+        }
+        for (int64_t tt = (i % chunks) * chunk; tt < t_end; ++tt) {
+          conv_tile(phases_ptr + b * Cin * S * M, Cin, S, M, K, tap_phase.data(), tap_off.data(), wrow, bb,
+                    tt * TW, tile);
+          const int64_t n = std::min<int64_t>(TW, Tout - tt * TW);
+          for (int c = 0; c < COB && cb * COB + c < Cout; ++c)
+            std::memcpy(op + (b * Cout + cb * COB + c) * Tout + tt * TW, tile + c * TW, n * sizeof(float));
+        }
       }
-      conv_tile(phases.data() + b * Cin * S * M, Cin, S, M, K, tap_phase.data(), tap_off.data(), wrow, bb, tt * TW,
-                tile);
-      const int64_t n = std::min<int64_t>(TW, Tout - tt * TW);
-      for (int c = 0; c < COB && cb * COB + c < Cout; ++c)
-        std::memcpy(op + (b * Cout + cb * COB + c) * Tout + tt * TW, tile + c * TW, n * sizeof(float));
     }
   });
   return out;
