@@ -233,13 +233,12 @@ def test_train_a_causal_model_and_its_latency_holds(tmp_path, speech_dir, speech
     assert torch.equal(one_push(codec, x), codec.encode(x, 8000).codes)
 
 
-def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
-    """What the stream's exactness rests on: the encoder's windows give the same bits at 1 or 2 threads, and
-    batched (a whole input pushed at once: up to ``MAX_BATCH`` windows a call) or one at a time."""
+def test_codes_do_not_depend_on_threads(codec, speech, monkeypatch):
+    """The stream's layers themselves (without ``one_thread``) give the same bits at 1 or 2 threads."""
     from vqaudio import streaming
 
     x = speech[:, : 5 * 8000]
-    monkeypatch.setattr(streaming, "one_thread", contextlib.nullcontext)  # the windows themselves, at 1 and 2 threads
+    monkeypatch.setattr(streaming, "one_thread", contextlib.nullcontext)  # the layers themselves, at 1 and 2 threads
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -249,17 +248,24 @@ def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
-    monkeypatch.setattr(streaming, "MAX_BATCH", 1)
-    assert torch.equal(one_push(codec, x), one)
+    assert torch.equal(one, codec.encode(x, 8000).codes)
 
 
-def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech):
+def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeypatch):
     """Encoder and decoder pushes compute on one intra-op thread (too small to split) and leave the caller's
     thread count as it was."""
+    from vqaudio.models import stream_layers
+
     seen: list[tuple[str, int]] = []
     act = next(m for m in codec.model.decoder.modules() if isinstance(m, torch.nn.ELU))
-    hooks = [m.register_forward_pre_hook(lambda *_, tag=tag: seen.append((tag, torch.get_num_threads())))
-             for tag, m in (("encoder", codec.model.encoder), ("decoder", act))]
+    hooks = [act.register_forward_pre_hook(lambda *_: seen.append(("decoder", torch.get_num_threads())))]
+    conv = stream_layers.exact_conv1d
+
+    def exact_conv1d(*args, **kw):
+        seen.append(("encoder", torch.get_num_threads()))
+        return conv(*args, **kw)
+
+    monkeypatch.setattr(stream_layers, "exact_conv1d", exact_conv1d)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from vqaudio import ops
 
-__all__ = ["exact_conv1d", "exact_conv1d_reference", "has_exact_conv", "usable", "disabled"]
+__all__ = ["exact_conv1d", "exact_conv1d_reference", "has_exact_conv", "enabled_for", "usable", "disabled"]
 
 _DISABLED = [os.environ.get("VQAUDIO_EXACT_CONV", "1").strip() == "0"]
 
@@ -55,10 +55,14 @@ def disabled() -> Iterator[None]:
         _DISABLED[0] = before
 
 
+def enabled_for(device: torch.device) -> bool:
+    """Whether encoders on ``device`` use the compiled op (the CPU, op loaded, not :func:`disabled`)."""
+    return _HAS and not _DISABLED[0] and device.type == "cpu"
+
+
 def usable(x: Tensor) -> bool:
     """Whether an encoder may run ``x`` through the compiled op: float32 on the CPU, no autograd, op loaded."""
-    return (_HAS and not _DISABLED[0] and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_grad_enabled())
+    return enabled_for(x.device) and x.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
 def exact_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
