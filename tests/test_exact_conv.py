@@ -90,18 +90,22 @@ def test_opcheck_and_errors():
     assert exact_conv1d(torch.randn(0, 4, 10), w.detach(), b).shape == (0, 8, 8)
 
 
-def test_encoder_uses_it_only_without_autograd_on_the_cpu():
-    """Same latents as ATen's convs to float rounding; training (autograd) keeps ATen's (it has a backward)."""
+@pytest.mark.parametrize("causal", [False, True])
+def test_encoder_uses_it_only_without_autograd_on_the_cpu(causal):
+    """Same latents as ATen's convs to float rounding (the same padding, symmetric or causal); training (autograd)
+    keeps ATen's (it has a backward)."""
     from vqaudio.models.conv import Encoder
     from vqaudio.ops import exact_conv
 
-    enc = Encoder(1, 8, [2, 3], hidden=4, max_hidden=16, dilations=(1, 3)).eval()
+    enc = Encoder(1, 8, [2, 3], hidden=4, max_hidden=16, dilations=(1, 3), causal=causal).eval()
     x = torch.randn(2, 1, 60 * 6)
     with torch.no_grad():
+        assert exact_conv.usable(x)
         fast = enc(x)
         with exact_conv.disabled():
             aten = enc(x)
     torch.testing.assert_close(fast, aten, rtol=0, atol=1e-5)
+    assert not exact_conv.usable(x)  # autograd on
     enc.train()
     y = enc(x)
     assert y.requires_grad

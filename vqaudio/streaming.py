@@ -139,7 +139,8 @@ class StreamEncoder:
         return self.model.quantizer.encode(z, self.n_q).cpu()
 
     def _empty(self) -> Tensor:
-        return torch.zeros(self.items or 0, self.n_q, 0, dtype=torch.int64)
+        items = 1 if self.joint else (self.items or 0)
+        return torch.zeros(items, self.n_q, 0, dtype=torch.int64)
 
 
 class StreamDecoder:
