@@ -148,6 +148,12 @@ class ResidualUnit(nn.Module):
         return _compose(list(self.block), a, b)
 
 
+def fused_elu(layers: list[nn.Module], i: int) -> bool:
+    """Whether ``layers[i]`` is an ELU (alpha 1) that the exact path fuses into the :class:`Conv` after it."""
+    layer = layers[i]
+    return isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers) and isinstance(layers[i + 1], Conv)
+
+
 def run_exact(layers: list[nn.Module], x: Tensor) -> Tensor:
     """``layers`` applied in order with exact convs: an ``nn.ELU`` followed by a :class:`Conv` is one fused call, a
     :class:`ResidualUnit` adds its block run likewise. Modules are still called (their forward pre-hooks run, e.g.
@@ -156,7 +162,7 @@ def run_exact(layers: list[nn.Module], x: Tensor) -> Tensor:
     i = 0
     while i < len(layers):
         layer = layers[i]
-        if isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers) and isinstance(layers[i + 1], Conv):
+        if fused_elu(layers, i):
             x, i = layers[i + 1](x, elu=True, exact=True), i + 2
             continue
         if isinstance(layer, Conv):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqaudio.models.conv import Conv, ConvTranspose, ResidualUnit
+from vqaudio.models.conv import Conv, ConvTranspose, ResidualUnit, fused_elu
 from vqaudio.ops.exact_conv import exact_conv1d
 
 __all__ = ["StreamLayer", "StreamConv", "StreamConvTranspose", "StreamResidual", "StreamPointwise", "StreamStack",
@@ -186,9 +186,7 @@ def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
     i = 0
     while i < len(layers):
         layer = layers[i]
-        fuse = (exact and isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers)
-                and isinstance(layers[i + 1], Conv))
-        if fuse:
+        if exact and fused_elu(layers, i):
             out.append(StreamConv(layers[i + 1], exact, elu=True))
             i += 1
         elif isinstance(layer, Conv):
