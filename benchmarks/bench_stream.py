@@ -139,16 +139,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=60.0, help="audio for the speed test")
     ap.add_argument("--push-ms", type=float, default=20.0)
-    ap.add_argument("--block-frames", type=int, default=None, help="stream encoder block (default: the Codec's)")
     ap.add_argument("--pipe-seconds", type=float, default=10.0)
     ap.add_argument("--skip-pipe", action="store_true")
     ap.add_argument("--memory-minutes", type=int, default=60)
     args = ap.parse_args()
     set_threads(args.threads)
     codec = load_codec(args.model)
-    codec.block_frames = args.block_frames or codec.block_frames
     lat = codec.latency
-    print(f"model {codec.name}: {codec.sample_rate} Hz, hop {codec.hop}; encoder block {codec.block_frames} frames; "
+    print(f"model {codec.name}: {codec.sample_rate} Hz, hop {codec.hop}; encoder and decoder layer by layer; "
           f"latency {lat.samples} samples = {lat.ms:.2f} ms (encoder {lat.encoder} samples + decoder {lat.decoder} frames)")
     x = speech(args.seconds)
     codec.encode(x[:, :8000], 8000)  # warm-up

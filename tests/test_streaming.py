@@ -1,5 +1,5 @@
 """Streaming encode and decode (vqaudio/streaming.py) with the shipped speech-8k model on real speech: the same
-code bits for any push sizes, equal to the offline ``encode`` but for float near-ties (NEAR_TIES), audio equal to
+code bits for any push sizes and thread counts, equal to the offline ``encode`` bit for bit, audio equal to
 ``decode`` to float rounding, and the declared ``codec.latency`` checked by perturbing the input after it."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from test_model_names import FIXTURE, signal
 
 from vqaudio.codec import load_codec, load_codes
 
-NEAR_TIES = 0.002  # share of frames whose codes may differ from the offline encoder's (long chunks: other rounding)
 DECODE_ATOL = 1e-5  # streamed vs offline audio: float rounding of conv windows of other lengths (seen: ~5e-7)
 
 
@@ -67,20 +66,23 @@ def stream_codes(codec, x: torch.Tensor):
     return c
 
 
-def assert_near_offline(streamed: torch.Tensor, offline: torch.Tensor) -> None:
-    assert streamed.shape == offline.shape
-    differ = (streamed != offline).any(-2).sum().item()  # frames with any level's code different
-    assert differ <= NEAR_TIES * offline.shape[-1] * offline.shape[0], (differ, offline.shape)
-
-
-@pytest.mark.parametrize("seed", [0, 1])
-def test_streamed_codes_are_the_same_bits_for_any_pushes(codec, speech, seed):
-    whole = one_push(codec, speech)
-    assert whole.shape == (1, 4, -(-speech.shape[-1] // codec.hop))
-    assert torch.equal(stream_encode(codec, speech, seed), whole)
-    offline = codec.encode(speech, 8000).codes
-    print(f"stream vs offline encode: {(whole != offline).any(1).sum().item()} of {whole.shape[-1]} frames differ")
-    assert_near_offline(whole, offline)
+@pytest.mark.parametrize("seed, threads", [(0, 1), (1, 2)])
+def test_streamed_codes_equal_offline_encode_exactly(codec, speech, seed, threads):
+    """Pushes of 1 to 400 samples, the offline encoder (15 s chunks) and the batch API: the same bits (the encoder's
+    convs are ``exact_conv1d``), whatever the torch thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        offline = codec.encode(speech, 8000).codes
+        streamed = stream_encode(codec, speech, seed)
+        batch = codec.encode([speech, speech[:, 1000:]], 8000)
+    finally:
+        torch.set_num_threads(before)
+    assert offline.shape == (1, 4, -(-speech.shape[-1] // codec.hop))
+    assert torch.equal(streamed, offline)
+    assert torch.equal(batch[0].codes, offline)
+    assert torch.equal(batch[1].codes, codec.encode(speech[:, 1000:], 8000).codes)
+    assert torch.equal(one_push(codec, speech), offline)
 
 
 def test_stereo_every_length_near_a_block_and_n_q(codec, speech):
@@ -89,7 +91,7 @@ def test_stereo_every_length_near_a_block_and_n_q(codec, speech):
         y = x[:, :length]
         streamed = stream_encode(codec, y, length, n_q=2)
         assert torch.equal(streamed, one_push(codec, y, n_q=2)), length
-        assert_near_offline(streamed, codec.encode(y, 8000, n_q=2).codes)
+        assert torch.equal(streamed, codec.encode(y, 8000, n_q=2).codes), length
 
 
 def test_fixture_and_resampled_input(codec):
@@ -169,7 +171,7 @@ def test_series_stream(tmp_path: Path):
     _, stats = model.normalize(x[None])
     streamed = stream_encode(codec, x, 7, stats=stats)
     assert torch.equal(streamed, one_push(codec, x, stats=stats))
-    assert_near_offline(streamed, codes.codes)
+    assert torch.equal(streamed, codes.codes)
     assert codec.latency.ms is None
 
 
@@ -228,16 +230,15 @@ def test_train_a_causal_model_and_its_latency_holds(tmp_path, speech_dir, speech
     whole, _ = codec.decode(stream_codes(codec, y), "model")
     torch.testing.assert_close(outs[0], whole[:, : outs[0].shape[-1]], atol=DECODE_ATOL, rtol=0)
     assert torch.equal(stream_encode(codec, x, 9), one_push(codec, x))
-    assert_near_offline(one_push(codec, x), codec.encode(x, 8000).codes)
+    assert torch.equal(one_push(codec, x), codec.encode(x, 8000).codes)
 
 
-def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
-    """What the stream's exactness rests on: the encoder's windows give the same bits at 1 or 2 threads, and
-    batched (a whole input pushed at once: up to ``MAX_BATCH`` windows a call) or one at a time."""
+def test_codes_do_not_depend_on_threads(codec, speech, monkeypatch):
+    """The stream's layers themselves (without ``one_thread``) give the same bits at 1 or 2 threads."""
     from vqaudio import streaming
 
     x = speech[:, : 5 * 8000]
-    monkeypatch.setattr(streaming, "one_thread", contextlib.nullcontext)  # the windows themselves, at 1 and 2 threads
+    monkeypatch.setattr(streaming, "one_thread", contextlib.nullcontext)  # the layers themselves, at 1 and 2 threads
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -247,17 +248,24 @@ def test_codes_do_not_depend_on_threads_or_batching(codec, speech, monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
-    monkeypatch.setattr(streaming, "MAX_BATCH", 1)
-    assert torch.equal(one_push(codec, x), one)
+    assert torch.equal(one, codec.encode(x, 8000).codes)
 
 
-def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech):
+def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeypatch):
     """Encoder and decoder pushes compute on one intra-op thread (too small to split) and leave the caller's
     thread count as it was."""
+    from vqaudio.models import stream_layers
+
     seen: list[tuple[str, int]] = []
     act = next(m for m in codec.model.decoder.modules() if isinstance(m, torch.nn.ELU))
-    hooks = [m.register_forward_pre_hook(lambda *_, tag=tag: seen.append((tag, torch.get_num_threads())))
-             for tag, m in (("encoder", codec.model.encoder), ("decoder", act))]
+    hooks = [act.register_forward_pre_hook(lambda *_: seen.append(("decoder", torch.get_num_threads())))]
+    conv = stream_layers.exact_conv1d
+
+    def exact_conv1d(*args, **kw):
+        seen.append(("encoder", torch.get_num_threads()))
+        return conv(*args, **kw)
+
+    monkeypatch.setattr(stream_layers, "exact_conv1d", exact_conv1d)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)

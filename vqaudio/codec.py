@@ -262,17 +262,16 @@ class Codec:
     ``name`` and ``sha256`` identify the weights in token files (``sha256`` defaults to
     :func:`weights_sha256`); ``chunk_seconds`` bounds the audio decoded and resampled at once (series:
     ``chunk_steps`` time steps). Longer chunks spread the fixed cost of each conv call.
-    ``block_frames``: the stream encoder computes frames in blocks of this many, each from a window fixed by
-    its index (:mod:`vqaudio.streaming`), so its codes are the same bits whatever the push sizes; the offline
-    encoder runs whole chunks (fast), whose codes equal the stream's except at float near-ties.
+    The offline encoder runs whole chunks, the stream encoder layer by layer on state (:mod:`vqaudio.streaming`);
+    on the CPU both use the exact convs of :mod:`vqaudio.ops.exact_conv`, so their codes are the same bits.
     """
 
     def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 15.0,
-                 chunk_steps: int = 1 << 17, block_frames: int = 8) -> None:
+                 chunk_steps: int = 1 << 17) -> None:
         self.name, self.sha256 = name, sha256 or weights_sha256(model)
         self.model = _inference_copy(model)
         self.config: VQVAEConfig = model.config
-        self.chunk_seconds, self.chunk_steps, self.block_frames = chunk_seconds, chunk_steps, block_frames
+        self.chunk_seconds, self.chunk_steps = chunk_seconds, chunk_steps
         self.device = next(model.parameters()).device
 
     # -- properties ----------------------------------------------------------------------------
@@ -349,7 +348,7 @@ class Codec:
             if problem:
                 raise ConfigError(f"input sample rate: {problem}")
             resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds, eager=True)
-        return StreamEncoder(self.model, n_q, self.block_frames, stats, self.device, resampler)
+        return StreamEncoder(self.model, n_q, stats, self.device, resampler)
 
     def stream_decoder(self, stats: SeriesStats | None = None) -> StreamDecoder:
         """A :class:`~vqaudio.streaming.StreamDecoder` at the model's rate: ``push(codes [C, n_q, f])`` returns the
@@ -359,7 +358,7 @@ class Codec:
     # -- encoding ------------------------------------------------------------------------------
     def _encoder(self, n_q: int, stats: SeriesStats | None) -> ChunkedRunner:
         """The offline encoder: whole chunks of :attr:`chunk_frames` frames with :attr:`encoder_overlap` frames of
-        context each side (fast; the stream encoder's codes differ from these only at float near-ties)."""
+        context each side (exact convs on the CPU: the same code bits as any other chunking, or the stream's)."""
         def fn(x: Tensor) -> Tensor:  # [items, C, n] -> [items, n_q, ceil(n / hop)], int32 until the end (memory)
             return self.model.encode(x.to(self.device), n_q, stats=stats).to("cpu", torch.int32)
 
@@ -372,9 +371,9 @@ class Codec:
 
     @property
     def stream_chunking(self) -> dict[str, int]:
-        """The stream encoder's window geometry, recorded in token streams written by :meth:`stream_encoder`."""
-        enc = StreamEncoder(self.model, 1, self.block_frames)
-        return {"block_frames": enc.block, "left_frames": enc.left, "right_frames": enc.right}
+        """How the stream encoder runs, recorded in token streams written by :meth:`stream_encoder`: layer by layer
+        on state (``{"stream_layers": 1}``; streams written before recorded their encoder's windows)."""
+        return {"stream_layers": 1}
 
     def _codes(self, codes: Tensor, length: int, channels: int, orig_sr: int | None, n_q: int,
                stats: SeriesStats | None, source: str | None) -> Codes:

@@ -9,26 +9,16 @@
         y = dec.push(enc.push(x))           # codes [C, n_q, f] of every frame now complete; audio [C, t] now final
     y = dec.push(enc.flush()); y_end = dec.flush()
 
-**Exact codes.** A convolution's float result at one position depends on the shape of the tensor it is
-computed in (oneDNN/BLAS blocking differs with the length), so computing a frame once in a 20 ms piece
-and once in a 15 s chunk can round differently and flip a code at a near-tie. The stream encoder
-therefore computes every frame from a window fixed by the frame's index alone: its codes are the same
-bits whatever the push sizes and thread count. :meth:`vqaudio.codec.Codec.encode` runs the whole file in
-long chunks instead (about 3x faster than this encoder fed the whole file, which is what the offline
-speed target needs); its codes equal the stream's except at float near-ties (a few in 10^4 frames on speech).
-Making both the same bits at full speed needs a conv whose summation order does not depend on the
-tensor's length (a C++ kernel for the encoder's layers); not done yet. Frames come in blocks of ``block`` frames; block ``b`` is computed from the input frames
-``[max(0, b G - left), (b + 1) G - 1 + right)`` (``G = block``; ``left``/``right``: the encoder's receptive
-field rounded up to whole frames). Samples not received yet are zeros in that window: they lie outside
-the receptive field of every frame emitted from it, and a conv output is a sum over its own receptive
-field only, so the frame's float value is the same whether the rest of the window holds zeros (while
-streaming) or signal (offline). Each push recomputes the current block's window (a few ms) and emits
-the frames whose receptive field is complete (``f hop + right_context < received``). The frames
-whose receptive field reaches the end of the signal (at most ``right`` of them) are computed at
-:meth:`StreamEncoder.flush` from the window ``[max(0, first - left), F)`` that ends at the (hop-padded)
-end, where the zero padding of every layer is that of the whole file; a block 0 window starts at
-sample 0 likewise. Block windows are computed one at a time with the same batch (the channels): a
-conv run at another batch size rounds differently too.
+**Exact codes.** The encoder streams layer by layer on state (:mod:`vqaudio.models.stream_layers`, as the decoder):
+each conv keeps the inputs its next outputs read and emits every output whose inputs have all arrived, so a frame
+comes out as soon as its receptive field is in (``f hop + right_context < received``) and each push costs about
+what its samples cost offline. On the CPU the convs are ``exact_conv1d`` (:mod:`vqaudio.ops.exact_conv`): a conv
+output has the same bits whatever the length, batch or thread count of the call, as in the offline encoder's
+15 s chunks, and the nearest-code search treats each frame alone, so the streamed codes equal
+:meth:`vqaudio.codec.Codec.encode`'s bit for bit, for any push sizes. At the end, :meth:`StreamEncoder.flush`
+pads the input to a whole frame with zeros (series: normalised zeros) and lets every layer add its right padding,
+as encoding the whole file does. (Elsewhere, e.g. on CUDA, ATen's convs round by their call's shape: codes then
+equal the offline ones but for float near-ties.)
 
 **Decoding** needs no such care (audio is compared to float rounding, not bit for bit): the decoder
 runs layer by layer on state (:mod:`vqaudio.models.stream_layers`, as EnCodec's and Moshi's streaming
@@ -42,24 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from vqaudio.models.vqvae import VQVAE, SeriesStats
+from vqaudio.ops import exact_conv
 
 __all__ = ["Latency", "latency_of", "StreamEncoder", "StreamDecoder"]
-
-
-@contextlib.contextmanager
-def _small_convs() -> Iterator[None]:
-    """Convs of the encoder's windows without oneDNN: PyTorch's own im2col + GEMM convs give every output the
-    same bits whatever the number of threads (oneDNN's do not), and cost less per call on short windows."""
-    before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = before
 
 
 @contextlib.contextmanager
@@ -67,7 +45,7 @@ def one_thread() -> Iterator[None]:
     """A push's work on one intra-op thread: its convs are too small to split (20 ms pushes at two threads were 1.5x
     to ~70x slower than at one on a shared 2-core machine, the worst when other processes load the cores: each
     parallel region waits for a descheduled thread), and a pipe's encoder and decoder then use a core each. Codes
-    do not depend on the thread count (:func:`_small_convs`)."""
+    do not depend on the thread count (``exact_conv1d``)."""
     before = torch.get_num_threads()
     if before != 1:
         torch.set_num_threads(1)
@@ -76,9 +54,6 @@ def one_thread() -> Iterator[None]:
     finally:
         if before != 1:
             torch.set_num_threads(before)
-
-
-MAX_BATCH = 8  # items per encoder call when windows are batched (offline)
 
 
 @dataclass(frozen=True)
@@ -113,101 +88,59 @@ class StreamEncoder:
     eager :class:`vqaudio.codec.StreamResampler` from the input's rate to the model's, or ``None``.
     """
 
-    def __init__(self, model: VQVAE, n_q: int, block: int = 8, stats: SeriesStats | None = None,
-                 device: torch.device | str = "cpu", resampler=None) -> None:
-        if block < 1:
-            raise ValueError(f"StreamEncoder: block must be >= 1 frame, got {block}")
-        self.model, self.n_q, self.block, self.stats, self.device = model, n_q, block, stats, device
-        self.hop = model.hop
-        left, self.right_context = model.encoder_context
-        self.left = -(-left // self.hop)  # frames of input before a block's first frame
-        self.right = -(-(self.right_context + 1) // self.hop)  # input frames f .. f + right - 1 hold frame f's field
-        self.joint, self.resampler = model.config.kind == "series", resampler
-        self.buf: Tensor | None = None  # [C, n]: input samples from `start` (at the model's rate)
-        self.start = self.received = self.done = 0
+    def __init__(self, model: VQVAE, n_q: int, stats: SeriesStats | None = None, device: torch.device | str = "cpu",
+                 resampler=None) -> None:
+        from vqaudio.models.stream_layers import streaming
 
-    @property
-    def frames_ready(self) -> int:
-        """Frames whose receptive field lies in the samples received so far."""
-        return max(0, (self.received - self.right_context - 1) // self.hop + 1)
+        self.model, self.n_q, self.stats, self.device = model, n_q, stats, device
+        self.hop = model.hop
+        self.joint, self.resampler = model.config.kind == "series", resampler
+        self.stack = streaming(model.encoder, exact=exact_conv.enabled_for(torch.device(device)))
+        self.items: int | None = None
+        self.received = 0
 
     def push(self, x: Tensor) -> Tensor:
         """Add samples ``[C, t]``; return the codes ``[items, n_q, f]`` of the frames now complete."""
-        with one_thread():
+        with torch.inference_mode(), one_thread():
             return self._push(x)
 
     def _push(self, x: Tensor) -> Tensor:
         x = x.detach().to("cpu", torch.float32)
         if self.resampler is not None:
             x = torch.cat([x[..., :0], *self.resampler.push(x)], dim=-1)
-        self.buf = x if self.buf is None else torch.cat([self.buf, x], dim=-1)
+        self.items = 1 if self.joint else x.shape[0]
         self.received += x.shape[-1]
-        jobs, ready = [], self.frames_ready
-        while self.done < ready:
-            b = self.done // self.block
-            upto = min(ready, (b + 1) * self.block)
-            lo, hi = b * self.block, (b + 1) * self.block
-            jobs.append((max(0, lo - self.left), hi - 1 + self.right, lo, hi, self.done - lo, upto - lo))
-            self.done = upto
-        out = self._run(jobs)
-        keep = max(0, (self.done // self.block) * self.block - self.left) * self.hop  # the next window's start
-        self.buf, self.start = self.buf[..., keep - self.start :], keep
-        return torch.cat(out, dim=-1) if out else self._empty()
+        return self._codes(self.stack.push(self._input(x)) if x.shape[-1] else None)
 
     def flush(self) -> Tensor:
         """End of input: the codes of the remaining frames (those whose field reaches the end)."""
-        with one_thread():
-            return self._flush()
+        with torch.inference_mode(), one_thread():
+            head = self._empty()
+            if self.resampler is not None:
+                rest, self.resampler = list(self.resampler.finish()), None
+                head = self._push(torch.cat(rest, dim=-1)) if rest else head
+            if self.items is None:
+                return head
+            pad = -self.received % self.hop  # the whole file's padding to a frame: zeros once normalised
+            zeros = torch.zeros(self.items, self.model.config.channels if self.joint else 1, pad, device=self.device)
+            parts = [z for z in (self.stack.push(zeros) if pad else None, self.stack.flush()) if z is not None]
+            tail = self._codes(torch.cat(parts, dim=-1) if parts else None)
+            self.received += pad
+            return torch.cat([head, tail], dim=-1)
 
-    def _flush(self) -> Tensor:
-        head = self._empty()
-        if self.resampler is not None:
-            rest, self.resampler = list(self.resampler.finish()), None
-            head = self._push(torch.cat(rest, dim=-1)) if rest else head
-        frames = -(-self.received // self.hop)
-        if self.done >= frames:
-            return head
-        codes = self._run([(max(0, self.done - self.left), frames, self.done, frames, 0, frames - self.done)])
-        self.done = frames
-        return torch.cat([head, *codes], dim=-1)
+    def _input(self, x: Tensor) -> Tensor:
+        """``x [C, t]`` as the encoder's normalised input ``[items, C', t]`` on the device."""
+        x = x[None] if self.joint else x[:, None]
+        return self.model.normalize(x.to(self.device), self.stats)[0]
+
+    def _codes(self, z: Tensor | None) -> Tensor:
+        if z is None or z.shape[-1] == 0:
+            return self._empty()
+        return self.model.quantizer.encode(z, self.n_q).cpu()
 
     def _empty(self) -> Tensor:
-        items = 1 if self.joint else (0 if self.buf is None else self.buf.shape[0])
+        items = 1 if self.joint else (self.items or 0)
         return torch.zeros(items, self.n_q, 0, dtype=torch.int64)
-
-    def _window(self, a: int, e: int) -> Tensor:
-        """The encoder input ``[items, C, n]`` of the window of input frames ``[a, e)``, zeros past the samples
-        received (series: the mean, which normalises to the zeros of the whole file's padding)."""
-        x = self.buf[..., a * self.hop - self.start : e * self.hop - self.start]
-        pad = (e - a) * self.hop - x.shape[-1]
-        if pad and self.stats is not None:
-            x = torch.cat([x, self.stats.mean.reshape(-1, 1).to(x).expand(-1, pad)], dim=-1)
-        x = F.pad(x, (0, (e - a) * self.hop - x.shape[-1]))
-        return x[None] if self.joint else x[:, None]
-
-    def _run(self, jobs: list[tuple[int, int, int, int, int, int]]) -> list[Tensor]:
-        """Codes for each job ``(a, e, lo, hi, i, j)``: frames ``[lo, hi)`` (a block, or the tail) computed from the
-        window of input frames ``[a, e)``, of which ``[lo + i, lo + j)`` are returned. Windows of one length run
-        together, at most :data:`MAX_BATCH` items a call (PyTorch's GEMM convs give each item the same bits at any
-        batch size up to 15, not beyond); each job's frames are quantised on their own (a code-space projection is
-        a matrix product, whose rounding may depend on the number of rows)."""
-        out: list[Tensor] = []
-        k = 0
-        while k < len(jobs):
-            a, e = jobs[k][:2]
-            group = [jobs[k]]
-            items = self._window(a, e).shape[0]
-            while (k + len(group) < len(jobs) and jobs[k + len(group)][1] - jobs[k + len(group)][0] == e - a
-                   and (len(group) + 1) * items <= MAX_BATCH):
-                group.append(jobs[k + len(group)])
-            k += len(group)
-            x = torch.cat([self._window(ja, je) for ja, je, *_ in group]).to(self.device)
-            with torch.inference_mode(), _small_convs():
-                z = self.model.encoder(self.model.normalize(x, self.stats)[0])
-                for n, (ja, _, lo, hi, i, j) in enumerate(group):
-                    zz = z[n * items : (n + 1) * items, :, lo - ja : hi - ja]
-                    out.append(self.model.quantizer.encode(zz, self.n_q).cpu()[..., i:j])
-        return out
 
 
 class StreamDecoder:

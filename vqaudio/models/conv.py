@@ -20,6 +20,13 @@ frames closer to a chunk cut see zero padding instead of signal and must be disc
 Likewise a decoder output sample in frame ``f`` (samples ``[f * hop, (f + 1) * hop)``) depends only
 on frames ``[f - left, f + right]`` (``Decoder.context``).
 
+Exact encoder convs
+-------------------
+On the CPU without autograd (a codec's offline chunks, its batches and its stream windows), :class:`Encoder` runs
+every conv through ``torch.ops.vqaudio.exact_conv1d`` (:mod:`vqaudio.ops.exact_conv`), each ELU fused into the conv
+after it: a value's bits then depend only on its receptive field, not on the length, batch or thread count of the
+call, so any chunking gives the same codes bit for bit. Training, CUDA and the decoder use ATen's convs.
+
 Causal stacks (``causal=True``, ``VQVAEConfig.encoder_causal`` / ``decoder_causal``) put every conv's zeros on
 the left and trim transposed convs on the right: encoder frame ``f`` then depends on samples up to
 ``f * hop + hop - 1`` (the frame's own samples, no lookahead), decoder frame ``f`` on codes up to ``f``.
@@ -33,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from vqaudio.ops.exact_conv import exact_conv1d, usable
 
 __all__ = ["Snake", "Conv", "ConvTranspose", "ResidualUnit", "Encoder", "Decoder", "channel_plan"]
 
@@ -81,7 +90,12 @@ class Conv(nn.Module):
         self.kernel, self.stride, self.dilation = kernel, stride, dilation
         self.outer = (0, 0) if inner else self.pad
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, elu: bool = False, exact: bool = False) -> Tensor:
+        """``exact``: through :func:`~vqaudio.ops.exact_conv.exact_conv1d` (the caller checked it is usable);
+        ``elu``: ``x`` goes through ELU first (fused into the exact op)."""
+        if exact:
+            return exact_conv1d(x, self.conv.weight, self.conv.bias, self.stride, self.dilation, self.pad, elu)
+        x = F.elu(x) if elu else x
         return self.conv(F.pad(x, self.outer) if any(self.outer) else x)
 
     def input_range(self, a: int, b: int) -> tuple[int, int]:
@@ -134,6 +148,33 @@ class ResidualUnit(nn.Module):
         return _compose(list(self.block), a, b)
 
 
+def fused_elu(layers: list[nn.Module], i: int) -> bool:
+    """Whether ``layers[i]`` is an ELU (alpha 1) that the exact path fuses into the :class:`Conv` after it."""
+    layer = layers[i]
+    return isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers) and isinstance(layers[i + 1], Conv)
+
+
+def run_exact(layers: list[nn.Module], x: Tensor) -> Tensor:
+    """``layers`` applied in order with exact convs: an ``nn.ELU`` followed by a :class:`Conv` is one fused call, a
+    :class:`ResidualUnit` adds its block run likewise. Modules are still called (their forward pre-hooks run, e.g.
+    :func:`vqaudio.batch.masked`'s, which zero a conv's input past an item's end: ELU(0) = 0, so zeroing before the
+    fused ELU is the same)."""
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if fused_elu(layers, i):
+            x, i = layers[i + 1](x, elu=True, exact=True), i + 2
+            continue
+        if isinstance(layer, Conv):
+            x = layer(x, exact=True)
+        elif isinstance(layer, ResidualUnit):
+            x = x + run_exact(list(layer.block), x)
+        else:
+            x = layer(x)
+        i += 1
+    return x
+
+
 def _compose(layers: list[nn.Module], a: int, b: int) -> tuple[int, int]:
     """Input range of output range ``[a, b]`` through ``layers`` applied in order."""
     for layer in reversed(layers):
@@ -177,6 +218,8 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] % self.hop:
             raise ValueError(f"Encoder: input length {x.shape[-1]} is not a multiple of hop {self.hop}")
+        if not self.training and usable(x):
+            return run_exact(list(self.layers), x)
         return self.layers(x)
 
     @property

@@ -2,9 +2,11 @@
 modules, for our non-causal layers): each keeps the few input positions its next outputs need and returns, per
 push, every output position whose inputs have all arrived. Pushing a signal in pieces of any size and then
 calling ``flush`` gives the layer's output on the whole signal (its zero padding at both ends included), up to
-float rounding (convs of other lengths round differently).
+float rounding (ATen's convs of other lengths round differently), or bit for bit with ``exact=True``: the convs
+then run through :func:`~vqaudio.ops.exact_conv.exact_conv1d`, each ELU fused into the conv after it, as
+:class:`~vqaudio.models.conv.Encoder` runs offline (the stream encoder's mode).
 
-``streaming(stack)`` builds the streaming copy of a :class:`~vqaudio.models.conv.Decoder` or
+``streaming(stack, exact=False)`` builds the streaming copy of a :class:`~vqaudio.models.conv.Decoder` or
 :class:`~vqaudio.models.conv.Encoder` (sharing its weights). Tensors are ``[B, C, n]``.
 """
 
@@ -14,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vqaudio.models.conv import Conv, ConvTranspose, ResidualUnit
+from vqaudio.models.conv import Conv, ConvTranspose, ResidualUnit, fused_elu
+from vqaudio.ops.exact_conv import exact_conv1d
 
 __all__ = ["StreamLayer", "StreamConv", "StreamConvTranspose", "StreamResidual", "StreamPointwise", "StreamStack",
            "streaming"]
@@ -52,24 +55,27 @@ class StreamPointwise(StreamLayer):
 
 
 class StreamConv(StreamLayer):
-    """A stride-1 :class:`Conv`: the left padding as zeros at the start, the last ``span - 1`` inputs kept, the right
-    padding as zeros at the end."""
+    """A :class:`Conv` of any stride: the left padding as zeros at the start, the inputs its next outputs read kept,
+    the right padding as zeros at the end. ``exact``: through ``exact_conv1d``; ``elu``: the inputs go through ELU
+    first (fused into the exact op; ELU(0) = 0, so the padding zeros may be added before it)."""
 
-    def __init__(self, conv: Conv) -> None:
-        if conv.stride != 1:
-            raise ValueError("StreamConv: only stride-1 convs stream (the decoder has no strided conv)")
+    def __init__(self, conv: Conv, exact: bool = False, elu: bool = False) -> None:
         c = conv.conv
-        self.weight, self.bias, self.dilation = c.weight, c.bias, conv.dilation
+        self.weight, self.bias, self.dilation, self.stride = c.weight, c.bias, conv.dilation, conv.stride
         self.span = conv.dilation * (conv.kernel - 1) + 1
-        self.pad = conv.pad
+        self.pad, self.exact, self.elu = conv.pad, exact, elu
         self.buf: Tensor | None = None
 
     def _run(self) -> Tensor | None:
-        n = self.buf.shape[-1] - (self.span - 1)
+        n = (self.buf.shape[-1] - self.span) // self.stride + 1
         if n <= 0:
             return None
-        y = F.conv1d(self.buf, self.weight, self.bias, dilation=self.dilation)
-        self.buf = self.buf[..., n:]
+        x = self.buf[..., : (n - 1) * self.stride + self.span]
+        if self.exact:
+            y = exact_conv1d(x, self.weight, self.bias, self.stride, self.dilation, elu=self.elu)
+        else:
+            y = F.conv1d(F.elu(x) if self.elu else x, self.weight, self.bias, self.stride, dilation=self.dilation)
+        self.buf = self.buf[..., n * self.stride :]
         return y
 
     def push(self, x):
@@ -150,8 +156,8 @@ class StreamStack(StreamLayer):
 class StreamResidual(StreamLayer):
     """``x + block(x)``: the inputs wait for the block's outputs at the same positions."""
 
-    def __init__(self, unit: ResidualUnit) -> None:
-        self.block = streaming(unit.block)
+    def __init__(self, unit: ResidualUnit, exact: bool = False) -> None:
+        self.block = streaming(unit.block, exact)
         self.skip: Tensor | None = None
 
     def _add(self, y: Tensor | None) -> Tensor | None:
@@ -171,19 +177,27 @@ class StreamResidual(StreamLayer):
         return self._add(self.block.flush())
 
 
-def streaming(stack: nn.Module) -> StreamStack:
-    """The streaming copy of a conv stack (an ``nn.Sequential`` of our layers, or a module with ``.layers``)."""
-    layers = stack.layers if hasattr(stack, "layers") else stack
+def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
+    """The streaming copy of a conv stack (an ``nn.Sequential`` of our layers, or a module with ``.layers``).
+    ``exact``: convs through ``exact_conv1d`` with each ``nn.ELU`` (alpha 1) before a conv fused into it, as
+    :func:`vqaudio.models.conv.run_exact` (CPU float32 without autograd only)."""
+    layers = list(stack.layers if hasattr(stack, "layers") else stack)
     out: list[StreamLayer] = []
-    for layer in layers:
-        if isinstance(layer, Conv):
-            out.append(StreamConv(layer))
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if exact and fused_elu(layers, i):
+            out.append(StreamConv(layers[i + 1], exact, elu=True))
+            i += 1
+        elif isinstance(layer, Conv):
+            out.append(StreamConv(layer, exact))
         elif isinstance(layer, ConvTranspose):
             out.append(StreamConvTranspose(layer))
         elif isinstance(layer, ResidualUnit):
-            out.append(StreamResidual(layer))
+            out.append(StreamResidual(layer, exact))
         elif isinstance(layer, nn.Sequential):
-            out.append(streaming(layer))
+            out.append(streaming(layer, exact))
         else:
             out.append(StreamPointwise(layer))
+        i += 1
     return StreamStack(out)
