@@ -27,6 +27,12 @@ sys.path.insert(0, str(ROOT / "recipes" / "common"))
 from voices import ASTERISK_CORE  # noqa: E402  (the recipes' voice table: one source of truth)
 
 ASTERISK_SOUNDS = Path(os.environ.get("VQAUDIO_SPEECH_DIR", "/usr/share/asterisk/sounds"))
+
+from vqaudio.ops.exact_conv import has_exact_conv  # noqa: E402
+
+# Codes that are the same bits across chunkings, pushes, batches and threads come from the compiled
+# vqaudio::exact_conv1d; a build without it runs ATen's convs, which may flip a code at a float near-tie.
+exact_codes = pytest.mark.skipif(not has_exact_conv(), reason="bit-equal codes need vqaudio._C with exact_conv1d")
 # Each voice from its own folder: the <lang> links may point at another voice package, or be its .gsm folder.
 SPEECH_VOICES = tuple(folder for folder, _ in ASTERISK_CORE)
 SPEECH_SR = 8000

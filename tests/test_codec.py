@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
+from conftest import exact_codes
 
 from vqaudio.checkpoint import save_model
 from vqaudio.codec import ChunkedRunner, Codec, StreamResampler, load_codec, load_codes, save_codes
@@ -126,6 +127,7 @@ def test_chunked_runner_equals_whole():
 
 # --- the codec on real speech --------------------------------------------------------------------
 
+@exact_codes
 def test_chunked_codes_equal_whole_file_codes(codec, speech_40s):
     """40 s of concatenated prompts in 1 s chunks (40 cuts): the same code bits (exact encoder convs)."""
     x = speech_40s

@@ -16,6 +16,7 @@ from vqaudio.batch import batches, masked, pad_stack
 from vqaudio.codec import Codec, load_codec
 from vqaudio.errors import AudioError, TokenFileError
 from vqaudio.models.vqvae import VQVAE, VQVAEConfig
+from vqaudio.ops.exact_conv import has_exact_conv
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +41,14 @@ def clips(speech_files) -> list[torch.Tensor]:
 
 def same_codes(many, one) -> None:
     """Equal headers and the same code bits: the encoder's convs (``exact_conv1d``) give a frame's latent the same
-    bits at any batch size and padding, so no near-tie can flip (ATen's convs did: 1 code of 2644 once)."""
+    bits at any batch size and padding, so no near-tie can flip. Without the compiled op the encoder runs ATen's
+    convs, which round differently at another batch size (~1e-6) and flipped 1 code of 2644 once: 0.1% may differ."""
     assert len(many) == len(one)
     for a, b in zip(many, one, strict=True):
         assert a.header() == b.header() and a.codes.shape == b.codes.shape
         differ = int((a.codes != b.codes).sum())
-        assert differ == 0, f"{differ} of {a.codes.numel()} codes differ"
+        allowed = 0 if has_exact_conv() else 1e-3 * a.codes.numel()
+        assert differ <= allowed, f"{differ} of {a.codes.numel()} codes differ"
 
 
 @pytest.mark.parametrize("rate", [8000, 16000])

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import exact_codes
 
 from vqaudio import tokenstream
 from vqaudio.cli import main
@@ -54,6 +55,7 @@ def sh(cmd: str, cwd: Path, stdin: bytes = b"") -> subprocess.CompletedProcess:
     return subprocess.run(cmd, shell=True, cwd=cwd, env=ENV, input=stdin, capture_output=True, timeout=300)
 
 
+@exact_codes
 def test_pipe_encode_decode_equals_offline(codec, talk, tmp_path):
     vq = " ".join(shlex.quote(a) for a in VQ)
     p = sh(f"cat {talk} | {vq} encode - -o - --stream | tee s.vqs | {vq} decode - -o - --stream > out.wav", tmp_path)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import exact_codes
 from test_model_names import FIXTURE, signal
 
 from vqaudio.codec import load_codec, load_codes
@@ -67,6 +68,7 @@ def stream_codes(codec, x: torch.Tensor):
 
 
 @pytest.mark.parametrize("seed, threads", [(0, 1), (1, 2)])
+@exact_codes
 def test_streamed_codes_equal_offline_encode_exactly(codec, speech, seed, threads):
     """Pushes of 1 to 400 samples, the offline encoder (15 s chunks) and the batch API: the same bits (the encoder's
     convs are ``exact_conv1d``), whatever the torch thread count."""
@@ -85,6 +87,7 @@ def test_streamed_codes_equal_offline_encode_exactly(codec, speech, seed, thread
     assert torch.equal(one_push(codec, speech), offline)
 
 
+@exact_codes
 def test_stereo_every_length_near_a_block_and_n_q(codec, speech):
     x = torch.cat([speech[:, :30_000], speech[:, 5_000:35_000]])  # [2, T]: channels are items
     for length in (1, 83, 84, 85, 16 * 84 - 1, 16 * 84 + 275, 30_000):
@@ -158,6 +161,7 @@ def test_latency_holds_and_is_tight(codec, speech):
     assert moved.min().item() // hop == f - lat.decoder
 
 
+@exact_codes
 def test_series_stream(tmp_path: Path):
     from vqaudio.codec import Codec
     from vqaudio.models.vqvae import VQVAE, VQVAEConfig
@@ -200,6 +204,7 @@ def test_stream_layers_equal_the_decoder(strides, kernel, act):
     torch.testing.assert_close(y, whole, atol=1e-5, rtol=0)
 
 
+@exact_codes
 def test_train_a_causal_model_and_its_latency_holds(tmp_path, speech_dir, speech):
     """``vqaudio train --causal both`` makes a model whose declared latency is one hop - 1 samples (no lookahead),
     and streaming holds it: after ``n`` samples every decoded sample ``t <= n - 1 - latency`` is out, final, and
@@ -233,6 +238,7 @@ def test_train_a_causal_model_and_its_latency_holds(tmp_path, speech_dir, speech
     assert torch.equal(one_push(codec, x), codec.encode(x, 8000).codes)
 
 
+@exact_codes
 def test_codes_do_not_depend_on_threads(codec, speech, monkeypatch):
     """The stream's layers themselves (without ``one_thread``) give the same bits at 1 or 2 threads."""
     from vqaudio import streaming
@@ -251,6 +257,7 @@ def test_codes_do_not_depend_on_threads(codec, speech, monkeypatch):
     assert torch.equal(one, codec.encode(x, 8000).codes)
 
 
+@exact_codes  # it watches the encoder's exact_conv1d calls
 def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeypatch):
     """Encoder and decoder pushes compute on one intra-op thread (too small to split) and leave the caller's
     thread count as it was."""
