@@ -114,7 +114,8 @@ def test_state_dict_and_residual_stack():
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(dim=0), "dim"), (dict(codebook_size=0), "codebook_size"),
-                                          (dict(beta=-1.0), "beta")])
+                                          (dict(beta=-1.0), "beta"), (dict(dead_threshold=-1.0), "dead_threshold"),
+                                          (dict(decay=1.0), "decay")])
 def test_bad_options_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SimVQ(**{"dim": 4, "codebook_size": 8, **kwargs})
@@ -177,3 +178,73 @@ def test_data_init_happens_once_and_not_after_loading_a_state():
     before = evaluated.code_transform.weight.detach().clone()
     evaluated(z)
     torch.testing.assert_close(evaluated.code_transform.weight, before)  # inference never fits
+
+
+def test_dead_code_frozen_rows_are_redrawn_onto_latents_of_the_batch():
+    torch.manual_seed(8)
+    vq = SimVQ(8, 64, dead_threshold=0.5).train()
+    vq(torch.randn(4, 8, 32))  # first step: data init, counts start
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[[3, 17, 40]] = True
+    vq.code_counts.counts.fill_(5.0)
+    vq.code_counts.counts[dead] = 0.1
+    before = vq.frozen_codebook.clone()
+    z = torch.randn(4, 8, 32)
+    vq(z)
+    assert torch.equal(vq.frozen_codebook[~dead], before[~dead])  # live rows stay
+    mapped = vq.codes().detach()[dead]
+    # each re-drawn row's mapped code is a latent of the batch (the map is invertible here)
+    nearest = torch.cdist(mapped, rows_of(z)).min(1).values
+    assert (nearest < 1e-4).all(), nearest
+    assert not vq.frozen_codebook.requires_grad
+    # re-drawn codes restart at count max(threshold, 1) (then this step's counts are averaged in)
+    assert (vq.code_counts.counts[dead] >= 0.99 * 0.9).all()
+
+
+def test_redraw_with_a_singular_map_lands_on_the_projection():
+    torch.manual_seed(9)
+    vq = SimVQ(4, 16, dead_threshold=1.0, data_init=False).train()
+    with torch.no_grad():
+        vq.code_transform.weight.copy_(torch.diag(torch.tensor([2.0, 1.0, 0.5, 0.0])))
+        vq.code_transform.bias.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    vq.code_counts.step.fill_(1)  # statistics exist; every count 0 < 1: all rows dead
+    z = torch.randn(2, 4, 8)
+    vq(z)
+    codes = vq.codes().detach()
+    assert torch.isfinite(vq.frozen_codebook).all()
+    torch.testing.assert_close(codes[:, 3], torch.full((16,), 0.4))  # the direction the map lacks keeps the bias
+    dist = torch.cdist(codes[:, :3], rows_of(z)[:, :3]).min(1).values
+    assert (dist < 1e-5).all()
+
+
+def test_without_restart_dead_codes_keep_their_rows_and_the_state_resumes_exactly():
+    torch.manual_seed(10)
+    off = SimVQ(8, 64, dead_threshold=0.0).train()
+    frozen0 = off.frozen_codebook.clone()
+    for _ in range(3):
+        off(torch.randn(4, 8, 16) + 3)
+    assert torch.equal(off.frozen_codebook, frozen0)  # dead_threshold 0: no restarts
+    a = SimVQ(8, 64).train()
+    frozen0 = a.frozen_codebook.clone()  # default dead_threshold 1
+    a(torch.randn(4, 8, 16) + 3)
+    a(torch.randn(4, 8, 16) + 3)
+    assert not torch.equal(a.frozen_codebook, frozen0)  # restarts fired (latents far from most codes)
+    assert {"code_counts.counts", "code_counts.step", "code_counts.seed"} <= set(a.state_dict())
+    b = SimVQ(8, 64).train()
+    b.load_state_dict(a.state_dict())
+    z = torch.randn(4, 8, 16) + 3
+    out_a, out_b = a(z), b(z)
+    assert torch.equal(a.frozen_codebook, b.frozen_codebook)  # the same rows re-drawn onto the same latents
+    assert torch.equal(out_a.indices, out_b.indices)
+    assert torch.equal(a.code_counts.counts, b.code_counts.counts)
+
+
+def test_redraw_rows_of_a_frozen_codebook_unchanged_without_dead_codes():
+    torch.manual_seed(11)
+    vq = SimVQ(4, 8, dead_threshold=1e-9).train()
+    z = torch.randn(8, 4, 64)
+    vq(z)
+    frozen = vq.frozen_codebook.clone()
+    vq.code_counts.counts.fill_(1.0)
+    vq(z)
+    assert torch.equal(vq.frozen_codebook, frozen)
