@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .distributed import all_reduce_, sample_rows
+from .distributed import all_reduce_, sample_rows, step_generator
 
 __all__ = ["CodeCounts", "aim_rows_", "redraw_dead_rows_"]
 
@@ -35,8 +35,7 @@ class CodeCounts(nn.Module):
 
     def generator(self) -> torch.Generator:
         """CPU generator seeded from (seed, step): the same on all ranks, reproducible after a reload."""
-        mixed = (int(self.seed) * 6364136223846793005 + int(self.step) * 1442695040888963407) % (2**63)
-        return torch.Generator().manual_seed(mixed)
+        return step_generator(self.seed, self.step)
 
     @torch.no_grad()
     def update_(self, local: Tensor) -> Tensor:
