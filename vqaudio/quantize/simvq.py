@@ -4,7 +4,7 @@ The codes are ``C W^T + b`` with ``C [K, dim]`` drawn once (``N(0, 1/dim)``) and
 ``W [dim, dim]``, ``b [dim]`` learned through the codebook loss: every code moves with the map, so none is
 left behind (no dead codes to restart). The first training batch fits the map to the latents
 (:mod:`.data_init`), and a code that falls out of use has its frozen row re-drawn so that its mapped code
-lands on a recent latent (:mod:`.redraw`). Each step the mapped codebook is formed (``K x dim``) and searched by the fused
+goes to a recent latent (:mod:`.redraw`). Each step the mapped codebook is formed (``K x dim``) and searched by the fused
 channels-first op :func:`vqaudio.ops.quantize_channels`. References: the paper's code (youngsheen/SimVQ,
 whose map has a bias), lucidrains' ``sim_vq.py`` / ``residual_sim_vq.py``.
 """
@@ -57,7 +57,8 @@ class SimVQ(nn.Module, InitOnFirstBatch):
     map leaves a new encoder's latents all on the same few codes), unless the state was loaded.
     Dead-code restart (:mod:`.redraw`): before each training step after the first, the frozen rows of codes
     whose EMA count (``decay``, in assignments per batch, ``code_counts``) is below ``dead_threshold`` are
-    re-drawn so that their mapped codes are random latents of the (global) batch; ``dead_threshold=0``
+    re-drawn so that their mapped codes go to random latents of the (global) batch, as far as rows no longer
+    than the longest drawn one (``max_row_norm``) allow (:func:`.redraw.aim_rows_`); ``dead_threshold=0``
     disables it. ``mask`` (bool ``[B]``) limits the loss and statistics to the items it keeps.
     """
 
@@ -78,6 +79,7 @@ class SimVQ(nn.Module, InitOnFirstBatch):
             raise ConfigError(f"SimVQ: decay must be in [0, 1), got {decay!r}")
         self.dim, self.codebook_size, self.beta, self.rotation_trick = dim, codebook_size, beta, bool(rotation_trick)
         self.register_buffer("frozen_codebook", torch.randn(codebook_size, dim) * dim**-0.5)
+        self.register_buffer("max_row_norm", self.frozen_codebook.norm(dim=1).max())  # re-drawn rows stay within
         self.code_transform = nn.Linear(dim, dim)  # with a bias, as the paper's code (youngsheen/SimVQ)
         self.dead_threshold = float(dead_threshold)
         self.code_counts = CodeCounts(codebook_size, decay)
@@ -110,7 +112,7 @@ class SimVQ(nn.Module, InitOnFirstBatch):
             self.data_initialized()
         elif self.training and self.dead_threshold > 0 and int(self.code_counts.step) > 0:
             redraw_dead_rows_(self.code_transform, self.frozen_codebook, self.code_counts, self.dead_threshold,
-                              to_rows(z if mask is None else z[mask]))
+                              to_rows(z if mask is None else z[mask]), float(self.max_row_norm))
         codes = self.codes()
         if self.beta > 0:
             # One search gives both loss terms: dist2 = ||z - e||² is differentiable w.r.t. z and the chosen
