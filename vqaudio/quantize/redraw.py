@@ -59,28 +59,30 @@ class CodeCounts(nn.Module):
 
 @torch.no_grad()
 def aim_rows_(linear: nn.Linear, frozen: Tensor, rows: Tensor, targets: Tensor, max_norm: float,
-              iterations: int = 60) -> None:
+              iterations: int = 20) -> None:
     """Set ``frozen[rows]`` (``frozen [K, D']``, ``rows`` bool ``[K]``) to the rows ``c`` of norm at most
     ``max_norm`` that bring ``linear(c)`` (``W [D, D']``) closest to ``targets [num, D]``: the pseudo-inverse
-    solution, or the Tikhonov one of norm ``max_norm`` (``iterations`` bisection steps of its ``l``)."""
+    solution, or the Tikhonov one ``(W^T W + l I)^{-1} W^T (t - b)`` of norm ``max_norm``, ``l`` from
+    at most ``iterations`` Newton steps on ``1/||c(l)|| = 1/max_norm`` (concave in ``l``: from ``l = 0`` they rise
+    monotonically to the root, as in Moré and Sorensen's trust-region solver)."""
     u, sigma, vh = torch.linalg.svd(linear.weight.detach().double(), full_matrices=False)
     shifted = targets.double() - (0.0 if linear.bias is None else linear.bias.detach().double())
-    coef = shifted @ u  # [num, r]: the targets in the map's left singular basis
     keep = sigma > sigma.max() * max(sigma.shape) * torch.finfo(torch.float64).eps  # as torch.linalg.pinv
-
-    def solve(lam: Tensor) -> Tensor:  # [num, r] coefficients of c in the right singular basis
-        return torch.where(keep, coef * sigma / (sigma.square() + lam[:, None]).clamp_min(1e-300), 0.0)
-
-    lam = torch.zeros(coef.shape[0], dtype=torch.float64, device=coef.device)
-    long = solve(lam).norm(dim=1) > max_norm
-    if bool(long.any()):  # ||c(l)|| falls from above max_norm at 0 to below it at hi
-        lo, hi = torch.zeros_like(lam), coef.norm(dim=1) * sigma.max() / max_norm
-        for _ in range(iterations):
-            mid = (lo + hi) / 2
-            over = solve(mid).norm(dim=1) > max_norm
-            lo, hi = torch.where(over, mid, lo), torch.where(over, hi, mid)
-        lam = torch.where(long, hi, lam)
-    frozen[rows] = (solve(lam) @ vh).to(frozen.dtype)
+    proj = torch.where(keep, (shifted @ u) * sigma, 0.0)  # [num, r]: sigma_i <u_i, t - b>
+    s2 = torch.where(keep, sigma.square(), 1.0)  # (1 where dropped: those terms are 0 anyway)
+    lam = torch.zeros(proj.shape[0], 1, dtype=torch.float64, device=proj.device)
+    for _ in range(iterations):
+        q = proj / (s2 + lam)  # the coefficients of c(l) in the right singular basis
+        norm2 = q.square().sum(1, keepdim=True)
+        slope = (q.square() / (s2 + lam)).sum(1, keepdim=True) * norm2.clamp_min(1e-300) ** -1.5
+        step = (norm2.clamp_min(1e-300) ** -0.5 - 1.0 / max_norm) / slope.clamp_min(1e-300)
+        step = torch.where(norm2 > max_norm**2, step, 0.0)  # rows already short enough keep l
+        lam = lam - step
+        if not bool((step.abs() > 1e-12 * lam.abs()).any()):  # converged (quadratically: a few steps)
+            break
+    c = proj / (s2 + lam)
+    c = c * (max_norm / c.norm(dim=1, keepdim=True).clamp_min(1e-300)).clamp(max=1.0)  # the last rounding
+    frozen[rows] = (c @ vh).to(frozen.dtype)
 
 
 @torch.no_grad()
