@@ -134,3 +134,6 @@ def test_two_ranks_equal_one_rank_on_the_global_batch(runs):
                 )
         restarts += int((single[step]["ema"]["layers.1.cluster_size"] == 2.0).sum())
     assert restarts > 0  # dead-code restarts fired and were reproduced exactly (same global rows)
+    # SimVQ's restarts re-drew frozen rows after the first step (and the ranks agreed on them, above)
+    frozen = [single[step]["loss_simvq"]["layers.1.frozen_codebook"] for step in range(STEPS)]
+    assert not torch.equal(frozen[0], frozen[-1])

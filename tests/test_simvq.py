@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from vqaudio.errors import ConfigError
 from vqaudio.ops.rotation import rotation_vjp
@@ -114,7 +115,8 @@ def test_state_dict_and_residual_stack():
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(dim=0), "dim"), (dict(codebook_size=0), "codebook_size"),
-                                          (dict(beta=-1.0), "beta")])
+                                          (dict(beta=-1.0), "beta"), (dict(dead_threshold=-1.0), "dead_threshold"),
+                                          (dict(decay=1.0), "decay")])
 def test_bad_options_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SimVQ(**{"dim": 4, "codebook_size": 8, **kwargs})
@@ -177,3 +179,91 @@ def test_data_init_happens_once_and_not_after_loading_a_state():
     before = evaluated.code_transform.weight.detach().clone()
     evaluated(z)
     torch.testing.assert_close(evaluated.code_transform.weight, before)  # inference never fits
+
+
+def closest_short_row(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor, radius: float) -> torch.Tensor:
+    """argmin ||W c + b - x|| over ||c|| <= radius, by projected gradient descent (float64)."""
+    w, b, x = w.double(), b.double(), x.double()
+    c = torch.zeros(w.shape[1], dtype=torch.float64)
+    step = 1 / torch.linalg.matrix_norm(w, 2).square()
+    for _ in range(20000):
+        c = c - step * (w.T @ (w @ c + b - x))
+        c = c * min(1.0, radius / max(c.norm().item(), 1e-300))
+    return c
+
+
+def redraw_all_onto(vq: SimVQ, x: torch.Tensor) -> torch.Tensor:
+    """Mark every code dead and run a training step on a batch whose frames are all ``x [dim]``."""
+    vq.code_counts.step.fill_(1)  # statistics exist; every count 0 < threshold
+    vq.code_counts.counts.zero_()
+    vq(x[None, :, None].expand(2, -1, 5).contiguous())
+    return vq.frozen_codebook
+
+
+@pytest.mark.parametrize("weights", [[2.0, 1.0, 0.5, 0.25], [2.0, 1.0, 0.5, 1e-6]])
+def test_dead_rows_are_redrawn_to_the_closest_code_to_a_latent_among_short_rows(weights):
+    torch.manual_seed(9)
+    vq = SimVQ(4, 16, data_init=False).train()
+    with torch.no_grad():
+        vq.code_transform.weight.copy_(torch.diag(torch.tensor(weights)) @ torch.linalg.qr(torch.randn(4, 4))[0])
+        vq.code_transform.bias.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    radius = vq.frozen_codebook.norm(dim=1).max().item()
+    assert radius == vq.max_row_norm.item()
+    w, b = vq.code_transform.weight.detach(), vq.code_transform.bias.detach()
+    near = b + w @ (0.5 * radius * F.normalize(torch.randn(4), dim=0))  # reachable: the code lands on it
+    rows = redraw_all_onto(vq, near)
+    torch.testing.assert_close(vq.codes().detach(), near.expand(16, -1), atol=1e-5, rtol=0)
+    far = torch.tensor([3.0, -2.0, 1.0, 2.5])  # out of reach (and, for the second map, 2.1 along a weak direction)
+    rows = redraw_all_onto(vq, far)
+    expected = closest_short_row(w, b, far, radius)
+    assert rows.norm(dim=1).max() <= radius * (1 + 1e-5)  # an exact inverse would need a norm ~1e6 for the second
+    torch.testing.assert_close(rows.double(), expected.expand(16, -1), atol=1e-4, rtol=0)
+
+
+def test_live_rows_stay_and_redrawn_counts_restart():
+    torch.manual_seed(8)
+    vq = SimVQ(8, 64, dead_threshold=0.5).train()
+    vq(torch.randn(4, 8, 32))  # first step: data init, counts start
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[[3, 17, 40]] = True
+    vq.code_counts.counts.fill_(5.0)
+    vq.code_counts.counts[dead] = 0.1
+    before = vq.frozen_codebook.clone()
+    vq(torch.randn(4, 8, 32))
+    assert torch.equal(vq.frozen_codebook[~dead], before[~dead])  # live rows stay
+    assert not torch.equal(vq.frozen_codebook[dead], before[dead]) and not vq.frozen_codebook.requires_grad
+    # re-drawn codes restart at count max(threshold, 1) (then this step's counts are averaged in)
+    assert (vq.code_counts.counts[dead] >= 0.99 * 0.9).all()
+
+
+def test_without_restart_dead_codes_keep_their_rows_and_the_state_resumes_exactly():
+    torch.manual_seed(10)
+    off = SimVQ(8, 64, dead_threshold=0.0).train()
+    frozen0 = off.frozen_codebook.clone()
+    for _ in range(3):
+        off(torch.randn(4, 8, 16) + 3)
+    assert torch.equal(off.frozen_codebook, frozen0)  # dead_threshold 0: no restarts
+    a = SimVQ(8, 64).train()
+    frozen0 = a.frozen_codebook.clone()  # default dead_threshold 1
+    a(torch.randn(4, 8, 16) + 3)
+    a(torch.randn(4, 8, 16) + 3)
+    assert not torch.equal(a.frozen_codebook, frozen0)  # restarts fired (latents far from most codes)
+    assert {"code_counts.counts", "code_counts.step", "code_counts.seed"} <= set(a.state_dict())
+    b = SimVQ(8, 64).train()
+    b.load_state_dict(a.state_dict())
+    z = torch.randn(4, 8, 16) + 3
+    out_a, out_b = a(z), b(z)
+    assert torch.equal(a.frozen_codebook, b.frozen_codebook)  # the same rows re-drawn onto the same latents
+    assert torch.equal(out_a.indices, out_b.indices)
+    assert torch.equal(a.code_counts.counts, b.code_counts.counts)
+
+
+def test_redraw_rows_of_a_frozen_codebook_unchanged_without_dead_codes():
+    torch.manual_seed(11)
+    vq = SimVQ(4, 8, dead_threshold=1e-9).train()
+    z = torch.randn(8, 4, 64)
+    vq(z)
+    frozen = vq.frozen_codebook.clone()
+    vq.code_counts.counts.fill_(1.0)
+    vq(z)
+    assert torch.equal(vq.frozen_codebook, frozen)

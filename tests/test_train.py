@@ -62,12 +62,14 @@ class _Interrupt(VQVAETask):
         return super().training_step(batch, model)
 
 
-@pytest.mark.parametrize("balance", ["items", "folders"])
-def test_resume_equals_uninterrupted_run(tmp_path, speech_dir, balance):
+@pytest.mark.parametrize("balance,quantizer", [("items", "vq"), ("folders", "vq"), ("items", "simvq")])
+def test_resume_equals_uninterrupted_run(tmp_path, speech_dir, balance, quantizer):
     train, valid, _ = build_datasets(str(speech_dir), 512, 8000, valid_fraction=0.2)
     cfg = TrainConfig(steps=7, batch_size=4, lr=3e-3, warmup_steps=2, schedule="cosine", valid_every=3, valid_batches=1,
                       checkpoint_every=2, keep_every=2, log_every=1, progress=False, balance=balance)
-    mcfg = VQVAEConfig(**{**TINY, "quantizer_dropout": 0.5})  # dropout draws from the global RNG: it must be restored
+    # dropout draws from the global RNG: it must be restored; simvq: its map's data init and the restarts of
+    # its frozen rows (their counts and generator are in the checkpoint)
+    mcfg = VQVAEConfig(**{**TINY, "quantizer_dropout": 0.5, "quantizer": quantizer})
 
     def model(seed):
         torch.manual_seed(seed)
@@ -84,6 +86,10 @@ def test_resume_equals_uninterrupted_run(tmp_path, speech_dir, balance):
     a, b = load_model(tmp_path / "a" / "last").state_dict(), resumed.state_dict()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    if quantizer == "simvq":  # restarts re-drew frozen rows, after the resume point too
+        first = model(0).state_dict()["quantizer.layers.0.frozen_codebook"]
+        at_4 = load_model(tmp_path / "a" / "snapshots" / "step-0000004").state_dict()["quantizer.layers.0.frozen_codebook"]
+        assert not torch.equal(first, at_4) and not torch.equal(at_4, a["quantizer.layers.0.frozen_codebook"])
     strip = lambda rs: [{k: v for k, v in r.items() if k != "steps_per_s"} for r in rs]  # noqa: E731
     assert strip(_log(tmp_path / "a")) == strip(_log(tmp_path / "b"))  # same records, step 5 not duplicated
     assert load_checkpoint(tmp_path / "a" / "best").meta == load_checkpoint(tmp_path / "b" / "best").meta

@@ -72,7 +72,8 @@ class VQVAEConfig:
     ``codebook_size`` must be their product), ``lfq`` (``ResidualLFQ``: ``codebook_size`` a power of two,
     ``entropy_loss_weight``, ``diversity_gamma``, ``inv_temperature`` of the code distribution (default 100,
     as vector-quantize-pytorch), ``spherical`` for BSQ) or ``simvq`` (``ResidualSimVQ``,
-    ``rotation_trick``). ``beta`` is the commitment weight of vq, lfq and simvq.
+    ``rotation_trick``, and ``decay``, ``dead_threshold`` for its dead-code restart). ``beta`` is the
+    commitment weight of vq, lfq and simvq.
     """
 
     kind: str = "audio"
@@ -265,7 +266,8 @@ def build_quantizer(c: VQVAEConfig) -> Residual:
                            diversity_gamma=c.diversity_gamma, beta=c.beta, spherical=c.spherical,
                            inv_temperature=c.inv_temperature)
     if c.quantizer == "simvq":
-        return ResidualSimVQ(c.n_q, c.dim, c.codebook_size, **common, beta=c.beta, rotation_trick=c.rotation_trick)
+        return ResidualSimVQ(c.n_q, c.dim, c.codebook_size, **common, beta=c.beta, rotation_trick=c.rotation_trick,
+                             dead_threshold=c.dead_threshold, decay=c.decay)
     return ResidualVQ(
         c.n_q, c.dim, c.codebook_size, **common, beta=c.beta, ema=c.ema, decay=c.decay, eps=c.eps,
         dead_threshold=c.dead_threshold, kmeans_init=c.kmeans_init, codebook_dim=c.codebook_dim,

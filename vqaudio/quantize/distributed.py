@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["distributed", "all_reduce_", "all_reduce_differentiable", "sample_rows", "broadcast_state"]
+__all__ = ["distributed", "all_reduce_", "all_reduce_differentiable", "sample_rows", "broadcast_state",
+           "step_generator"]
 
 
 def distributed() -> bool:
@@ -30,6 +31,13 @@ def all_reduce_differentiable(t: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_reduce
 
     return all_reduce(t)
+
+
+def step_generator(seed: Tensor, step: Tensor) -> torch.Generator:
+    """CPU generator seeded from a module's saved ``seed`` and ``step`` (int64 scalars): the same on all ranks
+    (their state is broadcast from rank 0) and reproducible after a reload."""
+    mixed = (int(seed) * 6364136223846793005 + int(step) * 1442695040888963407) % (2**63)
+    return torch.Generator().manual_seed(mixed)
 
 
 def sample_rows(x: Tensor, num: int, generator: torch.Generator) -> Tensor | None:

@@ -20,7 +20,7 @@ from vqaudio import ops
 from vqaudio.errors import ConfigError
 
 from .common import VQOutput, check_codebook_dim, codebook_stats, from_rows, projections, to_rows
-from .distributed import all_reduce_, broadcast_state, distributed, sample_rows
+from .distributed import all_reduce_, broadcast_state, distributed, sample_rows, step_generator
 
 __all__ = ["VectorQuantizer"]
 
@@ -193,8 +193,7 @@ class VectorQuantizer(nn.Module):
 
     def _generator(self) -> torch.Generator:
         """CPU generator seeded from (seed, step): the same on all ranks, reproducible after a reload."""
-        mixed = (int(self.seed) * 6364136223846793005 + int(self.step) * 1442695040888963407) % (2**63)
-        return torch.Generator().manual_seed(mixed)
+        return step_generator(self.seed, self.step)
 
     def _sync_state(self) -> None:
         """DDP: start every rank from rank 0's codebook and statistics (once per process)."""
