@@ -156,7 +156,7 @@ class StreamDecoder:
 
         self.model, self.stats, self.device = model, stats, device
         self.joint = model.config.kind == "series"
-        self.stack = streaming(model.decoder)
+        self.stack = streaming(model.decoder, exact=exact_conv.enabled_for(torch.device(device)))
         self.emitted, self.items = 0, None
 
     def push(self, codes: Tensor) -> Tensor:

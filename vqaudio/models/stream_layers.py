@@ -17,10 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqaudio.models.conv import Conv, ConvTranspose, ResidualUnit, fused_elu
-from vqaudio.ops.exact_conv import exact_conv1d
+from vqaudio.ops.exact_conv import exact_conv1d, exact_conv1d_narrow, narrow_weight
 
-__all__ = ["StreamLayer", "StreamConv", "StreamConvTranspose", "StreamResidual", "StreamPointwise", "StreamStack",
+__all__ = ["StreamLayer", "StreamConv", "StreamConvTranspose", "StreamConvTransposeExact", "StreamResidual", "StreamPointwise", "StreamStack",
            "streaming"]
+
+NARROW_MAX = 256  # a push's conv with fewer output positions runs vectorised over channels (exact_conv1d_narrow)
 
 
 def _cat(a: Tensor | None, b: Tensor | None) -> Tensor | None:
@@ -61,9 +63,14 @@ class StreamConv(StreamLayer):
 
     def __init__(self, conv: Conv, exact: bool = False, elu: bool = False) -> None:
         c = conv.conv
-        self.weight, self.bias, self.dilation, self.stride = c.weight, c.bias, conv.dilation, conv.stride
-        self.span = conv.dilation * (conv.kernel - 1) + 1
-        self.pad, self.exact, self.elu = conv.pad, exact, elu
+        self._setup(c.weight, c.bias, conv.stride, conv.dilation, conv.pad, exact, elu)
+
+    def _setup(self, weight: Tensor, bias: Tensor | None, stride: int, dilation: int, pad: tuple[int, int],
+               exact: bool, elu: bool) -> None:
+        self.weight, self.bias, self.dilation, self.stride = weight, bias, dilation, stride
+        self.span = dilation * (weight.shape[-1] - 1) + 1
+        self.pad, self.exact, self.elu = pad, exact, elu
+        self.weight_t = narrow_weight(weight) if exact else None  # for exact_conv1d_narrow
         self.buf: Tensor | None = None
 
     def _run(self) -> Tensor | None:
@@ -71,7 +78,9 @@ class StreamConv(StreamLayer):
         if n <= 0:
             return None
         x = self.buf[..., : (n - 1) * self.stride + self.span]
-        if self.exact:
+        if self.exact and self.weight_t is not None and n < NARROW_MAX:
+            y = exact_conv1d_narrow(x, self.weight_t, self.bias, self.stride, self.dilation, elu=self.elu)
+        elif self.exact:
             y = exact_conv1d(x, self.weight, self.bias, self.stride, self.dilation, elu=self.elu)
         else:
             y = F.conv1d(F.elu(x) if self.elu else x, self.weight, self.bias, self.stride, dilation=self.dilation)
@@ -91,6 +100,37 @@ class StreamConv(StreamLayer):
             return None
         self.buf = F.pad(self.buf, (0, self.pad[1]))
         return self._run()
+
+
+class StreamConvTransposeExact(StreamConv):
+    """A :class:`ConvTranspose` (kernel ``2s``, stride ``s``) as an exact conv of kernel 2 (its ELU fused if ``elu``):
+    output samples ``[j s, (j + 1) s)`` of the untrimmed transposed conv are ``s`` channels of one conv output
+    ``j = 0 .. F``, read from input frames ``j - 1`` and ``j`` (zeros outside), with weights
+    ``W'[co s + p, ci, :] = (w[ci, co, s + p], w[ci, co, p])``. The stream keeps one input frame; ``s // 2``
+    samples are dropped at the start and ``s - s // 2`` at the end, as the layer trims them."""
+
+    def __init__(self, conv: ConvTranspose, elu: bool = False) -> None:
+        c, s = conv.conv, conv.stride
+        w = c.weight.detach()  # [Cin, Cout, 2s]
+        cin, cout = w.shape[0], w.shape[1]
+        weight = w.view(cin, cout, 2, s).flip(2).permute(1, 3, 0, 2).reshape(cout * s, cin, 2)
+        bias = None if c.bias is None else c.bias.detach().repeat_interleave(s)
+        self._setup(weight, bias, 1, 1, (1, 1), True, elu)
+        self.s, self.cout, self.trim, self.skip = s, cout, conv.trim, conv.trim[0]
+
+    def _run(self) -> Tensor | None:
+        y = super()._run()  # [B, Cout s, J]
+        if y is None:
+            return None
+        b, _, j = y.shape
+        return y.view(b, self.cout, self.s, j).transpose(2, 3).reshape(b, self.cout, j * self.s)
+
+    def push(self, x):
+        return StreamConvTranspose._skip(self, super().push(x))
+
+    def flush(self):
+        y = super().flush()  # the last frame's second half: its last trim[1] samples are trimmed
+        return StreamConvTranspose._skip(self, None if y is None else y[..., : y.shape[-1] - self.trim[1]])
 
 
 class StreamConvTranspose(StreamLayer):
@@ -128,7 +168,9 @@ class StreamConvTranspose(StreamLayer):
         self.carry = None
         return self._skip(y)
 
-    def _skip(self, y: Tensor) -> Tensor | None:
+    def _skip(self, y: Tensor | None) -> Tensor | None:
+        if y is None:
+            return None
         if self.skip:
             k = min(self.skip, y.shape[-1])
             y, self.skip = y[..., k:], self.skip - k
@@ -177,6 +219,13 @@ class StreamResidual(StreamLayer):
         return self._add(self.block.flush())
 
 
+def _elu_before_transpose(layers: list[nn.Module], i: int) -> bool:
+    """Whether ``layers[i]`` is an ELU (alpha 1) that the exact stream fuses into the :class:`ConvTranspose` after it."""
+    layer = layers[i]
+    return (isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers)
+            and isinstance(layers[i + 1], ConvTranspose))
+
+
 def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
     """The streaming copy of a conv stack (an ``nn.Sequential`` of our layers, or a module with ``.layers``).
     ``exact``: convs through ``exact_conv1d`` with each ``nn.ELU`` (alpha 1) before a conv fused into it, as
@@ -189,10 +238,13 @@ def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
         if exact and fused_elu(layers, i):
             out.append(StreamConv(layers[i + 1], exact, elu=True))
             i += 1
+        elif exact and _elu_before_transpose(layers, i):
+            out.append(StreamConvTransposeExact(layers[i + 1], elu=True))
+            i += 1
         elif isinstance(layer, Conv):
             out.append(StreamConv(layer, exact))
         elif isinstance(layer, ConvTranspose):
-            out.append(StreamConvTranspose(layer))
+            out.append(StreamConvTransposeExact(layer) if exact else StreamConvTranspose(layer))
         elif isinstance(layer, ResidualUnit):
             out.append(StreamResidual(layer, exact))
         elif isinstance(layer, nn.Sequential):
