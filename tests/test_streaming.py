@@ -271,19 +271,31 @@ def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeyp
     from vqaudio.models import stream_layers
 
     seen: list[tuple[str, int]] = []
-    act = next(m for m in codec.model.decoder.modules() if isinstance(m, torch.nn.ELU))
-    hooks = [act.register_forward_pre_hook(lambda *_: seen.append(("decoder", torch.get_num_threads())))]
-    conv = stream_layers.exact_conv1d
+    stack = ["caller"]  # which stream's layers are running
 
-    def exact_conv1d(*args, **kw):
-        seen.append(("encoder", torch.get_num_threads()))
-        return conv(*args, **kw)
+    def spy(conv):
+        def wrapped(*args, **kw):
+            seen.append((stack[-1], torch.get_num_threads()))
+            return conv(*args, **kw)
+        return wrapped
 
-    monkeypatch.setattr(stream_layers, "exact_conv1d", exact_conv1d)
+    def tagged(tag, method):
+        def wrapped(*args):
+            stack.append(tag)
+            try:
+                return method(*args)
+            finally:
+                stack.pop()
+        return wrapped
+
+    for name in ("exact_conv1d", "exact_conv1d_narrow"):  # the stream layers' convs, encoder and decoder
+        monkeypatch.setattr(stream_layers, name, spy(getattr(stream_layers, name)))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         enc, dec = codec.stream_encoder(), codec.stream_decoder()
+        for tag, stream in (("encoder", enc), ("decoder", dec)):
+            stream.stack.push, stream.stack.flush = tagged(tag, stream.stack.push), tagged(tag, stream.stack.flush)
         for i in range(0, 4000, 160):
             dec.push(enc.push(speech[:, i : i + 160]))
         dec.push(enc.flush())
@@ -291,6 +303,4 @@ def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeyp
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-        for h in hooks:
-            h.remove()
     assert {tag for tag, _ in seen} == {"encoder", "decoder"} and {n for _, n in seen} == {1}
