@@ -3,8 +3,10 @@ modules, for our non-causal layers): each keeps the few input positions its next
 push, every output position whose inputs have all arrived. Pushing a signal in pieces of any size and then
 calling ``flush`` gives the layer's output on the whole signal (its zero padding at both ends included), up to
 float rounding (ATen's convs of other lengths round differently), or bit for bit with ``exact=True``: the convs
-then run through :func:`~vqaudio.ops.exact_conv.exact_conv1d`, each ELU fused into the conv after it, as
-:class:`~vqaudio.models.conv.Encoder` runs offline (the stream encoder's mode).
+then run through :func:`~vqaudio.ops.exact_conv.exact_conv1d` (``exact_conv1d_narrow``, the same bits, on a
+push's short outputs), each ELU fused into the conv after it, as :class:`~vqaudio.models.conv.Encoder` runs offline
+(the stream encoder's mode; the CPU stream decoder's too, for speed: transposed convs then run as kernel-2 exact
+convs, :class:`StreamConvTransposeExact`).
 
 ``streaming(stack, exact=False)`` builds the streaming copy of a :class:`~vqaudio.models.conv.Decoder` or
 :class:`~vqaudio.models.conv.Encoder` (sharing its weights). Tensors are ``[B, C, n]``.
