@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 // AVX-512 / AVX2+FMA / baseline clones, chosen once at load (as csrc/wavenet_step.cpp).
@@ -265,8 +266,11 @@ VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int6
   }
 }
 
+// `head` [B, Cin, H] (optional): the input is head then x along time (a stream's kept state and its new samples,
+// without a concatenated copy).
 at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_in, const at::Tensor& b_in,
-                                   int64_t stride, int64_t dilation, int64_t pad_left, int64_t pad_right, bool elu) {
+                                   int64_t stride, int64_t dilation, int64_t pad_left, int64_t pad_right, bool elu,
+                                   const std::optional<at::Tensor>& head_in) {
   const char* names[] = {"x", "weight_t", "bias"};
   const at::Tensor* ts[] = {&x_in, &wt_in, &b_in};
   const int64_t dims[] = {3, 3, 1};
@@ -278,8 +282,14 @@ at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_
     TORCH_CHECK_VALUE(ts[i]->device().is_cpu(), "exact_conv1d_narrow: ", names[i], " must be on the CPU, got ",
                       ts[i]->device());
   }
-  const int64_t B = x_in.size(0), Cin = x_in.size(1), T = x_in.size(2);
+  const int64_t B = x_in.size(0), Cin = x_in.size(1), H = head_in ? head_in->size(-1) : 0, T = H + x_in.size(2);
   const int64_t K = wt_in.size(1), Cout = wt_in.size(2), S = stride, D = dilation;
+  if (head_in) {
+    TORCH_CHECK_VALUE(head_in->dim() == 3 && head_in->size(0) == B && head_in->size(1) == Cin,
+                      "exact_conv1d_narrow: head must be [", B, ", ", Cin, ", H], got ", head_in->sizes());
+    TORCH_CHECK_TYPE(head_in->scalar_type() == at::kFloat && head_in->device().is_cpu(),
+                     "exact_conv1d_narrow: head must be float32 on the CPU");
+  }
   TORCH_CHECK_VALUE(wt_in.size(0) == Cin, "exact_conv1d_narrow: weight_t must be [", Cin, ", K, Cout], got ",
                     wt_in.sizes());
   TORCH_CHECK_VALUE(Cout % W == 0, "exact_conv1d_narrow: Cout must be a multiple of ", W, ", got ", Cout);
@@ -296,15 +306,23 @@ at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_
   if (B == 0 || Cout == 0 || Tout == 0) return out;
   // xpad rows [B, Cin, M] through fill_row (the same ELU code as exact_conv1d; one phase).
   const int64_t M = Tp;
-  const at::Tensor x = x_in.contiguous(), wt = wt_in.contiguous(), bias = b_in.contiguous();
+  // x and head may be views with rows apart (a stream's slices): only their time steps must be contiguous.
+  auto rows = [](const at::Tensor& t) { return t.stride(-1) == 1 || t.size(-1) <= 1 ? t : t.contiguous(); };
+  const at::Tensor x = rows(x_in), wt = wt_in.contiguous(), bias = b_in.contiguous();
+  const at::Tensor head = head_in ? rows(*head_in) : at::Tensor();
   std::unique_ptr<float[]> xpad_mem(new float[B * Cin * M]);
   float* const xpad = xpad_mem.get();
   const float* xp = x.data_ptr<float>();
-  for (int64_t r = 0; r < B * Cin; ++r) {
-    float* dst = xpad + r * M;
-    std::fill(dst, dst + pad_left, 0.0f);
-    std::fill(dst + pad_left + T, dst + M, 0.0f);
-    fill_row(xp + r * T, T, pad_left, 1, M, elu, dst);
+  const float* hp = H ? head.data_ptr<float>() : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t ci = 0; ci < Cin; ++ci) {
+      float* dst = xpad + (b * Cin + ci) * M;
+      std::fill(dst, dst + pad_left, 0.0f);
+      std::fill(dst + pad_left + T, dst + M, 0.0f);
+      if (H)  // elu_vec is per lane: no seam at H
+        fill_row(hp + b * head.stride(0) + ci * head.stride(1), H, pad_left, 1, M, elu, dst);
+      fill_row(xp + b * x.stride(0) + ci * x.stride(1), T - H, pad_left + H, 1, M, elu, dst);
+    }
   }
   const float *wp = wt.data_ptr<float>(), *bp = bias.data_ptr<float>();
   float* op = out.data_ptr<float>();
@@ -333,7 +351,7 @@ TORCH_LIBRARY_FRAGMENT(vqaudio, m) {
   m.def("exact_conv1d(Tensor x, Tensor weight, Tensor bias, int stride, int dilation, int pad_left, int pad_right, "
         "bool elu=False) -> Tensor");
   m.def("exact_conv1d_narrow(Tensor x, Tensor weight_t, Tensor bias, int stride, int dilation, int pad_left, "
-        "int pad_right, bool elu=False) -> Tensor");
+        "int pad_right, bool elu=False, Tensor? head=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(vqaudio, CPU, m) {

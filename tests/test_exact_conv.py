@@ -119,6 +119,11 @@ def test_narrow_gives_the_same_bits_as_exact_conv1d(shape, elu):
     ref = exact_conv1d_reference(x.double(), w.double(), b.double(), s, d, (pl, pr), elu)
     torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-5)
     assert torch.equal(exact_conv1d_narrow(x, wt, None, s, d, (pl, pr), elu), exact_conv1d(x, w, None, s, d, (pl, pr), elu))
+    for h in (1, 3, 16, 17, x.shape[-1] - 1, x.shape[-1]):  # the input given as head + x (views): the same bits
+        head, rest = x[..., :h], x[..., h:]
+        assert torch.equal(exact_conv1d_narrow(rest, wt, b, s, d, (pl, pr), elu, head=head), y), h
+    time_major = x.transpose(1, 2).contiguous().transpose(1, 2)  # time steps apart: copied first
+    assert torch.equal(exact_conv1d_narrow(time_major, wt, b, s, d, (pl, pr), elu), y)
 
 
 def test_narrow_opcheck_and_errors():
@@ -136,6 +141,10 @@ def test_narrow_opcheck_and_errors():
         exact_conv1d_narrow(x.double(), wt.double(), b.double())
     with pytest.raises(ValueError, match="shorter than the kernel span"):
         exact_conv1d_narrow(torch.randn(1, 4, 2), wt, b)
+    with pytest.raises(ValueError, match="head must be"):
+        exact_conv1d_narrow(x, wt, b, head=torch.randn(2, 3, 5))
+    torch.library.opcheck(torch.ops.vqaudio.exact_conv1d_narrow, (x, wt, b, 1, 2, 0, 1, False, torch.randn(2, 4, 7)),
+                          test_utils=("test_schema", "test_faketensor"))
     assert exact_conv1d_narrow(torch.randn(0, 4, 10), wt, b).shape == (0, 16, 8)
 
 

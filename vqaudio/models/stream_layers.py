@@ -27,6 +27,16 @@ __all__ = ["StreamLayer", "StreamConv", "StreamConvTranspose", "StreamConvTransp
 NARROW_MAX = 256  # a push's conv with fewer output positions runs vectorised over channels (exact_conv1d_narrow)
 
 
+def _skip_start(layer: StreamConvTranspose | StreamConvTransposeExact, y: Tensor | None) -> Tensor | None:
+    """``y`` less the transposed conv's first ``layer.skip`` outputs still to drop (its left trim)."""
+    if y is None:
+        return None
+    if layer.skip:
+        k = min(layer.skip, y.shape[-1])
+        y, layer.skip = y[..., k:], layer.skip - k
+    return y if y.shape[-1] else None
+
+
 def _cat(a: Tensor | None, b: Tensor | None) -> Tensor | None:
     if a is None or a.shape[-1] == 0:
         return b
@@ -87,15 +97,36 @@ class StreamConv(StreamLayer):
         else:
             y = F.conv1d(F.elu(x) if self.elu else x, self.weight, self.bias, self.stride, dilation=self.dilation)
         self.buf = self.buf[..., n * self.stride :]
-        return y
+        return self._out(y)
 
     def push(self, x):
         if x is None or x.shape[-1] == 0:
             return None
         if self.buf is None:
             x = F.pad(x, (self.pad[0], 0))
+        elif self.exact and self.weight_t is not None and x.shape[-1] < NARROW_MAX:
+            return self._run_narrow(x)
         self.buf = _cat(self.buf, x)
         return self._run()
+
+    def _run_narrow(self, x: Tensor) -> Tensor | None:
+        """``_run`` on the state then ``x`` without concatenating them (the op reads both); the state left is a view
+        of ``x`` once the outputs have consumed the old state."""
+        h = self.buf.shape[-1]
+        n = (h + x.shape[-1] - self.span) // self.stride + 1
+        if n <= 0:
+            self.buf = _cat(self.buf, x)
+            return None
+        used = (n - 1) * self.stride + self.span  # the op reads head + x[:used - h]
+        y = exact_conv1d_narrow(x[..., : used - h], self.weight_t, self.bias, self.stride, self.dilation,
+                                elu=self.elu, head=self.buf)
+        drop = n * self.stride
+        self.buf = x[..., drop - h :] if drop >= h else _cat(self.buf[..., drop:], x)
+        return self._out(y)
+
+    def _out(self, y: Tensor) -> Tensor:
+        """The conv's outputs as the layer's (a subclass's layout)."""
+        return y
 
     def flush(self):
         if self.buf is None:
@@ -120,19 +151,16 @@ class StreamConvTransposeExact(StreamConv):
         self._setup(weight, bias, 1, 1, (1, 1), True, elu)
         self.s, self.cout, self.trim, self.skip = s, cout, conv.trim, conv.trim[0]
 
-    def _run(self) -> Tensor | None:
-        y = super()._run()  # [B, Cout s, J]
-        if y is None:
-            return None
-        b, _, j = y.shape
+    def _out(self, y: Tensor) -> Tensor:
+        b, _, j = y.shape  # [B, Cout s, J]
         return y.view(b, self.cout, self.s, j).transpose(2, 3).reshape(b, self.cout, j * self.s)
 
     def push(self, x):
-        return StreamConvTranspose._skip(self, super().push(x))
+        return _skip_start(self, super().push(x))
 
     def flush(self):
         y = super().flush()  # the last frame's second half: its last trim[1] samples are trimmed
-        return StreamConvTranspose._skip(self, None if y is None else y[..., : y.shape[-1] - self.trim[1]])
+        return _skip_start(self, None if y is None else y[..., : y.shape[-1] - self.trim[1]])
 
 
 class StreamConvTranspose(StreamLayer):
@@ -161,22 +189,14 @@ class StreamConvTranspose(StreamLayer):
         prev = torch.cat([carry, second[:, :-1]], dim=1) if n > 1 else carry
         out = (first + prev + self.bias.view(1, 1, -1, 1)).permute(0, 2, 1, 3).reshape(b, self.cout, n * s)
         self.carry = second[:, -1]
-        return self._skip(out)
+        return _skip_start(self, out)
 
     def flush(self):
         if self.carry is None:
             return None
         y = (self.carry + self.bias.view(1, -1, 1))[..., : self.s - self.trim[1]]
         self.carry = None
-        return self._skip(y)
-
-    def _skip(self, y: Tensor | None) -> Tensor | None:
-        if y is None:
-            return None
-        if self.skip:
-            k = min(self.skip, y.shape[-1])
-            y, self.skip = y[..., k:], self.skip - k
-        return y if y.shape[-1] else None
+        return _skip_start(self, y)
 
 
 class StreamStack(StreamLayer):
