@@ -24,7 +24,7 @@ equal the offline ones but for float near-ties.)
 runs layer by layer on state (:mod:`vqaudio.models.stream_layers`, as EnCodec's and Moshi's streaming
 convs) and emits every sample whose inputs have arrived (at most ``decoder_context[1]`` frames later). On the CPU
 its convs are exact ones too, for speed: ``exact_conv1d_narrow`` on a push's few positions, ELUs fused, transposed
-convs as kernel-2 convs (about 20 op calls a push); the offline decoder keeps ATen's convs.
+convs as kernel-2 convs (about 23 conv calls a push); the offline decoder keeps ATen's convs.
 """
 
 from __future__ import annotations
