@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <vector>
 
 // AVX-512 / AVX2+FMA / baseline clones, chosen once at load (as csrc/wavenet_step.cpp).
@@ -218,13 +219,144 @@ at::Tensor exact_conv1d_cpu(const at::Tensor& x_in, const at::Tensor& w_in, cons
   return out;
 }
 
+
+// --- exact_conv1d_narrow: the same contract and the same bits, vectorised over output channels. ---
+// For outputs of few positions (a stream push: 2 frames in, 14 to 168 samples out) one lane per position wastes most
+// of a 32-position tile. Here a lane is an output channel: weight_t [Cin, K, Cout] (Cout a multiple of W) makes each
+// tap's weights for W channels one vector load, the input value one broadcast. Every value is still
+// bias + sum over ci (outer), k (inner) of weight * xpad, one FMA a term (a * b + c is the same FMA whichever operand
+// is broadcast), its input through the same elu_vec: bit for bit exact_conv1d's value.
+constexpr int NP = 4;   // output positions per block
+constexpr int NCV = 4;  // channel vectors per block (64 channels): NP x NCV accumulators
+
+template <int CV>
+VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int64_t M, int64_t K, int64_t S,
+                                   int64_t D, const float* __restrict wt, int64_t Cout, const float* __restrict bias,
+                                   int64_t t0, int64_t np, float* __restrict out, int64_t Tout) {
+  vf acc[NP][CV];
+  vf b[CV];
+#pragma GCC unroll 4
+  for (int v = 0; v < CV; ++v) b[v] = *reinterpret_cast<const vf_unaligned*>(bias + v * W);
+#pragma GCC unroll 4
+  for (int p = 0; p < NP; ++p)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) acc[p][v] = b[v];
+  int64_t pos[NP];
+  for (int p = 0; p < NP; ++p) pos[p] = (t0 + std::min<int64_t>(p, np - 1)) * S;  // a short block repeats its last
+  for (int64_t ci = 0; ci < Cin; ++ci) {
+    const float* xc = xr + ci * M;
+    for (int64_t k = 0; k < K; ++k) {
+      const float* wk = wt + (ci * K + k) * Cout;
+      vf wv[CV];
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) wv[v] = *reinterpret_cast<const vf_unaligned*>(wk + v * W);
+      const int64_t kd = k * D;
+#pragma GCC unroll 4
+      for (int p = 0; p < NP; ++p) {
+        const float xv = xc[pos[p] + kd];
+#pragma GCC unroll 4
+        for (int v = 0; v < CV; ++v) acc[p][v] = wv[v] * xv + acc[p][v];  // contracted to one FMA, as conv_tile
+      }
+    }
+  }
+  for (int p = 0; p < np; ++p) {
+    float lanes[CV * W];
+    std::memcpy(lanes, acc[p], sizeof(lanes));
+    for (int64_t c = 0; c < CV * W; ++c) out[c * Tout + t0 + p] = lanes[c];
+  }
+}
+
+// `head` [B, Cin, H] (optional): the input is head then x along time (a stream's kept state and its new samples,
+// without a concatenated copy).
+at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_in, const at::Tensor& b_in,
+                                   int64_t stride, int64_t dilation, int64_t pad_left, int64_t pad_right, bool elu,
+                                   const std::optional<at::Tensor>& head_in) {
+  const char* names[] = {"x", "weight_t", "bias"};
+  const at::Tensor* ts[] = {&x_in, &wt_in, &b_in};
+  const int64_t dims[] = {3, 3, 1};
+  for (int i = 0; i < 3; ++i) {
+    TORCH_CHECK_VALUE(ts[i]->dim() == dims[i], "exact_conv1d_narrow: ", names[i], " must be ", dims[i],
+                      "-D, got shape ", ts[i]->sizes());
+    TORCH_CHECK_TYPE(ts[i]->scalar_type() == at::kFloat, "exact_conv1d_narrow: ", names[i],
+                     " must be float32, got ", ts[i]->scalar_type());
+    TORCH_CHECK_VALUE(ts[i]->device().is_cpu(), "exact_conv1d_narrow: ", names[i], " must be on the CPU, got ",
+                      ts[i]->device());
+  }
+  const int64_t B = x_in.size(0), Cin = x_in.size(1), H = head_in ? head_in->size(-1) : 0, T = H + x_in.size(2);
+  const int64_t K = wt_in.size(1), Cout = wt_in.size(2), S = stride, D = dilation;
+  if (head_in) {
+    TORCH_CHECK_VALUE(head_in->dim() == 3 && head_in->size(0) == B && head_in->size(1) == Cin,
+                      "exact_conv1d_narrow: head must be [", B, ", ", Cin, ", H], got ", head_in->sizes());
+    TORCH_CHECK_TYPE(head_in->scalar_type() == at::kFloat && head_in->device().is_cpu(),
+                     "exact_conv1d_narrow: head must be float32 on the CPU");
+  }
+  TORCH_CHECK_VALUE(wt_in.size(0) == Cin, "exact_conv1d_narrow: weight_t must be [", Cin, ", K, Cout], got ",
+                    wt_in.sizes());
+  TORCH_CHECK_VALUE(Cout % W == 0, "exact_conv1d_narrow: Cout must be a multiple of ", W, ", got ", Cout);
+  TORCH_CHECK_VALUE(b_in.size(0) == Cout, "exact_conv1d_narrow: bias must be [", Cout, "], got ", b_in.sizes());
+  TORCH_CHECK_VALUE(K >= 1 && S >= 1 && D >= 1, "exact_conv1d_narrow: kernel, stride and dilation must be >= 1, got ",
+                    K, ", ", S, ", ", D);
+  TORCH_CHECK_VALUE(pad_left >= 0 && pad_right >= 0, "exact_conv1d_narrow: padding must be >= 0, got ", pad_left,
+                    ", ", pad_right);
+  const int64_t Tp = T + pad_left + pad_right, span = D * (K - 1) + 1;
+  TORCH_CHECK_VALUE(Tp >= span, "exact_conv1d_narrow: padded input length ", Tp, " is shorter than the kernel span ",
+                    span);
+  const int64_t Tout = (Tp - span) / S + 1;
+  at::Tensor out = at::empty({B, Cout, Tout}, x_in.options());
+  if (B == 0 || Cout == 0 || Tout == 0) return out;
+  // xpad rows [B, Cin, M] through fill_row (the same ELU code as exact_conv1d; one phase).
+  const int64_t M = Tp;
+  // x and head may be views with rows apart (a stream's slices): only their time steps must be contiguous.
+  auto rows = [](const at::Tensor& t) { return t.stride(-1) == 1 || t.size(-1) <= 1 ? t : t.contiguous(); };
+  const at::Tensor x = rows(x_in), wt = wt_in.contiguous(), bias = b_in.contiguous();
+  const at::Tensor head = head_in ? rows(*head_in) : at::Tensor();
+  std::unique_ptr<float[]> xpad_mem(new float[B * Cin * M]);
+  float* const xpad = xpad_mem.get();
+  const float* xp = x.data_ptr<float>();
+  const float* hp = H ? head.data_ptr<float>() : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t ci = 0; ci < Cin; ++ci) {
+      float* dst = xpad + (b * Cin + ci) * M;
+      std::fill(dst, dst + pad_left, 0.0f);
+      std::fill(dst + pad_left + T, dst + M, 0.0f);
+      if (H)  // elu_vec is per lane: no seam at H
+        fill_row(hp + b * head.stride(0) + ci * head.stride(1), H, pad_left, 1, M, elu, dst);
+      fill_row(xp + b * x.stride(0) + ci * x.stride(1), T - H, pad_left + H, 1, M, elu, dst);
+    }
+  }
+  const float *wp = wt.data_ptr<float>(), *bp = bias.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    const float* xr = xpad + b * Cin * M;
+    for (int64_t c0 = 0; c0 < Cout; c0 += NCV * W) {
+      const int64_t cv = std::min<int64_t>(NCV, (Cout - c0) / W);
+      float* ob = op + (b * Cout + c0) * Tout;
+      for (int64_t t0 = 0; t0 < Tout; t0 += NP) {
+        const int64_t np = std::min<int64_t>(NP, Tout - t0);
+        switch (cv) {
+          case 4: narrow_block<4>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
+          case 3: narrow_block<3>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
+          case 2: narrow_block<2>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
+          default: narrow_block<1>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(vqaudio, m) {
   m.def("exact_conv1d(Tensor x, Tensor weight, Tensor bias, int stride, int dilation, int pad_left, int pad_right, "
         "bool elu=False) -> Tensor");
+  m.def("exact_conv1d_narrow(Tensor x, Tensor weight_t, Tensor bias, int stride, int dilation, int pad_left, "
+        "int pad_right, bool elu=False, Tensor? head=None) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(vqaudio, CPU, m) { m.impl("exact_conv1d", &exact_conv1d_cpu); }
+TORCH_LIBRARY_IMPL(vqaudio, CPU, m) {
+  m.impl("exact_conv1d", &exact_conv1d_cpu);
+  m.impl("exact_conv1d_narrow", &exact_conv1d_narrow_cpu);
+}
 
 }  // namespace vqaudio

@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqaudio.ops.exact_conv import exact_conv1d, exact_conv1d_reference, has_exact_conv
+from vqaudio.ops.exact_conv import (
+    exact_conv1d,
+    exact_conv1d_narrow,
+    exact_conv1d_reference,
+    has_exact_conv,
+    narrow_weight,
+)
 
 pytestmark = pytest.mark.skipif(not has_exact_conv(), reason="vqaudio._C without exact_conv1d")
 
@@ -88,6 +94,58 @@ def test_opcheck_and_errors():
     with pytest.raises(RuntimeError, match="inference only"):
         exact_conv1d(x, w.requires_grad_(), b)
     assert exact_conv1d(torch.randn(0, 4, 10), w.detach(), b).shape == (0, 8, 8)
+
+
+# (Cin, Cout, kernel, stride, dilation, pad_left, pad_right): the stream decoder's shapes (its transposed convs as
+# kernel-2 convs of Cout * stride channels) and odd ones
+NARROW_SHAPES = [(64, 256, 7, 1, 1, 3, 3), (128, 64, 7, 1, 9, 27, 27), (64, 128, 1, 1, 1, 0, 0), (256, 896, 2, 1, 1, 1, 1),
+                 (64, 96, 2, 1, 1, 1, 1), (1, 32, 7, 1, 1, 3, 3), (16, 32, 6, 3, 1, 1, 2), (5, 48, 3, 2, 2, 1, 3)]
+
+
+@pytest.mark.parametrize("shape", NARROW_SHAPES)
+@pytest.mark.parametrize("elu", [False, True])
+def test_narrow_gives_the_same_bits_as_exact_conv1d(shape, elu):
+    """``exact_conv1d_narrow`` (lanes over channels) equals ``exact_conv1d`` (lanes over positions) bit for bit, for
+    short and long outputs, batches and the short last block of positions; and the reference to float rounding."""
+    cin, cout, k, s, d, pl, pr = shape
+    w, b = _args(cin, cout, k, seed=4)
+    wt = narrow_weight(w)
+    assert wt.shape == (cin, k, cout)
+    span = d * (k - 1) + 1
+    for n_out in (1, 2, 3, 5, 14, 57, 300):
+        x = torch.randn(2, cin, max(1, (n_out - 1) * s + span - pl - pr)) * 3
+        y = exact_conv1d_narrow(x, wt, b, s, d, (pl, pr), elu)
+        assert torch.equal(y, exact_conv1d(x, w, b, s, d, (pl, pr), elu)), n_out
+    ref = exact_conv1d_reference(x.double(), w.double(), b.double(), s, d, (pl, pr), elu)
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=2e-5)
+    assert torch.equal(exact_conv1d_narrow(x, wt, None, s, d, (pl, pr), elu), exact_conv1d(x, w, None, s, d, (pl, pr), elu))
+    for h in (1, 3, 16, 17, x.shape[-1] - 1, x.shape[-1]):  # the input given as head + x (views): the same bits
+        head, rest = x[..., :h], x[..., h:]
+        assert torch.equal(exact_conv1d_narrow(rest, wt, b, s, d, (pl, pr), elu, head=head), y), h
+    time_major = x.transpose(1, 2).contiguous().transpose(1, 2)  # time steps apart: copied first
+    assert torch.equal(exact_conv1d_narrow(time_major, wt, b, s, d, (pl, pr), elu), y)
+
+
+def test_narrow_opcheck_and_errors():
+    w, b = _args(4, 16, 3)
+    wt = narrow_weight(w)
+    x = torch.randn(2, 4, 50)
+    torch.library.opcheck(torch.ops.vqaudio.exact_conv1d_narrow, (x, wt, b, 2, 1, 1, 1, True),
+                          test_utils=("test_schema", "test_faketensor"))
+    assert narrow_weight(torch.randn(8, 4, 3)) is None  # Cout not a multiple of 16: exact_conv1d only
+    with pytest.raises(ValueError, match="multiple of 16"):
+        torch.ops.vqaudio.exact_conv1d_narrow(x, torch.randn(4, 3, 8), torch.randn(8), 1, 1, 0, 0, False)
+    with pytest.raises(ValueError, match="weight_t must be"):
+        exact_conv1d_narrow(torch.randn(1, 3, 20), wt, b)
+    with pytest.raises(TypeError, match="float32"):
+        exact_conv1d_narrow(x.double(), wt.double(), b.double())
+    with pytest.raises(ValueError, match="shorter than the kernel span"):
+        exact_conv1d_narrow(torch.randn(1, 4, 2), wt, b)
+    with pytest.raises(ValueError, match="head must be"):
+        exact_conv1d_narrow(x, wt, b, head=torch.randn(2, 3, 5))
+    torch.library.opcheck(torch.ops.vqaudio.exact_conv1d_narrow, (x, wt, b, 1, 2, 0, 1, False, torch.randn(2, 4, 7)),
+                          test_utils=("test_schema", "test_faketensor"))
+    assert exact_conv1d_narrow(torch.randn(0, 4, 10), wt, b).shape == (0, 16, 8)
 
 
 @pytest.mark.parametrize("causal", [False, True])

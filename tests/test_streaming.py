@@ -179,19 +179,26 @@ def test_series_stream(tmp_path: Path):
     assert codec.latency.ms is None
 
 
-@pytest.mark.parametrize("strides,kernel,act", [([2, 3, 5], 7, "elu"), ([4, 1, 2], 3, "snake"), ([3], 4, "elu")])
-def test_stream_layers_equal_the_decoder(strides, kernel, act):
-    """The layer-by-layer streaming decoder of odd geometries (odd and even kernels, stride 1, snake) equals the
-    decoder on the whole input, for pushes of 0 to 5 frames."""
+@pytest.mark.parametrize("strides,kernel,act,hidden,causal", [([2, 3, 5], 7, "elu", 4, False),
+                                                               ([4, 1, 2], 3, "snake", 4, False),
+                                                               ([3], 4, "elu", 4, False), ([2, 4], 7, "elu", 16, False),
+                                                               ([2, 4], 7, "elu", 16, True), ([3, 2], 5, "snake", 16, True)])
+@pytest.mark.parametrize("exact", [False, pytest.param(True, marks=exact_codes)])
+def test_stream_layers_equal_the_decoder(strides, kernel, act, hidden, causal, exact):
+    """The layer-by-layer streaming decoder of odd geometries (odd and even kernels, stride 1, snake, causal) equals
+    the decoder on the whole input, for pushes of 0 to 5 frames; ``exact``: the convs (transposed ones as kernel-2
+    convs) through ``exact_conv1d`` and, where their output channels are a multiple of 16, ``exact_conv1d_narrow``
+    (``hidden`` 16), with ELUs fused, as ``StreamDecoder`` runs them on the CPU."""
     from vqaudio.models.conv import Decoder
     from vqaudio.models.stream_layers import streaming
 
     torch.manual_seed(0)
-    dec = Decoder(1, 8, strides, hidden=4, max_hidden=16, kernel=kernel, dilations=(1, 3), act=act, norm=False).eval()
+    dec = Decoder(1, 8, strides, hidden=hidden, max_hidden=4 * hidden, kernel=kernel, dilations=(1, 3), act=act,
+                  norm=False, causal=causal).eval()
     z = torch.randn(2, 8, 37)
     with torch.inference_mode():
         whole = dec(z)
-        stack = streaming(dec)
+        stack = streaming(dec, exact)
         g = torch.Generator().manual_seed(1)
         out, i = [], 0
         while i < z.shape[-1]:
@@ -264,19 +271,31 @@ def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeyp
     from vqaudio.models import stream_layers
 
     seen: list[tuple[str, int]] = []
-    act = next(m for m in codec.model.decoder.modules() if isinstance(m, torch.nn.ELU))
-    hooks = [act.register_forward_pre_hook(lambda *_: seen.append(("decoder", torch.get_num_threads())))]
-    conv = stream_layers.exact_conv1d
+    stack = ["caller"]  # which stream's layers are running
 
-    def exact_conv1d(*args, **kw):
-        seen.append(("encoder", torch.get_num_threads()))
-        return conv(*args, **kw)
+    def spy(conv):
+        def wrapped(*args, **kw):
+            seen.append((stack[-1], torch.get_num_threads()))
+            return conv(*args, **kw)
+        return wrapped
 
-    monkeypatch.setattr(stream_layers, "exact_conv1d", exact_conv1d)
+    def tagged(tag, method):
+        def wrapped(*args):
+            stack.append(tag)
+            try:
+                return method(*args)
+            finally:
+                stack.pop()
+        return wrapped
+
+    for name in ("exact_conv1d", "exact_conv1d_narrow"):  # the stream layers' convs, encoder and decoder
+        monkeypatch.setattr(stream_layers, name, spy(getattr(stream_layers, name)))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         enc, dec = codec.stream_encoder(), codec.stream_decoder()
+        for tag, stream in (("encoder", enc), ("decoder", dec)):
+            stream.stack.push, stream.stack.flush = tagged(tag, stream.stack.push), tagged(tag, stream.stack.flush)
         for i in range(0, 4000, 160):
             dec.push(enc.push(speech[:, i : i + 160]))
         dec.push(enc.flush())
@@ -284,6 +303,4 @@ def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeyp
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(threads)
-        for h in hooks:
-            h.remove()
     assert {tag for tag, _ in seen} == {"encoder", "decoder"} and {n for _, n in seen} == {1}

@@ -22,7 +22,9 @@ equal the offline ones but for float near-ties.)
 
 **Decoding** needs no such care (audio is compared to float rounding, not bit for bit): the decoder
 runs layer by layer on state (:mod:`vqaudio.models.stream_layers`, as EnCodec's and Moshi's streaming
-convs) and emits every sample whose inputs have arrived (at most ``decoder_context[1]`` frames later).
+convs) and emits every sample whose inputs have arrived (at most ``decoder_context[1]`` frames later). On the CPU
+its convs are exact ones too, for speed: ``exact_conv1d_narrow`` on a push's few positions, ELUs fused, transposed
+convs as kernel-2 convs (about 23 conv calls a push); the offline decoder keeps ATen's convs.
 """
 
 from __future__ import annotations
@@ -146,8 +148,8 @@ class StreamEncoder:
 class StreamDecoder:
     """Audio (or series) ``[C, t]`` that is final, as codes ``[items, n_q, f]`` arrive; ``flush()`` the rest.
 
-    The decoder runs layer by layer on state (:mod:`vqaudio.models.stream_layers`): each push costs about what
-    its frames cost offline. The output is that of decoding all the codes at once at the model's rate
+    The decoder runs layer by layer on state (:mod:`vqaudio.models.stream_layers`, exact convs on the CPU): each
+    push costs about what its frames cost offline. The output is that of decoding all the codes at once at the model's rate
     (``F * hop`` samples; pass ``length`` to :meth:`flush` to trim the padding of the last frame), to float rounding.
     """
 
@@ -156,7 +158,7 @@ class StreamDecoder:
 
         self.model, self.stats, self.device = model, stats, device
         self.joint = model.config.kind == "series"
-        self.stack = streaming(model.decoder)
+        self.stack = streaming(model.decoder, exact=exact_conv.enabled_for(torch.device(device)))
         self.emitted, self.items = 0, None
 
     def push(self, codes: Tensor) -> Tensor:

@@ -3,8 +3,10 @@ modules, for our non-causal layers): each keeps the few input positions its next
 push, every output position whose inputs have all arrived. Pushing a signal in pieces of any size and then
 calling ``flush`` gives the layer's output on the whole signal (its zero padding at both ends included), up to
 float rounding (ATen's convs of other lengths round differently), or bit for bit with ``exact=True``: the convs
-then run through :func:`~vqaudio.ops.exact_conv.exact_conv1d`, each ELU fused into the conv after it, as
-:class:`~vqaudio.models.conv.Encoder` runs offline (the stream encoder's mode).
+then run through :func:`~vqaudio.ops.exact_conv.exact_conv1d` (``exact_conv1d_narrow``, the same bits, on a
+push's short outputs), each ELU fused into the conv after it, as :class:`~vqaudio.models.conv.Encoder` runs offline
+(the stream encoder's mode; the CPU stream decoder's too, for speed: transposed convs then run as kernel-2 exact
+convs, :class:`StreamConvTransposeExact`).
 
 ``streaming(stack, exact=False)`` builds the streaming copy of a :class:`~vqaudio.models.conv.Decoder` or
 :class:`~vqaudio.models.conv.Encoder` (sharing its weights). Tensors are ``[B, C, n]``.
@@ -17,10 +19,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqaudio.models.conv import Conv, ConvTranspose, ResidualUnit, fused_elu
-from vqaudio.ops.exact_conv import exact_conv1d
+from vqaudio.ops.exact_conv import exact_conv1d, exact_conv1d_narrow, narrow_weight
 
-__all__ = ["StreamLayer", "StreamConv", "StreamConvTranspose", "StreamResidual", "StreamPointwise", "StreamStack",
+__all__ = ["StreamLayer", "StreamConv", "StreamConvTranspose", "StreamConvTransposeExact", "StreamResidual", "StreamPointwise", "StreamStack",
            "streaming"]
+
+NARROW_MAX = 256  # a push's conv with fewer output positions runs vectorised over channels (exact_conv1d_narrow)
+
+
+def _skip_start(layer: StreamConvTranspose | StreamConvTransposeExact, y: Tensor | None) -> Tensor | None:
+    """``y`` less the transposed conv's first ``layer.skip`` outputs still to drop (its left trim)."""
+    if y is None:
+        return None
+    if layer.skip:
+        k = min(layer.skip, y.shape[-1])
+        y, layer.skip = y[..., k:], layer.skip - k
+    return y if y.shape[-1] else None
 
 
 def _cat(a: Tensor | None, b: Tensor | None) -> Tensor | None:
@@ -61,9 +75,14 @@ class StreamConv(StreamLayer):
 
     def __init__(self, conv: Conv, exact: bool = False, elu: bool = False) -> None:
         c = conv.conv
-        self.weight, self.bias, self.dilation, self.stride = c.weight, c.bias, conv.dilation, conv.stride
-        self.span = conv.dilation * (conv.kernel - 1) + 1
-        self.pad, self.exact, self.elu = conv.pad, exact, elu
+        self._setup(c.weight, c.bias, conv.stride, conv.dilation, conv.pad, exact, elu)
+
+    def _setup(self, weight: Tensor, bias: Tensor | None, stride: int, dilation: int, pad: tuple[int, int],
+               exact: bool, elu: bool) -> None:
+        self.weight, self.bias, self.dilation, self.stride = weight, bias, dilation, stride
+        self.span = dilation * (weight.shape[-1] - 1) + 1
+        self.pad, self.exact, self.elu = pad, exact, elu
+        self.weight_t = narrow_weight(weight) if exact else None  # for exact_conv1d_narrow
         self.buf: Tensor | None = None
 
     def _run(self) -> Tensor | None:
@@ -71,26 +90,77 @@ class StreamConv(StreamLayer):
         if n <= 0:
             return None
         x = self.buf[..., : (n - 1) * self.stride + self.span]
-        if self.exact:
+        if self.exact and self.weight_t is not None and n < NARROW_MAX:
+            y = exact_conv1d_narrow(x, self.weight_t, self.bias, self.stride, self.dilation, elu=self.elu)
+        elif self.exact:
             y = exact_conv1d(x, self.weight, self.bias, self.stride, self.dilation, elu=self.elu)
         else:
             y = F.conv1d(F.elu(x) if self.elu else x, self.weight, self.bias, self.stride, dilation=self.dilation)
         self.buf = self.buf[..., n * self.stride :]
-        return y
+        return self._out(y)
 
     def push(self, x):
         if x is None or x.shape[-1] == 0:
             return None
         if self.buf is None:
             x = F.pad(x, (self.pad[0], 0))
+        elif self.exact and self.weight_t is not None and x.shape[-1] < NARROW_MAX:
+            return self._run_narrow(x)
         self.buf = _cat(self.buf, x)
         return self._run()
+
+    def _run_narrow(self, x: Tensor) -> Tensor | None:
+        """``_run`` on the state then ``x`` without concatenating them (the op reads both); the state left is a view
+        of ``x`` once the outputs have consumed the old state."""
+        h = self.buf.shape[-1]
+        n = (h + x.shape[-1] - self.span) // self.stride + 1
+        if n <= 0:
+            self.buf = _cat(self.buf, x)
+            return None
+        used = (n - 1) * self.stride + self.span  # the op reads head + x[:used - h]
+        y = exact_conv1d_narrow(x[..., : used - h], self.weight_t, self.bias, self.stride, self.dilation,
+                                elu=self.elu, head=self.buf)
+        drop = n * self.stride
+        self.buf = x[..., drop - h :] if drop >= h else _cat(self.buf[..., drop:], x)
+        return self._out(y)
+
+    def _out(self, y: Tensor) -> Tensor:
+        """The conv's outputs as the layer's (a subclass's layout)."""
+        return y
 
     def flush(self):
         if self.buf is None:
             return None
         self.buf = F.pad(self.buf, (0, self.pad[1]))
         return self._run()
+
+
+class StreamConvTransposeExact(StreamConv):
+    """A :class:`ConvTranspose` (kernel ``2s``, stride ``s``) as an exact conv of kernel 2 (its ELU fused if ``elu``):
+    output samples ``[j s, (j + 1) s)`` of the untrimmed transposed conv are ``s`` channels of one conv output
+    ``j = 0 .. F``, read from input frames ``j - 1`` and ``j`` (zeros outside), with weights
+    ``W'[co s + p, ci, :] = (w[ci, co, s + p], w[ci, co, p])``. The stream keeps one input frame; ``s // 2``
+    samples are dropped at the start and ``s - s // 2`` at the end, as the layer trims them."""
+
+    def __init__(self, conv: ConvTranspose, elu: bool = False) -> None:
+        c, s = conv.conv, conv.stride
+        w = c.weight.detach()  # [Cin, Cout, 2s]
+        cin, cout = w.shape[0], w.shape[1]
+        weight = w.view(cin, cout, 2, s).flip(2).permute(1, 3, 0, 2).reshape(cout * s, cin, 2)
+        bias = None if c.bias is None else c.bias.detach().repeat_interleave(s)
+        self._setup(weight, bias, 1, 1, (1, 1), True, elu)
+        self.s, self.cout, self.trim, self.skip = s, cout, conv.trim, conv.trim[0]
+
+    def _out(self, y: Tensor) -> Tensor:
+        b, _, j = y.shape  # [B, Cout s, J]
+        return y.view(b, self.cout, self.s, j).transpose(2, 3).reshape(b, self.cout, j * self.s)
+
+    def push(self, x):
+        return _skip_start(self, super().push(x))
+
+    def flush(self):
+        y = super().flush()  # the last frame's second half: its last trim[1] samples are trimmed
+        return _skip_start(self, None if y is None else y[..., : y.shape[-1] - self.trim[1]])
 
 
 class StreamConvTranspose(StreamLayer):
@@ -119,20 +189,14 @@ class StreamConvTranspose(StreamLayer):
         prev = torch.cat([carry, second[:, :-1]], dim=1) if n > 1 else carry
         out = (first + prev + self.bias.view(1, 1, -1, 1)).permute(0, 2, 1, 3).reshape(b, self.cout, n * s)
         self.carry = second[:, -1]
-        return self._skip(out)
+        return _skip_start(self, out)
 
     def flush(self):
         if self.carry is None:
             return None
         y = (self.carry + self.bias.view(1, -1, 1))[..., : self.s - self.trim[1]]
         self.carry = None
-        return self._skip(y)
-
-    def _skip(self, y: Tensor) -> Tensor | None:
-        if self.skip:
-            k = min(self.skip, y.shape[-1])
-            y, self.skip = y[..., k:], self.skip - k
-        return y if y.shape[-1] else None
+        return _skip_start(self, y)
 
 
 class StreamStack(StreamLayer):
@@ -177,6 +241,13 @@ class StreamResidual(StreamLayer):
         return self._add(self.block.flush())
 
 
+def _elu_before_transpose(layers: list[nn.Module], i: int) -> bool:
+    """Whether ``layers[i]`` is an ELU (alpha 1) that the exact stream fuses into the :class:`ConvTranspose` after it."""
+    layer = layers[i]
+    return (isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers)
+            and isinstance(layers[i + 1], ConvTranspose))
+
+
 def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
     """The streaming copy of a conv stack (an ``nn.Sequential`` of our layers, or a module with ``.layers``).
     ``exact``: convs through ``exact_conv1d`` with each ``nn.ELU`` (alpha 1) before a conv fused into it, as
@@ -189,10 +260,13 @@ def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
         if exact and fused_elu(layers, i):
             out.append(StreamConv(layers[i + 1], exact, elu=True))
             i += 1
+        elif exact and _elu_before_transpose(layers, i):
+            out.append(StreamConvTransposeExact(layers[i + 1], elu=True))
+            i += 1
         elif isinstance(layer, Conv):
             out.append(StreamConv(layer, exact))
         elif isinstance(layer, ConvTranspose):
-            out.append(StreamConvTranspose(layer))
+            out.append(StreamConvTransposeExact(layer) if exact else StreamConvTranspose(layer))
         elif isinstance(layer, ResidualUnit):
             out.append(StreamResidual(layer, exact))
         elif isinstance(layer, nn.Sequential):

@@ -11,6 +11,10 @@ lane, so a value has the same bits whatever ``T``, ``B``, the padding, the threa
 offline chunks, stream windows and padded batches of the encoder agree bit for bit (ATen's convs block their
 sums by length, batch and thread count). Float32 on the CPU, inference only (no backward): :func:`usable` says
 when the encoder may call it. :func:`exact_conv1d_reference` is the same contract in PyTorch ops (any dtype).
+
+``exact_conv1d_narrow`` is the same contract with the same bits, vectorised over output channels instead of positions
+(``weight_t [Cin, K, Cout]``, :func:`narrow_weight`; ``Cout`` a multiple of 16): for the few output positions of a
+stream push, where a 32-position tile would be mostly slack.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor
 
 from vqaudio import ops
 
-__all__ = ["exact_conv1d", "exact_conv1d_reference", "has_exact_conv", "enabled_for", "usable", "disabled"]
+__all__ = ["exact_conv1d", "exact_conv1d_narrow", "narrow_weight", "exact_conv1d_reference", "has_exact_conv", "enabled_for", "usable", "disabled"]
 
 _DISABLED = [os.environ.get("VQAUDIO_EXACT_CONV", "1").strip() == "0"]
 
@@ -42,6 +46,7 @@ def has_exact_conv() -> bool:
 
 
 _HAS = has_exact_conv()
+_HAS_NARROW = _HAS and hasattr(torch.ops.vqaudio, "exact_conv1d_narrow")
 
 
 @contextlib.contextmanager
@@ -76,6 +81,27 @@ def exact_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1
     return torch.ops.vqaudio.exact_conv1d(x, weight, bias, stride, dilation, padding[0], padding[1], elu)
 
 
+NARROW_LANES = 16  # exact_conv1d_narrow's channels per vector: Cout must be a multiple
+
+
+def narrow_weight(weight: Tensor) -> Tensor | None:
+    """``weight [Cout, Cin, K]`` as ``exact_conv1d_narrow``'s ``[Cin, K, Cout]`` (detached), or ``None`` where the op
+    cannot take it (not loaded, or ``Cout`` not a multiple of 16)."""
+    if not _HAS_NARROW or weight.shape[0] % NARROW_LANES:
+        return None
+    return weight.detach().permute(1, 2, 0).contiguous()
+
+
+def exact_conv1d_narrow(x: Tensor, weight_t: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
+                        padding: tuple[int, int] = (0, 0), elu: bool = False, head: Tensor | None = None) -> Tensor:
+    """:func:`exact_conv1d` bit for bit, with the weights as ``weight_t [Cin, K, Cout]`` (:func:`narrow_weight`);
+    faster for short outputs (a stream push's). ``head [B, Cin, H]``: the input is ``head`` then ``x`` along time
+    (a stream's state and new samples, without concatenating them). Inference only."""
+    if bias is None:
+        bias = weight_t.new_zeros(weight_t.shape[-1])
+    return torch.ops.vqaudio.exact_conv1d_narrow(x, weight_t, bias, stride, dilation, padding[0], padding[1], elu, head)
+
+
 def exact_conv1d_reference(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
                            padding: tuple[int, int] = (0, 0), elu: bool = False) -> Tensor:
     """The contract in PyTorch ops, in ``x``'s dtype: the same order of sums (without fusing the multiply-adds)."""
@@ -100,5 +126,17 @@ def _exact_conv1d_fake(x: Tensor, weight: Tensor, bias: Tensor, stride: int, dil
     return x.new_empty(x.shape[0], weight.shape[0], t_out)
 
 
+def _exact_conv1d_narrow_fake(x: Tensor, weight_t: Tensor, bias: Tensor, stride: int, dilation: int, pad_left: int,
+                              pad_right: int, elu: bool = False, head: Tensor | None = None) -> Tensor:
+    torch._check(x.dim() == 3 and weight_t.dim() == 3 and bias.dim() == 1,
+                 lambda: "exact_conv1d_narrow: x, weight_t 3-D, bias 1-D")
+    torch._check(weight_t.shape[0] == x.shape[1], lambda: "exact_conv1d_narrow: weight_t and x differ in Cin")
+    t = x.shape[-1] + (0 if head is None else head.shape[-1])
+    t_out = (t + pad_left + pad_right - dilation * (weight_t.shape[1] - 1) - 1) // stride + 1
+    return x.new_empty(x.shape[0], weight_t.shape[2], t_out)
+
+
 if _HAS:
     torch.library.register_fake("vqaudio::exact_conv1d")(_exact_conv1d_fake)
+if _HAS_NARROW:
+    torch.library.register_fake("vqaudio::exact_conv1d_narrow")(_exact_conv1d_narrow_fake)
