@@ -2,8 +2,8 @@
 // z [B, D, T] (vqaudio/ops/channels.py), CPU kernels; no transposed copy of z, its gradient or the output.
 //
 // Forward: the nearest_code search reads the rows z[b, :, t] in place (a strided [B, T, D] view), then the
-// chosen codes are written channels-first: quantized[b, :, t] = codebook[indices[b, t]], gathered row by
-// row of the transposed codebook.
+// chosen codes are written channels-first: quantized[b, :, t] = codebook[indices[b, t]], whole code rows
+// transposed into a [D, TB] tile per block of TB frames.
 // Backward, one pass per block of TB frames of one item, with e = codebook[k], k = indices[b, t]:
 //   grad_z[b, :, t] = G(g) + 2 grad_dist2[b, t] (z - e)      (G: identity, or the rotation trick's
 //                                                             lambda R^T g of csrc/rotate_to.cpp)
@@ -51,21 +51,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> quantize_channels_cpu(const at::T
   at::Tensor dist2 = at::empty({B, T}, z.options().dtype(dist_dtype(z.scalar_type())));
   nearest_code_rows_cpu(z.transpose(1, 2), codebook, indices, dist2);
   at::Tensor quantized = at::empty({B, D, T}, z.options().memory_format(at::MemoryFormat::Contiguous));
-  // quantized[b, d, :] = codebook^T[d, indices[b, :]]: each output row gathers from one row of the
-  // transposed codebook (K values, cache-resident) and is written as one run
-  const at::Tensor et = codebook.t().contiguous();  // [D, K]
+  // quantized[b, :, t0:t0 + TB] per block of TB frames: the chosen code rows (D contiguous values each) are
+  // transposed into a [D, TB] tile in L1, then written as D runs of TB frames
   const int64_t* idx = indices.data_ptr<int64_t>();
-  const int64_t K = codebook.size(0);
+  const int64_t per_item = (T + TB - 1) / TB;
+  const at::Tensor e = codebook.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "quantize_channels_cpu", [&] {
-    const scalar_t* ET = et.data_ptr<scalar_t>();
+    const scalar_t* E = e.data_ptr<scalar_t>();
     scalar_t* out = quantized.data_ptr<scalar_t>();
-    at::parallel_for(0, B * D, std::max<int64_t>(1, 16384 / std::max<int64_t>(T, 1)), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / D, d = r % D;
-        const int64_t* ib = idx + b * T;
-        const scalar_t* row = ET + d * K;
-        scalar_t* o = out + r * T;
-        for (int64_t t = 0; t < T; ++t) o[t] = row[ib[t]];
+    at::parallel_for(0, B * per_item, std::max<int64_t>(1, 16384 / std::max<int64_t>(D * TB, 1)),
+                     [&](int64_t k0, int64_t k1) {
+      std::vector<scalar_t> tile(D * TB);
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t b = k / per_item, t0 = (k % per_item) * TB, n = std::min(TB, T - t0);
+        const int64_t* ib = idx + b * T + t0;
+        for (int64_t r = 0; r < n; ++r) {
+          const scalar_t* er = E + ib[r] * D;
+          for (int64_t d = 0; d < D; ++d) tile[d * TB + r] = er[d];
+        }
+        for (int64_t d = 0; d < D; ++d) std::copy_n(tile.data() + d * TB, n, out + (b * D + d) * T + t0);
       }
     });
   });
