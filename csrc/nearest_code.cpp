@@ -66,17 +66,27 @@ cpu::Kernel<acc_t> select_kernel() {
 }
 
 // Copies `rows` rows (from row0 on) of strided rows into a dense [MR, D] tile, converting to acc_t and
-// subtracting the codebook mean mu; zero-fills the rest of the tile.
+// subtracting the codebook mean mu; zero-fills the rest of the tile. Strided rows (channels-first z,
+// sd = T) are read channel by channel across the rows: each channel's values of neighbouring frames
+// share a cache line, while one row's D channels, 4 * T bytes apart, map to a few L1 sets for
+// power-of-two T and would be evicted before the next row reads them.
 template <typename scalar_t, typename acc_t>
 void pack_rows(const scalar_t* src, const RowLayout& L, int64_t row0, int64_t rows, int64_t D, int64_t MR,
                const acc_t* mu, acc_t* tile) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const scalar_t* row = src + L.offset(row0 + r);
-    acc_t* out = tile + r * D;
-    if (L.sd == 1) {
+  if (L.sd == 1) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const scalar_t* row = src + L.offset(row0 + r);
+      acc_t* out = tile + r * D;
       for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d]) - mu[d];
-    } else {
-      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<acc_t>(row[d * L.sd]) - mu[d];
+    }
+  } else {
+    constexpr int64_t kMaxRows = 16;  // >= every kernel's MR
+    TORCH_INTERNAL_ASSERT(rows <= kMaxRows);
+    const scalar_t* row[kMaxRows];
+    for (int64_t r = 0; r < rows; ++r) row[r] = src + L.offset(row0 + r);
+    for (int64_t d = 0; d < D; ++d) {
+      const int64_t off = d * L.sd;
+      for (int64_t r = 0; r < rows; ++r) tile[r * D + d] = static_cast<acc_t>(row[r][off]) - mu[d];
     }
   }
   std::memset(tile + rows * D, 0, sizeof(acc_t) * (MR - rows) * D);

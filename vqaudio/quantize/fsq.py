@@ -45,24 +45,20 @@ def check_noise_dropout(owner: str, noise_dropout: float) -> None:
 class _BoundRound(torch.autograd.Function):
     """Per channel of ``z [B, C, T]``: ``digit = round(a * bound(z + shift) + b)`` (integers in ``[0, L)``) and the
     code ``(digit - c0) * step``, with ``bound`` tanh or a clamp to ``[-1, 1]``. Backward: the derivative of
-    ``a * bound(z + shift) * step``, the rounding passed straight through. Returns ``(codes, digits)``."""
+    ``a * bound(z + shift) * step``, the rounding passed straight through (its slope is saved by the forward,
+    which has ``tanh(z + shift)`` at hand, when ``z`` needs a gradient). Returns ``(codes, digits)``."""
 
     @staticmethod
-    def forward(z: Tensor, grid: Tensor, tanh: bool) -> tuple[Tensor, Tensor]:
+    def forward(ctx, z: Tensor, grid: Tensor, tanh: bool) -> tuple[Tensor, Tensor]:
         shift, a, b, c0, step = grid.unbind(0)  # each [C, 1]
         u = z + shift
         t = torch.tanh(u) if tanh else u.clamp(-1.0, 1.0)
         digit = torch.round(t * a + b)
+        if ctx.needs_input_grad[0]:
+            slope = 1 - t.square() if tanh else (u.abs() <= 1).to(u.dtype)
+            ctx.save_for_backward(slope * (a * step))
+        ctx.mark_non_differentiable(digit)
         return (digit - c0) * step, digit
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        z, grid, tanh = inputs
-        shift, a, _, _, step = grid.unbind(0)
-        u = z + shift
-        slope = 1 - torch.tanh(u).square() if tanh else (u.abs() <= 1).to(u.dtype)
-        ctx.save_for_backward(slope * (a * step))
-        ctx.mark_non_differentiable(output[1])
 
     @staticmethod
     def backward(ctx, grad, _):
@@ -126,6 +122,9 @@ class FSQ(nn.Module):
         self.register_buffer("_levels", torch.tensor(levels, dtype=torch.int64)[:, None], persistent=False)
         basis = torch.cumprod(torch.tensor([1] + levels[:-1], dtype=torch.int64), dim=0)
         self.register_buffer("_basis", basis[:, None], persistent=False)
+        # the digits' mixed-radix sum in float32 is exact below 2**24 codes (one int64 pass fewer per step)
+        self._float_index = self.codebook_size <= 2**24
+        self.register_buffer("_basis_float", basis.float()[:, None], persistent=False)
         self.scaled = scale is not None
         self.project_in, self.project_out = projections(self.dim, c)
         check_noise_dropout("FSQ", noise_dropout)
@@ -148,6 +147,8 @@ class FSQ(nn.Module):
             codes = self._substitute_noise(x.detach(), codes)
         if self.scaled:
             codes = codes * self._scale
+        if self._float_index:
+            return codes, (digits * self._basis_float).sum(dim=1).long()
         return codes, (digits.long() * self._basis).sum(dim=1)
 
     def _substitute_noise(self, x: Tensor, codes: Tensor) -> Tensor:

@@ -23,6 +23,8 @@ DDP ranks, so every rank re-draws the same rows from the same global latents,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -86,16 +88,17 @@ def aim_rows_(linear: nn.Linear, frozen: Tensor, rows: Tensor, targets: Tensor, 
 
 
 @torch.no_grad()
-def redraw_dead_rows_(linear: nn.Linear, frozen: Tensor, stats: CodeCounts, threshold: float, x: Tensor,
-                      max_norm: float) -> int:
+def redraw_dead_rows_(linear: nn.Linear, frozen: Tensor, stats: CodeCounts, threshold: float,
+                      latents: Callable[[], Tensor], max_norm: float) -> int:
     """Re-draw the frozen rows whose EMA count is below ``threshold`` towards random rows of the global batch
-    ``x [N, D]`` (:func:`aim_rows_`, rows of norm at most ``max_norm``; their counts reset to
-    ``max(threshold, 1)``); returns how many."""
+    ``latents() [N, D]`` (:func:`aim_rows_`, rows of norm at most ``max_norm``; their counts reset to
+    ``max(threshold, 1)``); returns how many. ``latents`` is called only when some row is dead (the same
+    decision on every DDP rank: the counts are global), so a step without dead codes copies no latents."""
     dead = stats.counts < threshold
     num = int(dead.sum())
     if num == 0:
         return 0
-    targets = sample_rows(x.detach(), num, stats.generator())
+    targets = sample_rows(latents().detach(), num, stats.generator())
     if targets is None:
         return 0
     aim_rows_(linear, frozen, dead, targets, max_norm)

@@ -112,7 +112,7 @@ class SimVQ(nn.Module, InitOnFirstBatch):
             self.data_initialized()
         elif self.training and self.dead_threshold > 0 and int(self.code_counts.step) > 0:
             redraw_dead_rows_(self.code_transform, self.frozen_codebook, self.code_counts, self.dead_threshold,
-                              to_rows(z if mask is None else z[mask]), float(self.max_row_norm))
+                              lambda: to_rows(z if mask is None else z[mask]), float(self.max_row_norm))
         codes = self.codes()
         if self.beta > 0:
             # One search gives both loss terms: dist2 = ||z - e||² is differentiable w.r.t. z and the chosen
