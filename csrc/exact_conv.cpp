@@ -226,10 +226,14 @@ at::Tensor exact_conv1d_cpu(const at::Tensor& x_in, const at::Tensor& w_in, cons
 // tap's weights for W channels one vector load, the input value one broadcast. Every value is still
 // bias + sum over ci (outer), k (inner) of weight * xpad, one FMA a term (a * b + c is the same FMA whichever operand
 // is broadcast), its input through the same elu_vec: bit for bit exact_conv1d's value.
-constexpr int NP = 4;   // output positions per block
-constexpr int NCV = 4;  // channel vectors per block (64 channels): NP x NCV accumulators
+// A block is NP positions x CV channel vectors (NP CV accumulators, 16 where the outputs allow: enough independent
+// FMA chains to fill the units; 2 positions where a push has only 2, so no lane computes a repeated one). Which block
+// computes a value does not change its bits. The weight rows of the next taps are prefetched: a wide layer's weights
+// (the first transposed conv's 1.8 MB) are read once per push, from beyond L2.
+constexpr int NCV = 4;  // channel vectors per block at most (64 channels)
+constexpr int PF = 4;   // taps ahead to prefetch
 
-template <int CV>
+template <int CV, int NP>
 VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int64_t M, int64_t K, int64_t S,
                                    int64_t D, const float* __restrict wt, int64_t Cout, const float* __restrict bias,
                                    int64_t t0, int64_t np, float* __restrict out, int64_t Tout) {
@@ -237,7 +241,7 @@ VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int6
   vf b[CV];
 #pragma GCC unroll 4
   for (int v = 0; v < CV; ++v) b[v] = *reinterpret_cast<const vf_unaligned*>(bias + v * W);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
   for (int p = 0; p < NP; ++p)
 #pragma GCC unroll 4
     for (int v = 0; v < CV; ++v) acc[p][v] = b[v];
@@ -247,11 +251,13 @@ VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int6
     const float* xc = xr + ci * M;
     for (int64_t k = 0; k < K; ++k) {
       const float* wk = wt + (ci * K + k) * Cout;
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) __builtin_prefetch(wk + PF * Cout + v * W);  // past the end: a no-op hint
       vf wv[CV];
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) wv[v] = *reinterpret_cast<const vf_unaligned*>(wk + v * W);
       const int64_t kd = k * D;
-#pragma GCC unroll 4
+#pragma GCC unroll 16
       for (int p = 0; p < NP; ++p) {
         const float xv = xc[pos[p] + kd];
 #pragma GCC unroll 4
@@ -330,14 +336,25 @@ at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_
     const float* xr = xpad + b * Cin * M;
     for (int64_t c0 = 0; c0 < Cout; c0 += NCV * W) {
       const int64_t cv = std::min<int64_t>(NCV, (Cout - c0) / W);
+      const int64_t npb = Tout <= 2 ? 2 : cv == 1 ? 16 : cv == 2 ? 8 : 4;  // positions per block
       float* ob = op + (b * Cout + c0) * Tout;
-      for (int64_t t0 = 0; t0 < Tout; t0 += NP) {
-        const int64_t np = std::min<int64_t>(NP, Tout - t0);
-        switch (cv) {
-          case 4: narrow_block<4>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
-          case 3: narrow_block<3>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
-          case 2: narrow_block<2>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
-          default: narrow_block<1>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
+      for (int64_t t0 = 0; t0 < Tout; t0 += npb) {
+        const int64_t np = std::min<int64_t>(npb, Tout - t0);
+        const float *wc = wp + c0, *bc = bp + c0;
+        if (npb == 2) {
+          switch (cv) {
+            case 4: narrow_block<4, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            case 3: narrow_block<3, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            case 2: narrow_block<2, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            default: narrow_block<1, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+          }
+        } else {
+          switch (cv) {
+            case 4: narrow_block<4, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            case 3: narrow_block<3, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            case 2: narrow_block<2, 8>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            default: narrow_block<1, 16>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+          }
         }
       }
     }

@@ -99,7 +99,8 @@ def test_opcheck_and_errors():
 # (Cin, Cout, kernel, stride, dilation, pad_left, pad_right): the stream decoder's shapes (its transposed convs as
 # kernel-2 convs of Cout * stride channels) and odd ones
 NARROW_SHAPES = [(64, 256, 7, 1, 1, 3, 3), (128, 64, 7, 1, 9, 27, 27), (64, 128, 1, 1, 1, 0, 0), (256, 896, 2, 1, 1, 1, 1),
-                 (64, 96, 2, 1, 1, 1, 1), (1, 32, 7, 1, 1, 3, 3), (16, 32, 6, 3, 1, 1, 2), (5, 48, 3, 2, 2, 1, 3)]
+                 (64, 96, 2, 1, 1, 1, 1), (32, 16, 7, 1, 3, 9, 9), (1, 32, 7, 1, 1, 3, 3), (16, 32, 6, 3, 1, 1, 2),
+                 (5, 48, 3, 2, 2, 1, 3)]
 
 
 @pytest.mark.parametrize("shape", NARROW_SHAPES)
