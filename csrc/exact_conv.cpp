@@ -231,7 +231,7 @@ at::Tensor exact_conv1d_cpu(const at::Tensor& x_in, const at::Tensor& w_in, cons
 // computes a value does not change its bits. The weight rows of the next taps are prefetched: a wide layer's weights
 // (the first transposed conv's 1.8 MB) are read once per push, from beyond L2.
 constexpr int NCV = 4;  // channel vectors per block at most (64 channels)
-constexpr int PF = 4;   // taps ahead to prefetch
+constexpr int PF = 12;  // taps ahead to prefetch
 
 template <int CV, int NP>
 VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int64_t M, int64_t K, int64_t S,

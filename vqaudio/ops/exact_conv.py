@@ -47,6 +47,8 @@ def has_exact_conv() -> bool:
 
 _HAS = has_exact_conv()
 _HAS_NARROW = _HAS and hasattr(torch.ops.vqaudio, "exact_conv1d_narrow")
+# the overload itself: a stream decoder calls it ~23 times a push, and the packet's lookup costs ~1 us a call
+_NARROW_OP = torch.ops.vqaudio.exact_conv1d_narrow.default if _HAS_NARROW else None
 
 
 @contextlib.contextmanager
@@ -99,7 +101,7 @@ def exact_conv1d_narrow(x: Tensor, weight_t: Tensor, bias: Tensor | None, stride
     (a stream's state and new samples, without concatenating them). Inference only."""
     if bias is None:
         bias = weight_t.new_zeros(weight_t.shape[-1])
-    return torch.ops.vqaudio.exact_conv1d_narrow(x, weight_t, bias, stride, dilation, padding[0], padding[1], elu, head)
+    return _NARROW_OP(x, weight_t, bias, stride, dilation, padding[0], padding[1], elu, head)
 
 
 def exact_conv1d_reference(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
