@@ -236,7 +236,8 @@ constexpr int PF = 12;  // taps ahead to prefetch
 template <int CV, int NP>
 VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int64_t M, int64_t K, int64_t S,
                                    int64_t D, const float* __restrict wt, int64_t Cout, const float* __restrict bias,
-                                   int64_t t0, int64_t np, float* __restrict out, int64_t Tout) {
+                                   int64_t t0, int64_t np, float* __restrict out, int64_t Tout,
+                                   const float* __restrict res, int64_t res_c) {
   vf acc[NP][CV];
   vf b[CV];
 #pragma GCC unroll 4
@@ -268,15 +269,19 @@ VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int6
   for (int p = 0; p < np; ++p) {
     float lanes[CV * W];
     std::memcpy(lanes, acc[p], sizeof(lanes));
-    for (int64_t c = 0; c < CV * W; ++c) out[c * Tout + t0 + p] = lanes[c];
+    if (res)  // the residual added last: res + y, the same bits as adding y to it afterwards
+      for (int64_t c = 0; c < CV * W; ++c) out[c * Tout + t0 + p] = lanes[c] + res[c * res_c + t0 + p];
+    else
+      for (int64_t c = 0; c < CV * W; ++c) out[c * Tout + t0 + p] = lanes[c];
   }
 }
 
 // `head` [B, Cin, H] (optional): the input is head then x along time (a stream's kept state and its new samples,
-// without a concatenated copy).
+// without a concatenated copy). `residual` [B, Cout, Tout] (optional): added to the outputs (a residual unit's skip).
 at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_in, const at::Tensor& b_in,
                                    int64_t stride, int64_t dilation, int64_t pad_left, int64_t pad_right, bool elu,
-                                   const std::optional<at::Tensor>& head_in) {
+                                   const std::optional<at::Tensor>& head_in,
+                                   const std::optional<at::Tensor>& residual_in) {
   const char* names[] = {"x", "weight_t", "bias"};
   const at::Tensor* ts[] = {&x_in, &wt_in, &b_in};
   const int64_t dims[] = {3, 3, 1};
@@ -316,6 +321,15 @@ at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_
   auto rows = [](const at::Tensor& t) { return t.stride(-1) == 1 || t.size(-1) <= 1 ? t : t.contiguous(); };
   const at::Tensor x = rows(x_in), wt = wt_in.contiguous(), bias = b_in.contiguous();
   const at::Tensor head = head_in ? rows(*head_in) : at::Tensor();
+  if (residual_in) {
+    TORCH_CHECK_VALUE(residual_in->dim() == 3 && residual_in->size(0) == B && residual_in->size(1) == Cout &&
+                          residual_in->size(2) == Tout,
+                      "exact_conv1d_narrow: residual must be [", B, ", ", Cout, ", ", Tout, "], got ",
+                      residual_in->sizes());
+    TORCH_CHECK_TYPE(residual_in->scalar_type() == at::kFloat && residual_in->device().is_cpu(),
+                     "exact_conv1d_narrow: residual must be float32 on the CPU");
+  }
+  const at::Tensor res = residual_in ? rows(*residual_in) : at::Tensor();
   std::unique_ptr<float[]> xpad_mem(new float[B * Cin * M]);
   float* const xpad = xpad_mem.get();
   const float* xp = x.data_ptr<float>();
@@ -338,22 +352,24 @@ at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_
       const int64_t cv = std::min<int64_t>(NCV, (Cout - c0) / W);
       const int64_t npb = Tout <= 2 ? 2 : cv == 1 ? 16 : cv == 2 ? 8 : 4;  // positions per block
       float* ob = op + (b * Cout + c0) * Tout;
+      const int64_t rc = residual_in ? res.stride(1) : 0;
+      const float* rb = residual_in ? res.data_ptr<float>() + b * res.stride(0) + c0 * rc : nullptr;
       for (int64_t t0 = 0; t0 < Tout; t0 += npb) {
         const int64_t np = std::min<int64_t>(npb, Tout - t0);
         const float *wc = wp + c0, *bc = bp + c0;
         if (npb == 2) {
           switch (cv) {
-            case 4: narrow_block<4, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
-            case 3: narrow_block<3, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
-            case 2: narrow_block<2, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
-            default: narrow_block<1, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            case 4: narrow_block<4, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 3: narrow_block<3, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 2: narrow_block<2, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            default: narrow_block<1, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
           }
         } else {
           switch (cv) {
-            case 4: narrow_block<4, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
-            case 3: narrow_block<3, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
-            case 2: narrow_block<2, 8>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
-            default: narrow_block<1, 16>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout); break;
+            case 4: narrow_block<4, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 3: narrow_block<3, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 2: narrow_block<2, 8>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            default: narrow_block<1, 16>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
           }
         }
       }
@@ -368,7 +384,7 @@ TORCH_LIBRARY_FRAGMENT(vqaudio, m) {
   m.def("exact_conv1d(Tensor x, Tensor weight, Tensor bias, int stride, int dilation, int pad_left, int pad_right, "
         "bool elu=False) -> Tensor");
   m.def("exact_conv1d_narrow(Tensor x, Tensor weight_t, Tensor bias, int stride, int dilation, int pad_left, "
-        "int pad_right, bool elu=False, Tensor? head=None) -> Tensor");
+        "int pad_right, bool elu=False, Tensor? head=None, Tensor? residual=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(vqaudio, CPU, m) {
