@@ -123,7 +123,8 @@ class StreamConv(StreamLayer):
             self.buf = _cat(self.buf, x)
             return None
         used = (n - 1) * self.stride + self.span  # the op reads head + x[:used - h]
-        y = exact_conv1d_narrow(x[..., : used - h], self.weight_t, self.bias, self.stride, self.dilation,
+        x_used = x[..., : used - h] if used - h < x.shape[-1] else x  # a stride-1 conv reads all of x: no slice
+        y = exact_conv1d_narrow(x_used, self.weight_t, self.bias, self.stride, self.dilation,
                                 elu=self.elu, head=self.buf, residual=None if self.residual is None else self.residual(n))
         drop = n * self.stride
         self.buf = x[..., drop - h :] if drop >= h else _cat(self.buf[..., drop:], x)
