@@ -226,18 +226,23 @@ at::Tensor exact_conv1d_cpu(const at::Tensor& x_in, const at::Tensor& w_in, cons
 // tap's weights for W channels one vector load, the input value one broadcast. Every value is still
 // bias + sum over ci (outer), k (inner) of weight * xpad, one FMA a term (a * b + c is the same FMA whichever operand
 // is broadcast), its input through the same elu_vec: bit for bit exact_conv1d's value.
-constexpr int NP = 4;   // output positions per block
-constexpr int NCV = 4;  // channel vectors per block (64 channels): NP x NCV accumulators
+// A block is NP positions x CV channel vectors (NP CV accumulators, 16 where the outputs allow: enough independent
+// FMA chains to fill the units; 2 positions where a push has only 2, so no lane computes a repeated one). Which block
+// computes a value does not change its bits. The weight rows of the next taps are prefetched: a wide layer's weights
+// (the first transposed conv's 1.8 MB) are read once per push, from beyond L2.
+constexpr int NCV = 4;  // channel vectors per block at most (64 channels)
+constexpr int PF = 12;  // taps ahead to prefetch
 
-template <int CV>
+template <int CV, int NP>
 VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int64_t M, int64_t K, int64_t S,
                                    int64_t D, const float* __restrict wt, int64_t Cout, const float* __restrict bias,
-                                   int64_t t0, int64_t np, float* __restrict out, int64_t Tout) {
+                                   int64_t t0, int64_t np, float* __restrict out, int64_t Tout,
+                                   const float* __restrict res, int64_t res_c) {
   vf acc[NP][CV];
   vf b[CV];
 #pragma GCC unroll 4
   for (int v = 0; v < CV; ++v) b[v] = *reinterpret_cast<const vf_unaligned*>(bias + v * W);
-#pragma GCC unroll 4
+#pragma GCC unroll 16
   for (int p = 0; p < NP; ++p)
 #pragma GCC unroll 4
     for (int v = 0; v < CV; ++v) acc[p][v] = b[v];
@@ -247,11 +252,13 @@ VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int6
     const float* xc = xr + ci * M;
     for (int64_t k = 0; k < K; ++k) {
       const float* wk = wt + (ci * K + k) * Cout;
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) __builtin_prefetch(wk + PF * Cout + v * W);  // past the end: a no-op hint
       vf wv[CV];
 #pragma GCC unroll 4
       for (int v = 0; v < CV; ++v) wv[v] = *reinterpret_cast<const vf_unaligned*>(wk + v * W);
       const int64_t kd = k * D;
-#pragma GCC unroll 4
+#pragma GCC unroll 16
       for (int p = 0; p < NP; ++p) {
         const float xv = xc[pos[p] + kd];
 #pragma GCC unroll 4
@@ -262,15 +269,19 @@ VQ_TARGET_CLONES void narrow_block(const float* __restrict xr, int64_t Cin, int6
   for (int p = 0; p < np; ++p) {
     float lanes[CV * W];
     std::memcpy(lanes, acc[p], sizeof(lanes));
-    for (int64_t c = 0; c < CV * W; ++c) out[c * Tout + t0 + p] = lanes[c];
+    if (res)  // the residual added last: res + y, the same bits as adding y to it afterwards
+      for (int64_t c = 0; c < CV * W; ++c) out[c * Tout + t0 + p] = lanes[c] + res[c * res_c + t0 + p];
+    else
+      for (int64_t c = 0; c < CV * W; ++c) out[c * Tout + t0 + p] = lanes[c];
   }
 }
 
 // `head` [B, Cin, H] (optional): the input is head then x along time (a stream's kept state and its new samples,
-// without a concatenated copy).
+// without a concatenated copy). `residual` [B, Cout, Tout] (optional): added to the outputs (a residual unit's skip).
 at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_in, const at::Tensor& b_in,
                                    int64_t stride, int64_t dilation, int64_t pad_left, int64_t pad_right, bool elu,
-                                   const std::optional<at::Tensor>& head_in) {
+                                   const std::optional<at::Tensor>& head_in,
+                                   const std::optional<at::Tensor>& residual_in) {
   const char* names[] = {"x", "weight_t", "bias"};
   const at::Tensor* ts[] = {&x_in, &wt_in, &b_in};
   const int64_t dims[] = {3, 3, 1};
@@ -310,6 +321,15 @@ at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_
   auto rows = [](const at::Tensor& t) { return t.stride(-1) == 1 || t.size(-1) <= 1 ? t : t.contiguous(); };
   const at::Tensor x = rows(x_in), wt = wt_in.contiguous(), bias = b_in.contiguous();
   const at::Tensor head = head_in ? rows(*head_in) : at::Tensor();
+  if (residual_in) {
+    TORCH_CHECK_VALUE(residual_in->dim() == 3 && residual_in->size(0) == B && residual_in->size(1) == Cout &&
+                          residual_in->size(2) == Tout,
+                      "exact_conv1d_narrow: residual must be [", B, ", ", Cout, ", ", Tout, "], got ",
+                      residual_in->sizes());
+    TORCH_CHECK_TYPE(residual_in->scalar_type() == at::kFloat && residual_in->device().is_cpu(),
+                     "exact_conv1d_narrow: residual must be float32 on the CPU");
+  }
+  const at::Tensor res = residual_in ? rows(*residual_in) : at::Tensor();
   std::unique_ptr<float[]> xpad_mem(new float[B * Cin * M]);
   float* const xpad = xpad_mem.get();
   const float* xp = x.data_ptr<float>();
@@ -330,14 +350,27 @@ at::Tensor exact_conv1d_narrow_cpu(const at::Tensor& x_in, const at::Tensor& wt_
     const float* xr = xpad + b * Cin * M;
     for (int64_t c0 = 0; c0 < Cout; c0 += NCV * W) {
       const int64_t cv = std::min<int64_t>(NCV, (Cout - c0) / W);
+      const int64_t npb = Tout <= 2 ? 2 : cv == 1 ? 16 : cv == 2 ? 8 : 4;  // positions per block
       float* ob = op + (b * Cout + c0) * Tout;
-      for (int64_t t0 = 0; t0 < Tout; t0 += NP) {
-        const int64_t np = std::min<int64_t>(NP, Tout - t0);
-        switch (cv) {
-          case 4: narrow_block<4>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
-          case 3: narrow_block<3>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
-          case 2: narrow_block<2>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
-          default: narrow_block<1>(xr, Cin, M, K, S, D, wp + c0, Cout, bp + c0, t0, np, ob, Tout); break;
+      const int64_t rc = residual_in ? res.stride(1) : 0;
+      const float* rb = residual_in ? res.data_ptr<float>() + b * res.stride(0) + c0 * rc : nullptr;
+      for (int64_t t0 = 0; t0 < Tout; t0 += npb) {
+        const int64_t np = std::min<int64_t>(npb, Tout - t0);
+        const float *wc = wp + c0, *bc = bp + c0;
+        if (npb == 2) {
+          switch (cv) {
+            case 4: narrow_block<4, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 3: narrow_block<3, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 2: narrow_block<2, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            default: narrow_block<1, 2>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+          }
+        } else {
+          switch (cv) {
+            case 4: narrow_block<4, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 3: narrow_block<3, 4>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            case 2: narrow_block<2, 8>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+            default: narrow_block<1, 16>(xr, Cin, M, K, S, D, wc, Cout, bc, t0, np, ob, Tout, rb, rc); break;
+          }
         }
       }
     }
@@ -351,7 +384,7 @@ TORCH_LIBRARY_FRAGMENT(vqaudio, m) {
   m.def("exact_conv1d(Tensor x, Tensor weight, Tensor bias, int stride, int dilation, int pad_left, int pad_right, "
         "bool elu=False) -> Tensor");
   m.def("exact_conv1d_narrow(Tensor x, Tensor weight_t, Tensor bias, int stride, int dilation, int pad_left, "
-        "int pad_right, bool elu=False, Tensor? head=None) -> Tensor");
+        "int pad_right, bool elu=False, Tensor? head=None, Tensor? residual=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(vqaudio, CPU, m) {

@@ -99,7 +99,8 @@ def test_opcheck_and_errors():
 # (Cin, Cout, kernel, stride, dilation, pad_left, pad_right): the stream decoder's shapes (its transposed convs as
 # kernel-2 convs of Cout * stride channels) and odd ones
 NARROW_SHAPES = [(64, 256, 7, 1, 1, 3, 3), (128, 64, 7, 1, 9, 27, 27), (64, 128, 1, 1, 1, 0, 0), (256, 896, 2, 1, 1, 1, 1),
-                 (64, 96, 2, 1, 1, 1, 1), (1, 32, 7, 1, 1, 3, 3), (16, 32, 6, 3, 1, 1, 2), (5, 48, 3, 2, 2, 1, 3)]
+                 (64, 96, 2, 1, 1, 1, 1), (32, 16, 7, 1, 3, 9, 9), (1, 32, 7, 1, 1, 3, 3), (16, 32, 6, 3, 1, 1, 2),
+                 (5, 48, 3, 2, 2, 1, 3)]
 
 
 @pytest.mark.parametrize("shape", NARROW_SHAPES)
@@ -124,6 +125,9 @@ def test_narrow_gives_the_same_bits_as_exact_conv1d(shape, elu):
         assert torch.equal(exact_conv1d_narrow(rest, wt, b, s, d, (pl, pr), elu, head=head), y), h
     time_major = x.transpose(1, 2).contiguous().transpose(1, 2)  # time steps apart: copied first
     assert torch.equal(exact_conv1d_narrow(time_major, wt, b, s, d, (pl, pr), elu), y)
+    skip = torch.randn(2, cout, y.shape[-1] + 3)[..., 1:-2]  # a residual (a view), added: skip + y's bits
+    skip[0, 0, 0] = -0.0
+    assert torch.equal(exact_conv1d_narrow(x, wt, b, s, d, (pl, pr), elu, residual=skip), skip + y)
 
 
 def test_narrow_opcheck_and_errors():
@@ -143,7 +147,12 @@ def test_narrow_opcheck_and_errors():
         exact_conv1d_narrow(torch.randn(1, 4, 2), wt, b)
     with pytest.raises(ValueError, match="head must be"):
         exact_conv1d_narrow(x, wt, b, head=torch.randn(2, 3, 5))
+    with pytest.raises(ValueError, match="residual must be"):
+        exact_conv1d_narrow(x, wt, b, residual=torch.randn(2, 16, 3))
     torch.library.opcheck(torch.ops.vqaudio.exact_conv1d_narrow, (x, wt, b, 1, 2, 0, 1, False, torch.randn(2, 4, 7)),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.vqaudio.exact_conv1d_narrow,
+                          (x, wt, b, 1, 1, 0, 0, False, None, torch.randn(2, 16, 48)),
                           test_utils=("test_schema", "test_faketensor"))
     assert exact_conv1d_narrow(torch.randn(0, 4, 10), wt, b).shape == (0, 16, 8)
 

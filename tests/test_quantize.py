@@ -338,3 +338,27 @@ def test_state_dict_round_trip(ema):
     assert torch.equal(out_a.codes, out_b.codes)
     for key, value in rvq.state_dict().items():
         assert torch.equal(value, clone.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("family", ["vq", "vq_projected", "fsq", "lfq", "simvq"])
+def test_decode_with_tables_equals_decode(family):
+    """``decode(codes, decode_tables())`` (the stream decoder's lookups) gives ``decode(codes)``'s latents, and the
+    same errors for bad codes."""
+    from vqaudio.quantize import ResidualFSQ, ResidualLFQ, ResidualSimVQ
+
+    torch.manual_seed(9)
+    make = {"vq": lambda: ResidualVQ(3, 6, 16, kmeans_init=True),
+            "vq_projected": lambda: ResidualVQ(3, 6, 16, codebook_dim=4, kmeans_init=True),
+            "fsq": lambda: ResidualFSQ(3, 6, [5, 3, 3]),
+            "lfq": lambda: ResidualLFQ(3, 6, 16),
+            "simvq": lambda: ResidualSimVQ(3, 6, 16)}
+    rvq = make[family]()
+    rvq.train()(torch.randn(4, 6, 20))
+    rvq.eval()
+    codes = rvq.encode(torch.randn(2, 6, 13))
+    tables = rvq.decode_tables()
+    assert tables.shape[:2] == (3, rvq.codebook_size)
+    for n_q in (1, 3):
+        torch.testing.assert_close(rvq.decode(codes[:, :n_q], tables), rvq.decode(codes[:, :n_q]), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="codes must lie in"):
+        rvq.decode(torch.full((2, 2, 10), rvq.codebook_size), tables)

@@ -41,6 +41,8 @@ from vqaudio.ops import exact_conv
 
 __all__ = ["Latency", "latency_of", "StreamEncoder", "StreamDecoder"]
 
+TABLE_MAX = 1 << 16  # the most code vectors (stages x codebook size) a StreamDecoder copies into lookup tables
+
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
@@ -159,6 +161,8 @@ class StreamDecoder:
         self.model, self.stats, self.device = model, stats, device
         self.joint = model.config.kind == "series"
         self.stack = streaming(model.decoder, exact=exact_conv.enabled_for(torch.device(device)))
+        q = model.quantizer  # its stages' code vectors looked up per push (a copy: the model is not trained meanwhile)
+        self.tables = q.decode_tables() if q.n_q * q.codebook_size <= TABLE_MAX else None
         self.emitted, self.items = 0, None
 
     def push(self, codes: Tensor) -> Tensor:
@@ -167,7 +171,7 @@ class StreamDecoder:
         if codes.shape[-1] == 0:
             return self._out(None)
         with torch.inference_mode(), one_thread():
-            z = self.model.quantizer.decode(codes.long().to(self.device))
+            z = self.model.quantizer.decode(codes.long().to(self.device), self.tables)
             return self._out(self.stack.push(z))
 
     def flush(self, length: int | None = None) -> Tensor:

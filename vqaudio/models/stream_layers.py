@@ -14,6 +14,8 @@ convs, :class:`StreamConvTransposeExact`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -84,6 +86,7 @@ class StreamConv(StreamLayer):
         self.pad, self.exact, self.elu = pad, exact, elu
         self.weight_t = narrow_weight(weight) if exact else None  # for exact_conv1d_narrow
         self.buf: Tensor | None = None
+        self.residual: Callable[[int], Tensor] | None = None  # residual(n): what to add to the next n outputs
 
     def _run(self) -> Tensor | None:
         n = (self.buf.shape[-1] - self.span) // self.stride + 1
@@ -96,6 +99,8 @@ class StreamConv(StreamLayer):
             y = exact_conv1d(x, self.weight, self.bias, self.stride, self.dilation, elu=self.elu)
         else:
             y = F.conv1d(F.elu(x) if self.elu else x, self.weight, self.bias, self.stride, dilation=self.dilation)
+        if self.residual is not None:
+            y = self.residual(n) + y
         self.buf = self.buf[..., n * self.stride :]
         return self._out(y)
 
@@ -118,8 +123,9 @@ class StreamConv(StreamLayer):
             self.buf = _cat(self.buf, x)
             return None
         used = (n - 1) * self.stride + self.span  # the op reads head + x[:used - h]
-        y = exact_conv1d_narrow(x[..., : used - h], self.weight_t, self.bias, self.stride, self.dilation,
-                                elu=self.elu, head=self.buf)
+        x_used = x[..., : used - h] if used - h < x.shape[-1] else x  # a stride-1 conv reads all of x: no slice
+        y = exact_conv1d_narrow(x_used, self.weight_t, self.bias, self.stride, self.dilation,
+                                elu=self.elu, head=self.buf, residual=None if self.residual is None else self.residual(n))
         drop = n * self.stride
         self.buf = x[..., drop - h :] if drop >= h else _cat(self.buf[..., drop:], x)
         return self._out(y)
@@ -218,18 +224,26 @@ class StreamStack(StreamLayer):
 
 
 class StreamResidual(StreamLayer):
-    """``x + block(x)``: the inputs wait for the block's outputs at the same positions."""
+    """``x + block(x)``: the inputs wait for the block's outputs at the same positions. The block's last conv adds
+    them to its outputs (in ``exact_conv1d_narrow``, on a push; ``skip + y`` either way)."""
 
     def __init__(self, unit: ResidualUnit, exact: bool = False) -> None:
         self.block = streaming(unit.block, exact)
         self.skip: Tensor | None = None
+        last = self.block.layers[-1]
+        self.fused = type(last) is StreamConv  # a plain conv (a ResidualUnit's 1x1) adds the skip itself
+        if self.fused:
+            last.residual = self._take
+
+    def _take(self, n: int) -> Tensor:
+        """The next ``n`` inputs kept (the skip of the block's next ``n`` outputs)."""
+        out, self.skip = self.skip[..., :n], self.skip[..., n:]
+        return out
 
     def _add(self, y: Tensor | None) -> Tensor | None:
-        if y is None:
-            return None
-        out = self.skip[..., : y.shape[-1]] + y
-        self.skip = self.skip[..., y.shape[-1] :]
-        return out
+        if y is None or self.fused:
+            return y
+        return self._take(y.shape[-1]) + y
 
     def push(self, x):
         if x is None or x.shape[-1] == 0:

@@ -47,6 +47,8 @@ def has_exact_conv() -> bool:
 
 _HAS = has_exact_conv()
 _HAS_NARROW = _HAS and hasattr(torch.ops.vqaudio, "exact_conv1d_narrow")
+# the overload itself: a stream decoder calls it ~23 times a push, and the packet's lookup costs ~1 us a call
+_NARROW_OP = torch.ops.vqaudio.exact_conv1d_narrow.default if _HAS_NARROW else None
 
 
 @contextlib.contextmanager
@@ -93,13 +95,15 @@ def narrow_weight(weight: Tensor) -> Tensor | None:
 
 
 def exact_conv1d_narrow(x: Tensor, weight_t: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
-                        padding: tuple[int, int] = (0, 0), elu: bool = False, head: Tensor | None = None) -> Tensor:
+                        padding: tuple[int, int] = (0, 0), elu: bool = False, head: Tensor | None = None,
+                        residual: Tensor | None = None) -> Tensor:
     """:func:`exact_conv1d` bit for bit, with the weights as ``weight_t [Cin, K, Cout]`` (:func:`narrow_weight`);
     faster for short outputs (a stream push's). ``head [B, Cin, H]``: the input is ``head`` then ``x`` along time
-    (a stream's state and new samples, without concatenating them). Inference only."""
+    (a stream's state and new samples, without concatenating them). ``residual [B, Cout, T']``: added to the
+    output (``residual + y``, the same bits). Inference only."""
     if bias is None:
         bias = weight_t.new_zeros(weight_t.shape[-1])
-    return torch.ops.vqaudio.exact_conv1d_narrow(x, weight_t, bias, stride, dilation, padding[0], padding[1], elu, head)
+    return _NARROW_OP(x, weight_t, bias, stride, dilation, padding[0], padding[1], elu, head, residual)
 
 
 def exact_conv1d_reference(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
@@ -127,7 +131,8 @@ def _exact_conv1d_fake(x: Tensor, weight: Tensor, bias: Tensor, stride: int, dil
 
 
 def _exact_conv1d_narrow_fake(x: Tensor, weight_t: Tensor, bias: Tensor, stride: int, dilation: int, pad_left: int,
-                              pad_right: int, elu: bool = False, head: Tensor | None = None) -> Tensor:
+                              pad_right: int, elu: bool = False, head: Tensor | None = None,
+                              residual: Tensor | None = None) -> Tensor:
     torch._check(x.dim() == 3 and weight_t.dim() == 3 and bias.dim() == 1,
                  lambda: "exact_conv1d_narrow: x, weight_t 3-D, bias 1-D")
     torch._check(weight_t.shape[0] == x.shape[1], lambda: "exact_conv1d_narrow: weight_t and x differ in Cin")

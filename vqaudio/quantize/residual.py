@@ -7,6 +7,7 @@ References: Zeghidour et al. 2021 (SoundStream), facebookresearch/encodec ``core
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -135,19 +136,36 @@ class Residual(nn.Module):
             codes.append(indices)
         return torch.stack(codes, dim=1)
 
-    def decode(self, codes: Tensor) -> Tensor:
-        """Latents ``[B, D, T]`` of codes int64 ``[B, n_q', T]``, ``1 <= n_q' <= n_q``."""
-        name = type(self).__name__
-        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:
-            raise ValueError(f"{name}: expected codes [B, n_q' <= {self.n_q}, T], got {list(codes.shape)}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise ValueError(
-                f"{name}: codes must lie in [0, {self.codebook_size}), got [{int(codes.min())}, {int(codes.max())}]"
-            )
+    def decode(self, codes: Tensor, tables: Tensor | None = None) -> Tensor:
+        """Latents ``[B, D, T]`` of codes int64 ``[B, n_q', T]``, ``1 <= n_q' <= n_q``. ``tables``: the stages'
+        :meth:`decode_tables`, to look the codes up in (the same sum; for decoding a few frames at a time)."""
+        self._check_codes(codes)
+        if tables is not None:
+            quantized = tables[0][codes[:, 0]]  # [B, T, D']
+            for i in range(1, codes.shape[1]):
+                quantized = quantized + tables[i][codes[:, i]]
+            return project_channels(self.project_out, quantized.transpose(1, 2))
         quantized = self.layers[0].decode(codes[:, 0])
         for i in range(1, codes.shape[1]):
             quantized = quantized + self.layers[i].decode(codes[:, i])
         return project_channels(self.project_out, quantized)
+
+    @torch.no_grad()
+    def decode_tables(self) -> Tensor:
+        """Every stage's decoded code vectors ``[n_q, K, D']`` (its ``decode`` of each index, in code space): a stage's
+        decode of a few frames (a stream push's) is then one lookup instead of its projections and checks."""
+        device = next(itertools.chain(self.parameters(), self.buffers())).device
+        index = torch.arange(self.codebook_size, device=device)[None]
+        return torch.stack([layer.decode(index)[0].T for layer in self.layers]).contiguous()
+
+    def _check_codes(self, codes: Tensor) -> None:
+        name = type(self).__name__
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:
+            raise ValueError(f"{name}: expected codes [B, n_q' <= {self.n_q}, T], got {list(codes.shape)}")
+        if codes.numel():
+            low, high = (int(v) for v in torch.aminmax(codes))
+            if low < 0 or high >= self.codebook_size:
+                raise ValueError(f"{name}: codes must lie in [0, {self.codebook_size}), got [{low}, {high}]")
 
 
 class ResidualVQ(Residual):
