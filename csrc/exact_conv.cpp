@@ -35,12 +35,7 @@
 #include <optional>
 #include <vector>
 
-// AVX-512 / AVX2+FMA / baseline clones, chosen once at load (as csrc/wavenet_step.cpp).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VQ_TARGET_CLONES __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
-#else
-#define VQ_TARGET_CLONES
-#endif
+#include "target_clones.h"  // AVX-512 / AVX2+FMA / baseline clones (VQ_TARGET_CLONES)
 
 namespace vqaudio {
 namespace {

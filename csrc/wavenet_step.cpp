@@ -21,13 +21,7 @@
 #include <cmath>
 #include <vector>
 
-// Multi-versioned row update (AVX-512 / AVX2+FMA / baseline, chosen once at load by the dynamic linker). The
-// x86-64-v3 level is selected by CPU features (any AVX2+FMA CPU), where "arch=haswell" would match that model only.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VQ_TARGET_CLONES __attribute__((target_clones("avx512f", "arch=x86-64-v3", "default")))
-#else
-#define VQ_TARGET_CLONES
-#endif
+#include "target_clones.h"  // the row update is multi-versioned (VQ_TARGET_CLONES)
 
 namespace vqaudio {
 namespace {
