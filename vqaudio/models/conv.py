@@ -148,10 +148,12 @@ class ResidualUnit(nn.Module):
         return _compose(list(self.block), a, b)
 
 
-def fused_elu(layers: list[nn.Module], i: int) -> bool:
-    """Whether ``layers[i]`` is an ELU (alpha 1) that the exact path fuses into the :class:`Conv` after it."""
+def fused_elu(layers: list[nn.Module], i: int, before: type[nn.Module] | None = None) -> bool:
+    """Whether ``layers[i]`` is an ELU (alpha 1) that the exact paths fuse into the layer after it, a ``before``
+    (default :class:`Conv`; the stream decoder also fuses one into a :class:`ConvTranspose`)."""
     layer = layers[i]
-    return isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers) and isinstance(layers[i + 1], Conv)
+    return (isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers)
+            and isinstance(layers[i + 1], before or Conv))
 
 
 def run_exact(layers: list[nn.Module], x: Tensor) -> Tensor:

@@ -255,13 +255,6 @@ class StreamResidual(StreamLayer):
         return self._add(self.block.flush())
 
 
-def _elu_before_transpose(layers: list[nn.Module], i: int) -> bool:
-    """Whether ``layers[i]`` is an ELU (alpha 1) that the exact stream fuses into the :class:`ConvTranspose` after it."""
-    layer = layers[i]
-    return (isinstance(layer, nn.ELU) and layer.alpha == 1.0 and i + 1 < len(layers)
-            and isinstance(layers[i + 1], ConvTranspose))
-
-
 def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
     """The streaming copy of a conv stack (an ``nn.Sequential`` of our layers, or a module with ``.layers``).
     ``exact``: convs through ``exact_conv1d`` with each ``nn.ELU`` (alpha 1) before a conv fused into it, as
@@ -274,7 +267,7 @@ def streaming(stack: nn.Module, exact: bool = False) -> StreamStack:
         if exact and fused_elu(layers, i):
             out.append(StreamConv(layers[i + 1], exact, elu=True))
             i += 1
-        elif exact and _elu_before_transpose(layers, i):
+        elif exact and fused_elu(layers, i, ConvTranspose):
             out.append(StreamConvTransposeExact(layers[i + 1], elu=True))
             i += 1
         elif isinstance(layer, Conv):
