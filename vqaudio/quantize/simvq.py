@@ -1,10 +1,9 @@
 """SimVQ (Zhu et al., 2024): a frozen random codebook times a learned linear map; ``SimVQ`` and ``ResidualSimVQ``.
 
 The codes are ``C W^T + b`` with ``C [K, dim]`` drawn once (``N(0, 1/dim)``) and frozen, and the map
-``W [dim, dim]``, ``b [dim]`` learned through the codebook loss: every code moves with the map, so none is
-left behind (no dead codes to restart). The first training batch fits the map to the latents
-(:mod:`.data_init`), and a code that falls out of use has its frozen row re-drawn so that its mapped code
-goes to a recent latent (:mod:`.redraw`). Each step the mapped codebook is formed (``K x dim``) and searched by the fused
+``W [dim, dim]``, ``b [dim]`` learned through the codebook loss: every code moves with the map. The first
+training batch fits the map to the latents (:mod:`.data_init`), and a code that still falls out of use has its
+frozen row re-drawn so that its mapped code goes to a recent latent (:mod:`.redraw`). Each step the mapped codebook is formed (``K x dim``) and searched by the fused
 channels-first op :func:`vqaudio.ops.quantize_channels`. References: the paper's code (youngsheen/SimVQ,
 whose map has a bias), lucidrains' ``sim_vq.py`` / ``residual_sim_vq.py``.
 """
@@ -107,12 +106,15 @@ class SimVQ(nn.Module, InitOnFirstBatch):
         if self.training and not self._synced:
             broadcast_state(self)
             self._synced = True
+        def latents() -> Tensor:  # the kept items' frames as rows [N, dim] (a copy: made only when needed)
+            return to_rows(z if mask is None else z[mask])
+
         if self.needs_data_init():
-            fit_map_(self.code_transform, self.frozen_codebook, to_rows(z if mask is None else z[mask]))
+            fit_map_(self.code_transform, self.frozen_codebook, latents())
             self.data_initialized()
         elif self.training and self.dead_threshold > 0 and int(self.code_counts.step) > 0:
             redraw_dead_rows_(self.code_transform, self.frozen_codebook, self.code_counts, self.dead_threshold,
-                              lambda: to_rows(z if mask is None else z[mask]), float(self.max_row_norm))
+                              latents, float(self.max_row_norm))
         codes = self.codes()
         if self.beta > 0:
             # One search gives both loss terms: dist2 = ||z - e||² is differentiable w.r.t. z and the chosen
