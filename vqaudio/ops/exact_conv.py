@@ -106,12 +106,17 @@ def exact_conv1d_narrow(x: Tensor, weight_t: Tensor, bias: Tensor | None, stride
     return _NARROW_OP(x, weight_t, bias, stride, dilation, padding[0], padding[1], elu, head, residual)
 
 
+def _out_length(t: int, kernel: int, stride: int, dilation: int, pad: int) -> int:
+    """Output positions of a conv over ``t`` inputs with ``pad`` zeros in all (both ends)."""
+    return (t + pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def exact_conv1d_reference(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1,
                            padding: tuple[int, int] = (0, 0), elu: bool = False) -> Tensor:
     """The contract in PyTorch ops, in ``x``'s dtype: the same order of sums (without fusing the multiply-adds)."""
     xpad = F.pad(F.elu(x) if elu else x, padding)
     cout, cin, k = weight.shape
-    t_out = (xpad.shape[-1] - dilation * (k - 1) - 1) // stride + 1
+    t_out = _out_length(xpad.shape[-1], k, stride, dilation, 0)
     y = (torch.zeros(cout, dtype=x.dtype, device=x.device) if bias is None else bias.to(x.dtype))
     y = y[None, :, None].expand(x.shape[0], cout, t_out).clone()
     w = weight.to(x.dtype)
@@ -126,7 +131,7 @@ def _exact_conv1d_fake(x: Tensor, weight: Tensor, bias: Tensor, stride: int, dil
                        pad_right: int, elu: bool = False) -> Tensor:
     torch._check(x.dim() == 3 and weight.dim() == 3 and bias.dim() == 1, lambda: "exact_conv1d: x, weight 3-D, bias 1-D")
     torch._check(weight.shape[1] == x.shape[1], lambda: "exact_conv1d: weight and x differ in Cin")
-    t_out = (x.shape[-1] + pad_left + pad_right - dilation * (weight.shape[-1] - 1) - 1) // stride + 1
+    t_out = _out_length(x.shape[-1], weight.shape[-1], stride, dilation, pad_left + pad_right)
     return x.new_empty(x.shape[0], weight.shape[0], t_out)
 
 
@@ -137,7 +142,7 @@ def _exact_conv1d_narrow_fake(x: Tensor, weight_t: Tensor, bias: Tensor, stride:
                  lambda: "exact_conv1d_narrow: x, weight_t 3-D, bias 1-D")
     torch._check(weight_t.shape[0] == x.shape[1], lambda: "exact_conv1d_narrow: weight_t and x differ in Cin")
     t = x.shape[-1] + (0 if head is None else head.shape[-1])
-    t_out = (t + pad_left + pad_right - dilation * (weight_t.shape[1] - 1) - 1) // stride + 1
+    t_out = _out_length(t, weight_t.shape[1], stride, dilation, pad_left + pad_right)
     return x.new_empty(x.shape[0], weight_t.shape[2], t_out)
 
 
