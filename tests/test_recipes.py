@@ -228,7 +228,10 @@ def test_speech8k_smoke_keeps_unseen_voices_out_of_training(tmp_path):
     unseen = {row[0] for row in table if row[1] == "eval"}
     train = (data / "train.txt").read_text().splitlines()
     assert train and not [p for p in train if Path(p).parent.name.split("+")[0] in unseen]
-    assert {Path(p).parent.name for p in train} >= {"asterisk-en_US_f_Allison+sp0.9", "asterisk-it_IT_m_Carlo+sp1.1"}
+    folders = {Path(p).parent.name for p in train}
+    assert folders >= {"asterisk-en_US_f_Allison+sp0.9", "asterisk-it_IT_m_Carlo+sp1.1",
+                       "asterisk-en_US_f_Allison+pitch-300", "asterisk-en_US_f_Allison+pitch400"}
+    assert not [f for f in folders if f.startswith("asterisk-it_IT_m_Carlo+pitch")]  # pitch copies: women only
     for sex in ("male", "female"):
         voices = {Path(p).parent.name for p in (data / f"eval_unseen_{sex}.txt").read_text().splitlines()}
         assert len(voices) >= 3 and voices <= unseen

@@ -2,7 +2,7 @@
 """Recipe stage 1 of speech8k: build the 8 kHz training corpus and the evaluation sets from the voice table.
 
     make_corpus.py --voices conf/voices.tsv --heldout ../asterisk/conf/heldout.txt --out EXP/data
-                   [--speeds 0.9,1.1] [--pitch-female -300] [--max-per-voice N] [--max-eval-per-voice N]
+                   [--speeds 0.9,1.1] [--pitch-female -300,400] [--max-per-voice N] [--max-eval-per-voice N]
                    [--jobs J] [--check]
 
 For every voice of ``conf/voices.tsv`` (columns ``voice role sex f0_hz``; role ``train``, ``eval`` or ``drop``) whose
@@ -10,7 +10,8 @@ Debian package is installed, each recording is decoded (sox for GSM), made 8 kHz
 (leading/trailing cut, pauses shortened to 0.3 s). Writes, each list atomically:
 
 - ``OUT/wav/<voice>/<name>.wav``: training voices; ``OUT/wav/<voice>+sp<f>/``: Kaldi-style speed perturbation (sox
-  ``speed``); ``OUT/wav/<voice>+pitch<c>/``: female voices shifted by ``c`` cents (sox ``pitch``), extra low voices;
+  ``speed``); ``OUT/wav/<voice>+pitch<c>/``: female voices shifted by ``c`` cents (sox ``pitch``, formants move with it):
+  -300 gives extra low voices, +400 extra high ones (children, acted voices: F0 250-290 Hz from the asterisk women);
 - ``OUT/eval/<voice>/<name>.wav``: the unseen voices (never trained on, no file of theirs in training);
 - ``OUT/train.txt``; ``OUT/eval_unseen.txt``, ``OUT/eval_unseen_{male,female}.txt``; ``OUT/heldout_asterisk.txt``
   (the asterisk recipe's held-out prompts, also kept out of training); ``OUT/info.json`` (per-voice counts, seconds).
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heldout", type=Path, required=True, help="asterisk held-out list (<voice folder>/<file>)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--speeds", default="0.9,1.1", help="speed perturbation factors ('' for none)")
-    ap.add_argument("--pitch-female", type=int, default=-300, help="cents for the female voices' extra copy (0: none)")
+    ap.add_argument("--pitch-female", default="-300,400",
+                    help="cents of the female voices' extra copies, one copy per value ('' for none)")
     ap.add_argument("--max-per-voice", type=int, default=None, help="at most N files per voice (smoke runs)")
     ap.add_argument("--max-eval-per-voice", type=int, default=60,
                     help="at most N files per unseen voice, spread over its list (a balanced, affordable evaluation)")
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     held = {ln.strip() for ln in args.heldout.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
     out = args.out.resolve()
     speeds = [float(s) for s in args.speeds.split(",") if s.strip()]
+    pitches = [int(c) for c in args.pitch_female.split(",") if c.strip() and int(c) != 0]
     jobs, seen = [], set()
     heldout_files = []
     for vid, row in table.items():
@@ -138,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append((str(f), str(out / "eval" / vid / name), vid, []))
                 continue
             variants = [f"{out / 'wav' / f'{vid}+sp{s:g}'}\tspeed\t{s:g}" for s in speeds]
-            if row["sex"] == "f" and args.pitch_female:
-                variants.append(f"{out / 'wav' / f'{vid}+pitch{args.pitch_female}'}\tpitch\t{args.pitch_female}")
+            if row["sex"] == "f":
+                variants += [f"{out / 'wav' / f'{vid}+pitch{c}'}\tpitch\t{c}" for c in pitches]
             jobs.append((str(f), str(out / "wav" / vid / name), vid, variants))
     heldout_files = [str(f) for f in heldout_files]
     missing_held = sorted(held - {Path(p).relative_to(Path("/") / SND).as_posix() for p in heldout_files})
@@ -169,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         _write_list(out / f"eval_unseen_{name}.txt", sorted(evals[sex]))
     _write_list(out / "heldout_asterisk.txt", sorted(heldout_files))
     (out / "info.json").write_text(json.dumps({"voices": stats, "train_files": len(train),
-                                               "speeds": speeds, "pitch_female": args.pitch_female}, indent=1))
+                                               "speeds": speeds, "pitch_female": pitches}, indent=1))
     print(f"make_corpus.py: {len(train)} training files, {sum(map(len, evals.values()))} unseen-voice and "
           f"{len(heldout_files)} asterisk held-out files in {out}", file=sys.stderr)
     return 0
