@@ -127,6 +127,12 @@ def test_init_warm_starts_from_a_model(tmp_path, speech_dir):
     with pytest.raises(ConfigError, match=r"--init .*differs .*'dim'"):
         train_vqvae(str(speech_dir), tmp_path / "bad", VQVAEConfig(**{**TINY, "dim": 4}), cfg, segment=512, plots=False,
                     init=tmp_path / "src")
+    # a warm start may change the loss (a fine-tune with another objective), never the architecture
+    tuned = VQVAEConfig(**{**TINY, "compressed_weight": 5.0, "spectral_weight": 0.5})
+    train_vqvae(str(speech_dir), tmp_path / "tuned", tuned, cfg, segment=512, plots=False, init=tmp_path / "src")
+    model = load_model(tmp_path / "tuned" / "last")
+    assert model.config.compressed_weight == 5.0 and model.config.spectral_weight == 0.5
+    assert all(torch.allclose(model.state_dict()[k], start[k], atol=1e-6) for k in enc)
 
 
 def test_fit_with_an_augmenting_dataset_records_it(tmp_path, speech_dir):

@@ -45,6 +45,37 @@ def test_spectral_loss_gradient_and_short_inputs():
     assert x.grad is not None and x.grad.isfinite().all() and x.grad.abs().sum() > 0
 
 
+def test_compressed_term_follows_loudness_not_log_level(speech_crops):
+    """The power-law term (Braun & Tashev) is off by default, zero at identity, weighted into the total, and
+    weighs an error in a loud signal more than the same relative error in a quiet one (log terms: equal)."""
+    y = speech_crops[:4]
+    plain, weighted = SpectralLoss(8000), SpectralLoss(8000, compressed_weight=5.0)
+    assert weighted(y, y)[1]["compressed"] == 0
+    x = y * 1.5
+    base, parts = plain(x, y)
+    assert parts["compressed"] == 0  # not computed when its weight is 0
+    total, parts = weighted(x, y)
+    assert parts["compressed"] > 0 and torch.isclose(total, base + 5.0 * parts["compressed"])
+    loud, quiet = weighted(x, y)[1], weighted(x * 0.1, y * 0.1)[1]
+    assert loud["mel"] / quiet["mel"] < 1.2  # level-blind but for the 1e-5 magnitude floor
+    assert loud["compressed"] / quiet["compressed"] > 3.5  # (10 ** 0.3) ** 2 = 3.98
+
+
 def test_simple_losses():
     x, y = torch.tensor([[[1.0, 2.0, 3.0]]]), torch.tensor([[[1.0, 0.0, 4.0]]])
     assert waveform_l1(x, y) == 1.0 and series_mse(x, y) == 5.0 / 3.0
+
+
+def test_compressed_loss_config_is_checked_and_invisible_at_its_default():
+    from vqaudio.errors import ConfigError
+    from vqaudio.models import VQVAEConfig
+
+    assert "compressed_weight" not in VQVAEConfig().to_dict() and "compression" not in VQVAEConfig().to_dict()
+    assert VQVAEConfig(compressed_weight=5.0).to_dict()["compressed_weight"] == 5.0
+    for bad, match in (({"compression": 0.0}, "compression must be in"), ({"compressed_weight": -1.0}, "must be >= 0")):
+        try:
+            VQVAEConfig(**bad)
+        except ConfigError as err:
+            assert match in str(err) and "\n" not in str(err)
+        else:
+            raise AssertionError(f"{bad} was accepted")

@@ -729,7 +729,8 @@ def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config
     On ``resume`` with an existing ``exp_dir/last`` the model config comes from that checkpoint.
     Series data sets ``channels`` of ``model_config`` from the data. ``augment`` perturbs the training crops
     (:mod:`vqaudio.augment`). ``init`` (a model folder or shipped name) warm-starts a new run from that model's weights;
-    its config must equal ``model_config`` (a resume ignores it: the run's own weights come first).
+    its architecture must equal ``model_config``'s, loss weights may differ (``VQVAEConfig.TRAINING_FIELDS``; a resume
+    ignores ``init``: the run's own weights come first).
     """
     from vqaudio.checkpoint import load_model, read_manifest
     from vqaudio.data import build_datasets
@@ -744,10 +745,11 @@ def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config
     if init is not None and not resuming:
         _, init_dir = resolve(init)
         start = load_model(init_dir)
-        if start.config != model_config:
-            diff = sorted(k for k, v in start.config.to_dict().items() if model_config.to_dict().get(k) != v)
-            raise ConfigError(f"--init {init}: its model config differs from this run's in {diff}; "
-                              "give the same model settings (or none)")
+        theirs, ours = start.config.architecture(), model_config.architecture()
+        if theirs != ours:
+            diff = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+            raise ConfigError(f"--init {init}: its model config differs from this run's in {diff}; give the same "
+                              "model settings (or none; loss weights may differ)")
     train_set, valid_set, info = build_datasets(data, segment, model_config.sample_rate, None, valid_fraction, config.seed,
                                                 augment=augment)
     if info["kind"] != model_config.kind or info["channels"] != model_config.channels:

@@ -48,7 +48,7 @@ _NEWER_FIELDS: dict[str, Any] = {"encoder_causal": False, "decoder_causal": Fals
                                  "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
                                  "l2_normalize": False, "levels": None, "entropy_loss_weight": 0.1,
                                  "diversity_gamma": 1.0, "spherical": False, "inv_temperature": 100.0,
-                                 "noise_dropout": 0.5}
+                                 "noise_dropout": 0.5, "compressed_weight": 0.0, "compression": 0.3}
 # quantiser options -> the quantisers they apply to (a non-default value elsewhere is a ConfigError)
 _QUANTIZER_OPTIONS = {"rotation_trick": ("vq", "simvq"), "codebook_dim": ("vq",), "l2_normalize": ("vq",),
                       "levels": ("fsq",), "entropy_loss_weight": ("lfq",), "diversity_gamma": ("lfq",),
@@ -63,7 +63,9 @@ class VQVAEConfig:
     ``sample_rate`` is in Hz for audio (required) and optional for series (then rates are per
     time step). Audio models are mono (``channels=1``); series models have their dataset's channels.
     Loss weights: audio uses ``l1_weight`` (waveform) and ``spectral_weight`` (multi-resolution
-    log-mel + ``logmag_weight`` x log-STFT magnitude at ``fft_sizes`` / ``n_mels``, empty = defaults for the rate);
+    log-mel + ``logmag_weight`` x log-STFT magnitude + ``compressed_weight`` x the MSE of STFT magnitudes
+    raised to ``compression`` (:class:`vqaudio.losses.SpectralLoss`), at ``fft_sizes`` / ``n_mels``, empty =
+    defaults for the rate);
     series use ``mse_weight`` on normalised data; both add ``vq_weight`` times the quantiser loss.
 
     ``quantizer`` picks the family of the ``n_q``-stage residual quantiser (:mod:`vqaudio.quantize`):
@@ -118,6 +120,8 @@ class VQVAEConfig:
     l1_weight: float = 1.0
     spectral_weight: float = 1.0
     logmag_weight: float = 1.0  # weight of the log-STFT-magnitude term inside the spectral loss (0: log-mel only)
+    compressed_weight: float = 0.0  # weight of the power-law compressed magnitude MSE inside the spectral loss
+    compression: float = 0.3  # its exponent c in |X|^c
     mse_weight: float = 1.0
     vq_weight: float = 1.0
     fft_sizes: list[int] = field(default_factory=list)
@@ -175,9 +179,12 @@ class VQVAEConfig:
             raise ConfigError(f"VQVAEConfig.fft_sizes must be distinct, got {self.fft_sizes}")
         if self.activation not in ("elu", "snake"):
             raise ConfigError(f"VQVAEConfig.activation must be 'elu' or 'snake', got {self.activation!r}")
+        if not 0.0 < self.compression <= 1.0:
+            raise ConfigError(f"VQVAEConfig.compression must be in (0, 1], got {self.compression}")
         if not 0.0 <= self.quantizer_dropout <= 1.0 or not 0.0 <= self.decay < 1.0:
             raise ConfigError("VQVAEConfig: quantizer_dropout must be in [0, 1] and decay in [0, 1)")
-        for name in ("beta", "eps", "dead_threshold", "l1_weight", "spectral_weight", "logmag_weight", "mse_weight", "vq_weight",
+        for name in ("beta", "eps", "dead_threshold", "l1_weight", "spectral_weight", "logmag_weight", "compressed_weight", "mse_weight",
+                     "vq_weight",
                      "revin_eps", "entropy_loss_weight", "diversity_gamma"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"VQVAEConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -213,6 +220,15 @@ class VQVAEConfig:
     @property
     def hop(self) -> int:
         return math.prod(self.strides)
+
+    # what only shapes training (loss weights, spectral resolutions, quantiser dropout): a warm start
+    # (``vqaudio train --init``) may change these, never the rest
+    TRAINING_FIELDS = ("beta", "quantizer_dropout", "l1_weight", "spectral_weight", "logmag_weight", "compressed_weight",
+                       "compression", "mse_weight", "vq_weight", "fft_sizes", "n_mels")
+
+    def architecture(self) -> dict[str, Any]:
+        """Every field but :attr:`TRAINING_FIELDS`: equal architectures take each other's weights."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.TRAINING_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON types; fields added after version 0.1 are left out while they hold their
@@ -306,7 +322,8 @@ class VQVAE(nn.Module):
         self.encoder = Encoder(c.channels, c.dim, c.strides, **enc, causal=c.encoder_causal)
         self.quantizer = build_quantizer(c)
         self.decoder = Decoder(c.channels, c.dim, c.strides, **kw, causal=c.decoder_causal)
-        self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight) if c.kind == "audio" else None
+        self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight, c.compressed_weight,
+                                     c.compression) if c.kind == "audio" else None
 
     # -- geometry ------------------------------------------------------------------------------
     @property
