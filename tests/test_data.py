@@ -201,6 +201,16 @@ def test_audio_crops_folders(tmp_path):
     assert crops.folders == [str(tmp_path / "a")] * 3 + [str(tmp_path / "b")]
 
 
+def test_series_crops_folders(tmp_path):
+    """Series from a manifest are grouped by folder too (a recipe's sources: one folder per set or family)."""
+    for name in ("sets/a/0.npy", "sets/a/1.npy", "synthetic/sines/0.npy"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / name, np.arange(40, dtype=np.float32)[:, None])
+    train, _, _ = build_datasets(str(tmp_path), 16, None, valid_fraction=0.0)
+    assert isinstance(train, SeriesCrops)
+    assert sorted(train.folders) == [os.path.join("sets", "a")] * 2 + [os.path.join("synthetic", "sines")]
+
+
 def test_lr_schedule():
     cfg = TrainConfig(steps=11, lr=1.0, warmup_steps=2, schedule="cosine", min_lr_ratio=0.1)
     lrs = [lr_at(cfg, s) for s in range(11)]

@@ -136,6 +136,11 @@ class SeriesCrops(CropDataset):
     def __len__(self) -> int:
         return len(self.series)
 
+    @property
+    def folders(self) -> list[str]:
+        """Each series' folder, from its name (the groups of ``TrainConfig.balance = "folders"``)."""
+        return [os.path.dirname(n) for n in self.names]
+
     def load(self, index: int) -> Tensor:
         return self.series[index]
 

@@ -2,11 +2,15 @@
 
 Two sources, written under ``OUT/train/`` with the manifest ``OUT/train.txt`` and ``OUT/info.json``:
 
-- ``ucr/<set>/<i>_c<j>.npy``: channel ``j`` of item ``i`` of the **TRAIN** split of every UCR/UEA classification
-  set shipped inside aeon (offline), except those given to ``--exclude`` (leave-one-data-set-out). TEST splits
-  are never written: they are the benchmark's (``benchmarks/bench_series.py``).
-- ``synthetic/<family>_<i>.npy``: seeded series of the families in :data:`FAMILIES` (sums of sines, AR/ARMA,
+- ``ucr/<set>/<n>.npy``: one channel of one item (``n`` counts the channels of the items in order) of the
+  **TRAIN** split of every UCR/UEA classification set shipped inside aeon (offline), except those given to
+  ``--exclude`` (leave-one-data-set-out). TEST splits are never written: they are the benchmark's
+  (``benchmarks/bench_series.py``).
+- ``synthetic/<family>/<i>.npy``: seeded series of the families in :data:`FAMILIES` (sums of sines, AR/ARMA,
   random walks, trends, seasonal patterns, steps, spikes, chirps and mixtures of them).
+
+One folder per set and per family, so that training with ``"balance": "folders"`` draws each source equally often
+(per file, JapaneseVowels' 3,240 short channels would be a third of the crops).
 
 Files already present are kept (the stage can be rerun); every file is written to a temporary name first.
 """
@@ -163,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         counts[name] = len(chans)
     for family in FAMILIES:
         for i in range(args.synthetic):
-            files.append(out / "train" / "synthetic" / f"{family}_{i:05d}.npy")
+            files.append(out / "train" / "synthetic" / family / f"{i:05d}.npy")
             _save(files[-1], synthetic(family, i, args.seed))
         counts[f"synthetic/{family}"] = args.synthetic
     with tempfile.NamedTemporaryFile("w", dir=out, prefix=".train.txt.", delete=False) as tmp:
