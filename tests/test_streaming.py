@@ -179,13 +179,16 @@ def test_series_stream(tmp_path: Path):
     assert codec.latency.ms is None
 
 
-@pytest.mark.parametrize("strides,kernel,act,hidden,causal", [([2, 3, 5], 7, "elu", 4, False),
-                                                               ([4, 1, 2], 3, "snake", 4, False),
-                                                               ([3], 4, "elu", 4, False), ([2, 4], 7, "elu", 16, False),
-                                                               ([2, 4], 7, "elu", 16, True), ([3, 2], 5, "snake", 16, True)])
+@pytest.mark.parametrize("strides,kernel,act,hidden,causal,frame", [([2, 3, 5], 7, "elu", 4, False, ()),
+                                                                     ([4, 1, 2], 3, "snake", 4, False, ()),
+                                                                     ([3], 4, "elu", 4, False, ()), ([2, 4], 7, "elu", 16, False, ()),
+                                                                     ([2, 4], 7, "elu", 16, True, ()), ([3, 2], 5, "snake", 16, True, ()),
+                                                                     ([2, 4], 7, "elu", 16, False, (1, 3)),
+                                                                     ([3, 2], 5, "elu", 16, True, (2,))])
 @pytest.mark.parametrize("exact", [False, pytest.param(True, marks=exact_codes)])
-def test_stream_layers_equal_the_decoder(strides, kernel, act, hidden, causal, exact):
-    """The layer-by-layer streaming decoder of odd geometries (odd and even kernels, stride 1, snake, causal) equals
+def test_stream_layers_equal_the_decoder(strides, kernel, act, hidden, causal, frame, exact):
+    """The layer-by-layer streaming decoder of odd geometries (odd and even kernels, stride 1, snake, causal, residual
+    units at the frame rate) equals
     the decoder on the whole input, for pushes of 0 to 5 frames; ``exact``: the convs (transposed ones as kernel-2
     convs) through ``exact_conv1d`` and, where their output channels are a multiple of 16, ``exact_conv1d_narrow``
     (``hidden`` 16), with ELUs fused, as ``StreamDecoder`` runs them on the CPU."""
@@ -194,7 +197,7 @@ def test_stream_layers_equal_the_decoder(strides, kernel, act, hidden, causal, e
 
     torch.manual_seed(0)
     dec = Decoder(1, 8, strides, hidden=hidden, max_hidden=4 * hidden, kernel=kernel, dilations=(1, 3), act=act,
-                  norm=False, causal=causal).eval()
+                  norm=False, causal=causal, frame_dilations=frame).eval()
     z = torch.randn(2, 8, 37)
     with torch.inference_mode():
         whole = dec(z)

@@ -729,24 +729,27 @@ def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config
     On ``resume`` with an existing ``exp_dir/last`` the model config comes from that checkpoint.
     Series data sets ``channels`` of ``model_config`` from the data. ``augment`` perturbs the training crops
     (:mod:`vqaudio.augment`). ``init`` (a model folder or shipped name) warm-starts a new run from that model's weights;
-    its architecture must equal ``model_config``'s, loss weights may differ (``VQVAEConfig.TRAINING_FIELDS``; a resume
-    ignores ``init``: the run's own weights come first).
+    its architecture must equal ``model_config``'s, loss weights may differ (``VQVAEConfig.TRAINING_FIELDS``), or
+    ``model_config`` may add decoder frame-rate residual units, which start at identity (:mod:`vqaudio.models.grow`);
+    a resume ignores ``init``: the run's own weights come first.
     """
     from vqaudio.checkpoint import load_model, read_manifest
     from vqaudio.data import build_datasets
     from vqaudio.models import VQVAE, VQVAEConfig
+    from vqaudio.models.grow import can_grow, grow_into
     from vqaudio.registry import resolve
 
     last = Path(exp_dir) / "last"
     resuming = resume and (last / MANIFEST).exists()
     if resuming:
         model_config = VQVAEConfig.from_dict(read_manifest(last)["config"])
-    start = None
+    start, grow = None, False
     if init is not None and not resuming:
         _, init_dir = resolve(init)
         start = load_model(init_dir)
         theirs, ours = start.config.architecture(), model_config.architecture()
-        if theirs != ours:
+        grow = can_grow(start.config, model_config)
+        if theirs != ours and not grow:
             diff = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
             raise ConfigError(f"--init {init}: its model config differs from this run's in {diff}; give the same "
                               "model settings (or none; loss weights may differ)")
@@ -762,7 +765,9 @@ def train_vqvae(data: str, exp_dir: str | os.PathLike, model_config: Any, config
         model_config = dataclasses.replace(model_config, **changes, fft_sizes=[], n_mels=[])
     torch.manual_seed(config.seed)
     model = VQVAE(model_config)
-    if start is not None:
+    if grow:
+        grow_into(model, start)
+    elif start is not None:
         model.load_state_dict(start.state_dict())
     if config.compile:  # in place: the state-dict keys stay those of the plain model (the quantiser's in-place EMA
         model.encoder.compile()  # updates would break a whole-model graph's backward)

@@ -45,7 +45,7 @@ QUANTIZERS = ("vq", "fsq", "lfq", "simvq")
 
 # fields added after the first release, with the defaults that older readers implicitly assume
 _NEWER_FIELDS: dict[str, Any] = {"encoder_causal": False, "decoder_causal": False, "encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
-                                 "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
+                                 "decoder_frame_dilations": None, "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
                                  "l2_normalize": False, "levels": None, "entropy_loss_weight": 0.1,
                                  "diversity_gamma": 1.0, "spherical": False, "inv_temperature": 100.0,
                                  "noise_dropout": 0.5, "compressed_weight": 0.0, "compression": 0.3}
@@ -93,6 +93,8 @@ class VQVAEConfig:
     encoder_hidden: int | None = None
     encoder_max_hidden: int | None = None
     encoder_dilations: list[int] | None = None
+    # decoder residual units at the frame rate, after its input conv (None: none): cheap sequence capacity
+    decoder_frame_dilations: list[int] | None = None
     # latency budget: causal convs (no lookahead) in the encoder / decoder; False: symmetric padding (speech-8k:
     # 274 samples of encoder lookahead + 11 frames of decoder lookahead = 149.75 ms, vqaudio/streaming.py)
     encoder_causal: bool = False
@@ -129,7 +131,7 @@ class VQVAEConfig:
     revin_eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("strides", "dilations", "encoder_dilations", "fft_sizes", "n_mels", "levels"):
+        for name in ("strides", "dilations", "encoder_dilations", "decoder_frame_dilations", "fft_sizes", "n_mels", "levels"):
             if isinstance(getattr(self, name), tuple):
                 setattr(self, name, list(getattr(self, name)))
         self.validate()
@@ -169,8 +171,9 @@ class VQVAEConfig:
         for name in ("encoder_hidden", "encoder_max_hidden"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"VQVAEConfig.{name} must be >= 1 or null, got {getattr(self, name)}")
-        if self.encoder_dilations is not None and any(d < 1 for d in self.encoder_dilations):
-            raise ConfigError(f"VQVAEConfig.encoder_dilations must be integers >= 1 or null, got {self.encoder_dilations}")
+        for name in ("encoder_dilations", "decoder_frame_dilations"):
+            if getattr(self, name) is not None and any(d < 1 for d in getattr(self, name)):
+                raise ConfigError(f"VQVAEConfig.{name} must be integers >= 1 or null, got {getattr(self, name)}")
         if any(d < 1 for d in self.dilations) or any(n < 16 for n in self.fft_sizes) or any(m < 1 for m in self.n_mels):
             raise ConfigError("VQVAEConfig: dilations and n_mels must be >= 1 and fft_sizes >= 16")
         if self.fft_sizes and self.n_mels and len(self.fft_sizes) != len(self.n_mels):
@@ -321,7 +324,8 @@ class VQVAE(nn.Module):
                    dilations=tuple(c.dilations if c.encoder_dilations is None else c.encoder_dilations))
         self.encoder = Encoder(c.channels, c.dim, c.strides, **enc, causal=c.encoder_causal)
         self.quantizer = build_quantizer(c)
-        self.decoder = Decoder(c.channels, c.dim, c.strides, **kw, causal=c.decoder_causal)
+        self.decoder = Decoder(c.channels, c.dim, c.strides, **kw, causal=c.decoder_causal,
+                               frame_dilations=tuple(c.decoder_frame_dilations or ()))
         self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight, c.compressed_weight,
                                      c.compression) if c.kind == "audio" else None
 
