@@ -245,7 +245,10 @@ def test_speech8k_smoke_keeps_unseen_voices_out_of_training(tmp_path):
     assert json.loads((exp / "vqvae" / "train.json").read_text())["task"]["augment"]["p_noise"] > 0
     cycle2 = json.loads((exp / "vqvae2" / "train.json").read_text())  # second cycle: from stage 2, voices balanced
     assert cycle2["train"]["balance"] == "folders" and cycle2["task"]["init"] == str(exp / "vqvae")
-    assert (exp / "model" / "config.json").is_file()
+    grown = json.loads((exp / "vqvae4" / "train.json").read_text())  # stage 4: stage 3's last weights, grown
+    assert grown["task"]["init"] == str(exp / "vqvae2" / "last")
+    assert json.loads((exp / "model" / "config.json").read_text())["config"]["decoder_frame_dilations"] == [1]
+    assert "GNU General Public License, version 3" in (exp / "model" / "MODEL_CARD.md").read_text()  # the card goes along
     # a listed voice that is not installed: one line naming its folder and package, exit 2
     bad = tmp_path / "voices.tsv"
     bad.write_text("voice\trole\tsex\tf0_hz\tactive_s\tpackage\nklettres-xx\ttrain\tm\t100\t10\tklettres-data\n")

@@ -4,7 +4,10 @@
 # voices never trained on (male and female apart) and on the asterisk held-out prompts, against Codec2 and Opus.
 #   ./run.sh [--stage N] [--stop-stage M] [--smoke] [--exp DIR] [--nj J] [--force]
 # Stages: 0 check the voices, 1 corpus (local/make_corpus.py), 2 train (warm start from $INIT), 3 second cycle
-# (warm start from stage 2, every voice folder drawn equally often: conf/vqvae_cycle2.json), 4 evaluate, 5 export.
+# (warm start from stage 2, every voice folder drawn equally often: conf/vqvae_cycle2.json), 4 grow (stage 3's model
+# with residual units at the frame rate in the decoder, grown in at identity: conf/vqvae_grow.json), 5 evaluate
+# stage 4's last checkpoint, 6 export it with MODEL_CARD.md (the end of a cosine anneal: validation PESQ-NB on the
+# training voices' crops is no guide to unseen voices, so `best/` is not used).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=recipes/speech8k/db.sh
@@ -21,12 +24,14 @@ train_opts=(--valid-fraction 0.02 --segment 8192)
 init_opts=(--init "$INIT")
 conf=conf/vqvae.json
 conf2=conf/vqvae_cycle2.json
+conf3=conf/vqvae_grow.json
 if $smoke; then
     corpus_opts=(--max-per-voice 3)
     train_opts=(--valid-fraction 0.2 --segment 2048)
     init_opts=()
     conf=conf/vqvae_smoke.json
     conf2=conf/vqvae_cycle2_smoke.json
+    conf3=conf/vqvae_grow_smoke.json
 fi
 log "exp=$exp smoke=$smoke stages $stage..$stop_stage"
 
@@ -47,22 +52,27 @@ stage_cycle2() {  # same model, a second (lower) cosine cycle from stage 2's fin
     train_or_resume "$exp/data/train.txt" "$exp/vqvae2" "$conf2" --init "$exp/vqvae" "${train_opts[@]}"
 }
 
+stage_grow() {  # stage 3's last weights, more decoder capacity at the frame rate (the added units start at identity)
+    train_or_resume "$exp/data/train.txt" "$exp/vqvae4" "$conf3" --init "$exp/vqvae2/last" "${train_opts[@]}"
+}
+
 stage_eval() {  # the unseen voices, male and female apart, and the asterisk held-out prompts
     local set
     for set in eval_unseen_male eval_unseen_female heldout_asterisk; do
-        [ -s "$exp/data/$set.txt" ] || { log "stage 3: $set.txt is empty, skipped"; continue; }
-        vqa eval --codec "$exp/vqvae2" --data "$exp/data/$set.txt" -o "$exp/eval/$set" --no-progress --force
+        [ -s "$exp/data/$set.txt" ] || { log "stage 5: $set.txt is empty, skipped"; continue; }
+        vqa eval --codec "$exp/vqvae4/last" --data "$exp/data/$set.txt" -o "$exp/eval/$set" --no-progress --force
     done
 }
 
 stage_export() {
-    vqa export "$exp/vqvae2" -o "$exp/model" --force
+    vqa export "$exp/vqvae4/last" -o "$exp/model" --include MODEL_CARD.md --force
 }
 
 run_stage 0 check stage_check
 run_stage 1 corpus stage_corpus
 run_stage 2 train stage_train
 run_stage 3 cycle2 stage_cycle2
-run_stage 4 eval stage_eval
-run_stage 5 export stage_export
+run_stage 4 grow stage_grow
+run_stage 5 eval stage_eval
+run_stage 6 export stage_export
 log "finished stages $stage..$stop_stage in $exp"
