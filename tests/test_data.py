@@ -95,7 +95,7 @@ def test_series_folder_unequal_lengths(tmp_path):
     x = (train if train.series[0].shape[-1] < 80 else valid)[0]
     assert x.shape == (3, 80)
     short = SeriesCrops([torch.arange(4.0).view(1, 4)], 6)
-    assert short[0].tolist() == [[0, 1, 2, 3, 3, 3]]  # padded by repeating the last value
+    assert short[0][:, :4].tolist() == [[0, 1, 2, 3]] and short[0][:, 4:].isnan().all()  # NaN: past the end
     np.save(tmp_path / "other.npy", np.zeros((10, 2)))
     with pytest.raises(AudioError, match="channel"):
         build_datasets(str(tmp_path), 16)

@@ -144,3 +144,32 @@ def test_info_and_models_state_bits_per_sample(models, tmp_path, capsys):
     run("models", "--json")
     listed = json.loads(capsys.readouterr().out)
     assert listed["default_series"] == "series" and listed["default"] == "speech-8k"
+
+
+def test_padding_past_a_series_end_is_left_out():
+    """A training crop padded past its series' end (NaN, ``SeriesCrops``): the loss, the RevIN statistics and the
+    encoder's input are those of the series alone followed by zeros, and the gradients are finite."""
+    import torch
+
+    from vqaudio.models import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    model = VQVAE(VQVAEConfig(kind="series", sample_rate=None, channels=1, hidden=8, max_hidden=16, dim=8, n_q=2,
+                              codebook_size=16, strides=[2, 2], kmeans_init=False)).eval()
+    series = torch.randn(1, 1, 20).cumsum(-1) * 3 + 7
+    padded = torch.cat([series, torch.full((1, 1, 12), float("nan"))], -1)
+    zeros_after = model.normalize(series)[0]
+    zeros_after = torch.cat([zeros_after, torch.zeros(1, 1, 12)], -1)
+    xn, stats = model.normalize(padded.nan_to_num(0.0), valid=~padded.isnan())
+    torch.testing.assert_close(xn, zeros_after)
+    torch.testing.assert_close(stats.mean, model.normalize(series)[1].mean)
+    out = model.train()(padded)
+    assert out.loss.isfinite() and out.recon.isfinite().all()
+    out.loss.backward()
+    assert all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())
+    # the loss is the mean over the 20 real steps only
+    model.eval()
+    with torch.no_grad():
+        out = model(padded)
+        yn = (out.recon - stats.mean) / stats.std
+        torch.testing.assert_close(out.losses["mse"], (yn[..., :20] - xn[..., :20]).square().mean())

@@ -13,7 +13,8 @@ Sources (:func:`build_datasets`, the ``--data`` of ``vqaudio train``):
 
 Items are float32 ``[C, segment]``. Audio is resampled to the model rate and is mono (a random
 channel of a multi-channel file per crop). Items shorter than ``segment`` are padded: audio with
-zeros (silence), series by repeating their last value (so RevIN statistics stay meaningful).
+zeros (silence), series with NaN, which ``VQVAE.forward`` leaves out of its RevIN statistics and its loss
+and feeds to the encoder as zeros (what follows the end of a series it codes).
 
 Randomness is a pure function of ``(seed, index, epoch)``: :meth:`CropDataset.sample` draws the
 crop of item ``index`` for epoch ``epoch``, so a training run (or a resumed one, or one over
@@ -145,7 +146,7 @@ class SeriesCrops(CropDataset):
         return self.series[index]
 
     def pad(self, x: Tensor) -> Tensor:
-        return F.pad(x[None], (0, self.segment - x.shape[-1]), mode="replicate")[0]
+        return F.pad(x, (0, self.segment - x.shape[-1]), value=float("nan"))
 
 
 MANIFEST_SUFFIXES = frozenset({".txt", ".lst", ".list", ".scp"})

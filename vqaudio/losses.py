@@ -89,6 +89,11 @@ def waveform_l1(x: Tensor, y: Tensor) -> Tensor:
     return F.l1_loss(x, y)
 
 
-def series_mse(x: Tensor, y: Tensor) -> Tensor:
-    """Mean squared error of ``[B, C, T]`` series (on RevIN-normalised data, see ``VQVAE``)."""
-    return F.mse_loss(x, y)
+def series_mse(x: Tensor, y: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Mean squared error of ``[B, C, T]`` series (on RevIN-normalised data, see ``VQVAE``); with ``valid`` (bool,
+    like ``x``) the mean over each item's valid steps, then over items (so equal shards still average exactly)."""
+    if valid is None:
+        return F.mse_loss(x, y)
+    w = valid.to(x.dtype)
+    per_item = ((x - y).square() * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1)
+    return per_item.mean()

@@ -370,17 +370,27 @@ class VQVAE(nn.Module):
         return -(-length // self.hop)
 
     # -- normalisation -------------------------------------------------------------------------
-    def normalize(self, x: Tensor, stats: SeriesStats | None = None) -> tuple[Tensor, SeriesStats | None]:
+    def normalize(self, x: Tensor, stats: SeriesStats | None = None, valid: Tensor | None = None
+                  ) -> tuple[Tensor, SeriesStats | None]:
         """Series: ``((x - mean) / std, stats)`` with stats over time of ``x [B, C, T]`` unless given.
 
-        Audio: ``(x, None)``.
+        ``valid`` (bool, like ``x``): only those steps count in the statistics, and the others become 0 (a
+        training crop padded past its series' end, which the model then sees as a coded series' end). Audio:
+        ``(x, None)``.
         """
         if self.config.kind != "series":
             return x, None
+        w = None if valid is None else valid.to(torch.float32)
         if stats is None:
-            var, mean = torch.var_mean(x.float(), dim=-1, keepdim=True, correction=0)
+            if w is None:
+                var, mean = torch.var_mean(x.float(), dim=-1, keepdim=True, correction=0)
+            else:
+                count = w.sum(-1, keepdim=True).clamp_min(1)
+                mean = (x.float() * w).sum(-1, keepdim=True) / count
+                var = ((x.float() - mean).square() * w).sum(-1, keepdim=True) / count
             stats = SeriesStats(mean, (var + self.config.revin_eps).sqrt())
-        return (x - stats.mean.to(x)) / stats.std.to(x), stats
+        xn = (x - stats.mean.to(x)) / stats.std.to(x)
+        return (xn if w is None else xn * w.to(xn)), stats
 
     def denormalize(self, x: Tensor, stats: SeriesStats | None) -> Tensor:
         """Inverse of :meth:`normalize` (identity without ``stats``)."""
@@ -397,10 +407,16 @@ class VQVAE(nn.Module):
 
     # -- API -----------------------------------------------------------------------------------
     def forward(self, x: Tensor, n_q: int | None = None) -> VQVAEOutput:
-        """Reconstruct ``x [B, C, T]`` and compute the training losses (see :class:`VQVAEConfig`)."""
+        """Reconstruct ``x [B, C, T]`` and compute the training losses (see :class:`VQVAEConfig`).
+
+        Series may carry NaN after their end (``SeriesCrops`` pads short series so): those steps are left out of
+        the RevIN statistics and the loss, and are zeros to the encoder, as past the end of a coded series."""
         self._check(x)
         c, length = self.config, x.shape[-1]
-        xn, stats = self.normalize(x)
+        valid = None
+        if c.kind == "series" and bool(x.isnan().any()):
+            valid, x = ~x.isnan(), x.nan_to_num(0.0)
+        xn, stats = self.normalize(x, valid=valid)
         z = self.encoder(self._pad(xn))
         q = self.quantizer(z, n_q)
         yn = self.decoder(q.quantized)[..., :length]
@@ -411,7 +427,7 @@ class VQVAE(nn.Module):
             losses.update(parts)
             loss = c.l1_weight * losses["l1"] + c.spectral_weight * losses["spectral"]
         else:
-            losses["mse"] = series_mse(yn, xn)
+            losses["mse"] = series_mse(yn, xn, valid)
             loss = c.mse_weight * losses["mse"]
         loss = loss + c.vq_weight * q.loss
         stats_q = {k: v for k, v in q.stats.items() if k in ("perplexity", "usage")}
