@@ -108,11 +108,13 @@ def _cli(exp, data, *extra):
 
 def test_cli_train_end_to_end(tmp_path, speech_dir, capsys):
     exp = tmp_path / "exp"
-    assert main(_cli(exp, speech_dir, "--steps", "2", "--encoder-hidden", "2", "--encoder-dilations", "1")) == 0
+    assert main(_cli(exp, speech_dir, "--steps", "2", "--encoder-hidden", "2", "--encoder-dilations", "1",
+                     "--decoder-frame-dilations", "1,2")) == 0
     assert "2 steps" in capsys.readouterr().err
     model = load_model(exp / "best")
     assert model.config.strides == [2, 4] and model.config.n_q == 2 and model.hop == 8
     assert (model.config.encoder_hidden, model.config.encoder_max_hidden, model.config.encoder_dilations) == (2, None, [1])
+    assert model.config.decoder_frame_dilations == [1, 2]
     from vqaudio.registry import resolve
 
     assert resolve(exp)[1] == exp / "best"
@@ -125,7 +127,8 @@ def test_cli_train_end_to_end(tmp_path, speech_dir, capsys):
     assert json.loads((exp / "train.json").read_text())["train"]["steps"] == 3
     capsys.readouterr()
     # user errors: one line, exit status 2
-    for bad in (_cli(tmp_path / "x", speech_dir, "--strides", "2,x"), _cli(tmp_path / "v", speech_dir, "--encoder-dilations", "1,a"), _cli(tmp_path / "y", tmp_path / "nowhere"),
+    for bad in (_cli(tmp_path / "x", speech_dir, "--strides", "2,x"), _cli(tmp_path / "v", speech_dir, "--encoder-dilations", "1,a"),
+                _cli(tmp_path / "w", speech_dir, "--decoder-frame-dilations", "x"), _cli(tmp_path / "y", tmp_path / "nowhere"),
                 _cli(tmp_path / "z", speech_dir, "--n-q", "0"), _cli(tmp_path / "w", speech_dir, "--config", str(tmp_path / "no.json"))):
         assert main(bad) == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -23,7 +23,7 @@ MODEL_FLAGS = {"sample_rate": "sample_rate", "strides": "strides", "n_q": "n_q",
                "hidden": "hidden", "max_hidden": "max_hidden", "dim": "dim", "activation": "activation",
                "quantizer_dropout": "quantizer_dropout", "encoder_hidden": "encoder_hidden",
                "encoder_max_hidden": "encoder_max_hidden", "encoder_dilations": "encoder_dilations",
-               "encoder_causal": "encoder_causal", "decoder_causal": "decoder_causal"}
+               "decoder_frame_dilations": "decoder_frame_dilations", "encoder_causal": "encoder_causal", "decoder_causal": "decoder_causal"}
 TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
                "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
                "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "keep_every": "keep_every", "seed": "seed",
@@ -126,6 +126,9 @@ def register(subparsers) -> None:
     g.add_argument("--encoder-hidden", type=int, help="encoder only: channels of the first conv layer (default --hidden)")
     g.add_argument("--encoder-max-hidden", type=int, help="encoder only: channel cap (default --max-hidden)")
     g.add_argument("--encoder-dilations", metavar="1,3,9", help="encoder only: residual units per block, by dilation")
+    g.add_argument("--decoder-frame-dilations", metavar="1,3,9",
+                   help="decoder only: causal residual units at the frame rate, by dilation (default none; with --init "
+                        "of a model without them, they start at identity)")
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
     g.add_argument("--causal", choices=["encoder", "decoder", "both"], default=None,
                    help="latency budget: causal convs (no lookahead) in the encoder, the decoder or both; streaming "
@@ -184,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         args.strides = ints_arg(args.strides)
     if args.encoder_dilations is not None:
         args.encoder_dilations = ints_arg(args.encoder_dilations, "--encoder-dilations", "1,3,9")
+    if args.decoder_frame_dilations is not None:
+        args.decoder_frame_dilations = ints_arg(args.decoder_frame_dilations, "--decoder-frame-dilations", "1,3,9")
     if args.causal is not None:
         args.encoder_causal, args.decoder_causal = args.causal in ("encoder", "both"), args.causal in ("decoder", "both")
     else:
