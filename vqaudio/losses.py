@@ -68,7 +68,7 @@ class SpectralLoss(nn.Module):
         return torch.view_as_real(spec).square().sum(-1).clamp_min(1e-12).sqrt().transpose(1, 2)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """``x`` = reconstruction, ``y`` = target, both ``[B, C, T]``. Returns ``(total, {"mel", "logmag", "compressed"})``."""
+        """``x`` = reconstruction, ``y`` = target, both ``[B, C, T]``. Returns ``(total, {"mel", "logmag"[, "compressed"]})`` (the last when weighted)."""
         mel = logmag = compressed = x.new_zeros((), dtype=torch.float32)
         for n in self.fft_sizes:
             mx, my = self._mag(x, n), self._mag(y, n)
@@ -80,8 +80,10 @@ class SpectralLoss(nn.Module):
                 compressed = compressed + (mx.pow(self.compression) - my.pow(self.compression)).square().mean()
         k = len(self.fft_sizes)
         mel, logmag, compressed = mel / k, logmag / k, compressed / k
-        total = mel + self.mag_weight * logmag + self.compressed_weight * compressed
-        return total, {"mel": mel, "logmag": logmag, "compressed": compressed}
+        parts = {"mel": mel, "logmag": logmag}
+        if self.compressed_weight:
+            parts["compressed"] = compressed
+        return mel + self.mag_weight * logmag + self.compressed_weight * compressed, parts
 
 
 def waveform_l1(x: Tensor, y: Tensor) -> Tensor:
