@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -89,13 +90,23 @@ def convert(job: tuple[str, str, str, list[str]]) -> tuple[str, float] | None:
     return dst, sf.info(dst).duration
 
 
+def number_list(kind: type) -> Callable[[str], list]:
+    """An argparse type: comma-separated numbers of ``kind`` ('' for none), or a one-line usage error."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voices", type=Path, required=True)
     ap.add_argument("--heldout", type=Path, required=True, help="asterisk held-out list (<voice folder>/<file>)")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--speeds", default="0.9,1.1", help="speed perturbation factors ('' for none)")
-    ap.add_argument("--pitch-female", default="-300,400",
+    ap.add_argument("--speeds", type=number_list(float), default="0.9,1.1", help="speed perturbation factors ('' for none)")
+    ap.add_argument("--pitch-female", type=number_list(int), default="-300,400",
                     help="cents of the female voices' extra copies, one copy per value ('' for none)")
     ap.add_argument("--max-per-voice", type=int, default=None, help="at most N files per voice (smoke runs)")
     ap.add_argument("--max-eval-per-voice", type=int, default=60,
@@ -115,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     held = {ln.strip() for ln in args.heldout.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
     out = args.out.resolve()
-    speeds = [float(s) for s in args.speeds.split(",") if s.strip()]
-    pitches = [int(c) for c in args.pitch_female.split(",") if c.strip() and int(c) != 0]
+    speeds = args.speeds
+    pitches = [c for c in args.pitch_female if c != 0]
     jobs, seen = [], set()
     heldout_files = []
     for vid, row in table.items():
