@@ -192,6 +192,22 @@ def test_global_batches_balanced_by_group():
         TrainConfig(balance="voices")
 
 
+@pytest.mark.parametrize("power", [0.5, 1.0])
+def test_global_batches_balance_power(power):
+    """``power``: a group of m items is drawn in proportion to m ** power (0.5: the big group of 81 gets 9 / 18 of
+    the draws against its 81 / 90 of the items and 1 / 10 of the groups; 1: in proportion to its items)."""
+    groups = ["big"] * 81 + [f"small{i}" for i in range(9)]
+    full = list(GlobalBatches(90, 50, 0, 80, seed=2, groups=groups, power=power))  # 4000 draws
+    counts = torch.bincount(torch.tensor([i for b in full for i, _ in b]), minlength=90)
+    share = counts[:81].sum().item() / 4000
+    expected = 81**power / (81**power + 9)
+    assert abs(share - expected) < 0.03, (share, expected)
+    assert list(GlobalBatches(90, 50, 30, 80, seed=2, groups=groups, power=power)) == full[30:]  # resuming is exact
+    assert full != list(GlobalBatches(90, 50, 0, 80, seed=2, groups=groups))  # power 0: every group equally
+    with pytest.raises(ConfigError, match="balance_power"):
+        TrainConfig(balance="folders", balance_power=1.5)
+
+
 def test_audio_crops_folders(tmp_path):
     """The groups of ``balance: folders``: each file's parent folder."""
     from vqaudio.data import AudioCrops

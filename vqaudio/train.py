@@ -136,6 +136,9 @@ class TrainConfig:
     # how training items are drawn: "items" (a permutation of them per epoch) or "folders" (each draw picks one of
     # the items' parent folders uniformly, e.g. one voice of a corpus laid out by voice, then an item in it)
     balance: str = "items"
+    # with balance "folders": a folder of n items is drawn with probability proportional to n ** balance_power
+    # (temperature sampling, as multilingual models draw languages: 0 every folder equally, 1 every item equally)
+    balance_power: float = 0.0
 
     def __post_init__(self) -> None:
         self.betas = list(self.betas) if isinstance(self.betas, tuple) else self.betas
@@ -148,7 +151,7 @@ class TrainConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {v!r}")
         # real numbers (not bools, strings, lists or None), stored as floats; the ranges are checked below
-        for name in ("lr", "eps", "weight_decay", "min_lr_ratio", "grad_clip"):
+        for name in ("lr", "eps", "weight_decay", "min_lr_ratio", "grad_clip", "balance_power"):
             v = getattr(self, name)
             if not is_finite_number(v):
                 raise ConfigError(f"TrainConfig.{name} must be a finite number, got {v!r}")
@@ -176,6 +179,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.frozen must be a list of submodule names, got {self.frozen!r}")
         if not isinstance(self.balance, str) or self.balance not in ("items", "folders"):
             raise ConfigError(f"TrainConfig.balance must be 'items' or 'folders', got {self.balance!r}")
+        if not 0 <= self.balance_power <= 1:
+            raise ConfigError(f"TrainConfig.balance_power must be in [0, 1], got {self.balance_power!r}")
         if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("progress", "compile"):
@@ -221,10 +226,12 @@ class GlobalBatches(Sampler[list[tuple[int, int]]]):
     ``groups`` (one label per item, e.g. its folder): each position instead draws a group uniformly, then an
     item of that group uniformly (``n`` draws per epoch, seeded the same way), so every group is seen equally
     often whatever its size; the key's second field is then the position, so an item drawn twice gets two crops.
+    ``power`` > 0 draws a group of ``m`` items with probability proportional to ``m ** power`` instead
+    (temperature sampling: 1 gives every item the same chance, as without groups, but drawn with replacement).
     """
 
     def __init__(self, n: int, batch_size: int, start: int, stop: int, seed: int = 0, rank: int = 0, world: int = 1,
-                 groups: list | None = None) -> None:
+                 groups: list | None = None, power: float = 0.0) -> None:
         if n < 1:
             raise ConfigError("the training set is empty")
         if groups is not None and len(groups) != n:
@@ -235,6 +242,10 @@ class GlobalBatches(Sampler[list[tuple[int, int]]]):
             for i, label in enumerate(groups):
                 by_group.setdefault(label, []).append(i)
             self.members = [torch.tensor(v) for v in by_group.values()]
+        self.group_p = None
+        if groups is not None and power:
+            sizes = torch.tensor([len(m) for m in self.members], dtype=torch.float64)
+            self.group_p = sizes**power / (sizes**power).sum()
         if batch_size % world:
             raise ConfigError(f"batch size {batch_size} is not divisible by the {world} processes")
         self.n, self.batch, self.local = n, batch_size, batch_size // world
@@ -252,7 +263,10 @@ class GlobalBatches(Sampler[list[tuple[int, int]]]):
             if self.members is None:
                 self._perms[epoch] = torch.randperm(self.n, generator=g).tolist()
             else:
-                group = torch.randint(len(self.members), (self.n,), generator=g).tolist()
+                if self.group_p is None:
+                    group = torch.randint(len(self.members), (self.n,), generator=g).tolist()
+                else:
+                    group = torch.multinomial(self.group_p, self.n, replacement=True, generator=g).tolist()
                 u = torch.rand(self.n, generator=g, dtype=torch.float64).tolist()
                 self._perms[epoch] = [int(self.members[k][int(r * len(self.members[k]))]) for k, r in zip(group, u, strict=True)]
         return self._perms[epoch]
@@ -501,7 +515,8 @@ def _fit(task: Task, train_set: Dataset, valid_set: Dataset | None, cfg: TrainCo
         groups = getattr(train_set, "folders", None)
         if groups is None:
             raise ConfigError(f"balance 'folders' needs training items from files; {type(train_set).__name__} has no folders")
-    sampler = GlobalBatches(len(train_set), cfg.batch_size, start, cfg.steps, cfg.seed, d.rank, d.world, groups)
+    sampler = GlobalBatches(len(train_set), cfg.batch_size, start, cfg.steps, cfg.seed, d.rank, d.world, groups,
+                            cfg.balance_power)
     # own generators: creating a loader iterator must not draw from the global RNG (exact resume)
     loader = DataLoader(_Keyed(train_set), batch_sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=d.device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
