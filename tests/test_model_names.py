@@ -2,8 +2,9 @@
 beat local folders, the user model folder ($VQAUDIO_MODELS), ``vqaudio models``, and old ``.vqa`` files that
 keep decoding when the shipped model is renamed.
 
-``tests/data/speech-8k-37ac2a1f.vqa`` was written by the shipped ``speech-8k`` of this commit (weights sha256
-``37ac2a1f034e4e41...``) from :func:`signal` (0.5 s at 16 kHz; 539 bytes)."""
+``tests/data/speech-8k-37ac2a1f.vqa`` was written by the ``speech-8k`` of vqaudio 0.1 (weights sha256
+``37ac2a1f034e4e41...``, shipped as ``speech-8k-asterisk`` since the any-voice ``speech-8k`` replaced it) from
+:func:`signal` (0.5 s at 16 kHz; 539 bytes)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,10 @@ from cli_helpers import one_line, run
 from test_codec import trained_checkpoint
 
 from vqaudio import registry
-from vqaudio.checkpoint import save_model
 from vqaudio.codec import load_codec, load_codes
-from vqaudio.models.vqvae import VQVAE, VQVAEConfig
 
 FIXTURE = Path(__file__).parent / "data" / "speech-8k-37ac2a1f.vqa"
-CURRENT_SHA = "37ac2a1f034e4e41947c1c47bb0cf3b89cfae11e1a6772a74d04ad05675c990b"
+OLD_SHA = "37ac2a1f034e4e41947c1c47bb0cf3b89cfae11e1a6772a74d04ad05675c990b"
 
 
 @pytest.fixture(scope="module")
@@ -52,42 +51,36 @@ def decoded(path: Path) -> np.ndarray:
     return sf.read(str(path), dtype="float32", always_2d=True)[0]
 
 
-def test_fixture_was_made_by_the_current_model():
+def test_fixture_was_made_by_the_old_model():
     codes = load_codes(FIXTURE)
-    assert (codes.model, codes.model_sha256, codes.orig_sample_rate, codes.n_q) == ("speech-8k", CURRENT_SHA, 16000, 4)
+    assert (codes.model, codes.model_sha256, codes.orig_sample_rate, codes.n_q) == ("speech-8k", OLD_SHA, 16000, 4)
     x, sr = signal()
-    codec = load_codec(registry.find_by_sha256(CURRENT_SHA)[1])  # by sha256: still true after the rename
+    assert registry.find_by_sha256(OLD_SHA)[0] == "speech-8k-asterisk"
+    codec = load_codec(registry.find_by_sha256(OLD_SHA)[1])  # by sha256: the weights are shipped under a new name
     again = codec.encode(torch.from_numpy(x)[None], sr).codes
     assert (again == codes.codes).float().mean() >= 0.98  # the same codes (a near-tie may flip on another CPU)
 
 
-def test_old_token_files_decode_after_the_shipped_model_is_renamed(tmp_path, monkeypatch, speech_file, capsys):
-    """The planned swap: a new ``speech-8k`` ships and the current weights move to ``speech-8k-asterisk``. A .vqa
-    written now (here, and the committed fixture) still decodes without --model, with the old weights."""
-    talk = tmp_path / "talk.wav"
-    shutil.copy(speech_file, talk)
-    run("encode", talk)  # by the current default model
-    run("decode", talk.with_suffix(".vqa"), "-o", tmp_path / "before.wav")
-    run("decode", FIXTURE, "-o", tmp_path / "fixture-before.wav")
-    shipped = tmp_path / "pretrained"
-    shipped.mkdir()
-    (shipped / "speech-8k-asterisk").symlink_to(registry.PRETRAINED_DIR / "speech-8k")
-    torch.manual_seed(1)
-    save_model(shipped / "speech-8k", VQVAE(VQVAEConfig(hidden=4, max_hidden=16, dim=8, n_q=4, codebook_size=256,
-                                                        strides=[3, 4, 7])))  # other weights, same geometry
-    monkeypatch.setattr(registry, "PRETRAINED_DIR", shipped)
-    monkeypatch.setattr(registry, "MODELS", {"speech-8k": registry.ShippedModel("the new one", "CC0"),
-                                             "speech-8k-asterisk": registry.MODELS["speech-8k"]})
-    assert load_codec().sha256 != CURRENT_SHA  # the default is the new model now
-    run("decode", talk.with_suffix(".vqa"), "-o", tmp_path / "after.wav")
-    run("decode", FIXTURE, "-o", tmp_path / "fixture-after.wav")
-    assert np.array_equal(decoded(tmp_path / "after.wav"), decoded(tmp_path / "before.wav"))
-    assert np.array_equal(decoded(tmp_path / "fixture-after.wav"), decoded(tmp_path / "fixture-before.wav"))
+def test_old_token_files_decode_after_the_shipped_model_is_renamed(tmp_path, speech_file, capsys):
+    """The any-voice model took the name ``speech-8k`` and the three-voice weights moved to ``speech-8k-asterisk``: a
+    .vqa written by them (the committed fixture, whose header says ``speech-8k``) decodes without --model, with the
+    old weights, found by the sha256 in its header; the new ``speech-8k`` refuses it. New files use the new model."""
+    assert load_codec().sha256 != OLD_SHA and load_codec("speech-8k-asterisk").sha256 == OLD_SHA
+    run("decode", FIXTURE, "-o", tmp_path / "fixture.wav")
+    run("decode", FIXTURE, "--model", "speech-8k-asterisk", "-o", tmp_path / "fixture-named.wav")
+    assert np.array_equal(decoded(tmp_path / "fixture.wav"), decoded(tmp_path / "fixture-named.wav"))
     capsys.readouterr()
     run("info", FIXTURE, "--json")
     assert json.loads(capsys.readouterr().out)["decoded_with"].startswith("speech-8k-asterisk (")
     run("decode", FIXTURE, "--model", "speech-8k", "-o", tmp_path / "wrong.wav", expect=2)  # the new weights: refused
     assert "encoded with model 'speech-8k'" in one_line(capsys)
+    talk = tmp_path / "talk.wav"
+    shutil.copy(speech_file, talk)
+    run("encode", talk)  # by the default model, the new one
+    codes = load_codes(talk.with_suffix(".vqa"))
+    assert (codes.model, codes.model_sha256) == ("speech-8k", load_codec().sha256)
+    run("decode", talk.with_suffix(".vqa"), "-o", tmp_path / "talk.out.wav")
+    assert decoded(tmp_path / "talk.out.wav").shape == decoded(talk).shape
 
 
 def test_user_model_folder_by_name_and_by_sha256(tmp_path, ckpt, speech_file, capsys, monkeypatch):
@@ -98,7 +91,9 @@ def test_user_model_folder_by_name_and_by_sha256(tmp_path, ckpt, speech_file, ca
     run("models")
     out = capsys.readouterr().out
     assert any(line.split()[:3] == ["mine", "user", "audio"] for line in out.splitlines()), out
-    assert any(line.split()[:2] == ["speech-8k", "shipped"] and "CC-BY-SA-3.0" in line for line in out.splitlines())
+    assert any(line.split()[:2] == ["speech-8k", "shipped"] and "GPL-3.0-or-later" in line for line in out.splitlines())
+    assert any(line.split()[:2] == ["speech-8k-asterisk", "shipped"] and "CC-BY-SA-3.0" in line
+               for line in out.splitlines())
     assert f"user models: {user}" in out
     run("models", "--json")
     mine = next(m for m in json.loads(capsys.readouterr().out)["models"] if m["name"] == "mine")
@@ -127,7 +122,8 @@ def test_shipped_names_beat_local_folders(tmp_path, speech_file, monkeypatch, ca
     run("encode", corpus / "a.wav", "-o", "b.vqa")
     run("decode", "b.vqa")
     run("encode", corpus / "a.wav", "-o", "c.vqa", "--model", "speech-8k")
-    assert load_codes("c.vqa").model_sha256 == CURRENT_SHA
+    shipped_sha = load_codec("speech-8k").sha256
+    assert load_codes("c.vqa").model_sha256 == shipped_sha
     capsys.readouterr()
     run("encode", corpus / "a.wav", "-o", "d.vqa", "--model", "./speech-8k", expect=2)  # the folder, asked for
     assert "speech-8k: not a checkpoint folder" in one_line(capsys)
@@ -135,4 +131,4 @@ def test_shipped_names_beat_local_folders(tmp_path, speech_file, monkeypatch, ca
     user.mkdir()
     shutil.copytree(ckpt, user / "speech-8k")  # a user model cannot take a shipped name either
     run("encode", corpus / "a.wav", "-o", "e.vqa", "--model", "speech-8k")
-    assert load_codes("e.vqa").model_sha256 == CURRENT_SHA
+    assert load_codes("e.vqa").model_sha256 == shipped_sha

@@ -97,8 +97,10 @@ def test_stereo_every_length_near_a_block_and_n_q(codec, speech):
         assert torch.equal(streamed, codec.encode(y, 8000, n_q=2).codes), length
 
 
-def test_fixture_and_resampled_input(codec):
-    """The fixture (0.5 s at 16 kHz): the stream encoder resamples as it goes; same codes as encode."""
+def test_fixture_and_resampled_input():
+    """The fixture (0.5 s at 16 kHz, written by speech-8k-asterisk): the stream encoder resamples as it goes; same
+    codes as encode."""
+    codec = load_codec("speech-8k-asterisk")
     x, sr = signal()
     x = torch.from_numpy(x)[None]
     offline = codec.encode(x, sr).codes

@@ -17,7 +17,8 @@
 
 A ``.vqa`` file records its model's name and weights sha256; :func:`find_by_sha256` finds the shipped or
 user model with those weights whatever it is called now, so token files keep decoding when a model is
-renamed (e.g. when a new ``speech-8k`` ships and the current weights move to a name of their own).
+renamed: the ``speech-8k`` of vqaudio 0.1 is shipped as ``speech-8k-asterisk`` since the any-voice model took the
+name, and the ``.vqa`` files it wrote (their header says ``speech-8k``) still decode with it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ DEFAULT_SERIES_MODEL = "series"
 MODELS: dict[str, ShippedModel] = {
     "speech-8k": ShippedModel(
         "speech, 8 kHz mono, hop 84 (95.2 frames/s), 4 x 8-bit codes: 3.05 kbit/s (--n-q 3: 2.29), "
-        "trained on the asterisk prompts", "CC-BY-SA-3.0"),
+        "for any voice: trained on 47 voice folders (asterisk, klettres, ktuberling) with speed, pitch, microphone, "
+        "room and noise augmentation", "GPL-3.0-or-later", "recipes/speech8k/run.sh"),
+    "speech-8k-asterisk": ShippedModel(
+        "speech-8k of vqaudio 0.1: the same geometry, trained on three voices (the asterisk prompts); "
+        "decodes the .vqa files written by it", "CC-BY-SA-3.0", "recipes/asterisk/run.sh"),
     DEFAULT_SERIES_MODEL: ShippedModel(
         "generalist time series, any channel count (each channel alone, RevIN), hop 4, 4 x 8-bit codes: "
         "2 bits/sample per level (2, 4, 6, 8), trained on aeon's shipped UCR/UEA TRAIN splits and synthetic series",
