@@ -245,9 +245,12 @@ def test_speech8k_smoke_keeps_unseen_voices_out_of_training(tmp_path):
     assert json.loads((exp / "vqvae" / "train.json").read_text())["task"]["augment"]["p_noise"] > 0
     cycle2 = json.loads((exp / "vqvae2" / "train.json").read_text())  # second cycle: from stage 2, voices balanced
     assert cycle2["train"]["balance"] == "folders" and cycle2["task"]["init"] == str(exp / "vqvae")
-    grown = json.loads((exp / "vqvae4" / "train.json").read_text())  # stage 4: stage 3's last weights, grown
-    assert grown["task"]["init"] == str(exp / "vqvae2" / "last")
-    assert json.loads((exp / "model" / "config.json").read_text())["config"]["decoder_frame_dilations"] == [1]
+    cycle3 = json.loads((exp / "vqvae3" / "train.json").read_text())  # stage 4: from stage 3's last weights
+    assert cycle3["task"]["init"] == str(exp / "vqvae2" / "last")
+    cycle4 = json.loads((exp / "vqvae5" / "train.json").read_text())  # stage 5: from stage 4's, folders by size
+    assert cycle4["task"]["init"] == str(exp / "vqvae3" / "last") and cycle4["train"]["balance_power"] == 0.5
+    exported = json.loads((exp / "model" / "config.json").read_text())["state"]["meta"]  # stage 7: stage 5's last
+    assert exported["step"] == cycle4["train"]["steps"] and exported["train"]["balance_power"] == 0.5
     assert "GNU General Public License, version 3" in (exp / "model" / "MODEL_CARD.md").read_text()  # the card goes along
     # a listed voice that is not installed: one line naming its folder and package, exit 2
     bad = tmp_path / "voices.tsv"
