@@ -1,5 +1,5 @@
-"""The generalist series recipe (recipes/series) end to end with --smoke (data, train, export and install as
-`series`, a leave-one-out model, the benchmark, the class-conditioned prior), the per-channel series codec, and the
+"""The generalist series recipe (recipes/series) end to end with --smoke (data, train, export and install as a user
+model, a leave-one-out model, the benchmark, the class-conditioned prior), the per-channel series codec, and the
 benchmark's parts."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def test_series_smoke_trains_a_per_channel_model_without_test_splits(tmp_path):
     exp = tmp_path / "exp"
     r = run_series(exp, "--smoke", "--stop-stage", "2", EXCLUDE="GunPoint", VQAUDIO_MODELS=str(tmp_path / "models"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert not (tmp_path / "models").exists() and "not installed as 'series'" in r.stderr  # a leave-one-out model
+    assert not (tmp_path / "models").exists() and "a leave-one-out model, in" in r.stderr  # not installed anywhere
     info = json.loads((exp / "data" / "info.json").read_text())
     assert info["excluded"] == ["GunPoint"] and "GunPoint" not in info["series"] and info["split"] == "TRAIN"
     files = (exp / "data" / "train.txt").read_text().split()
@@ -63,12 +63,13 @@ def test_series_smoke_trains_a_per_channel_model_without_test_splits(tmp_path):
 @pytest.mark.slow
 def test_series_smoke_installs_series_and_measures_zero_shot_and_the_prior(tmp_path):
     exp, models = tmp_path / "exp", tmp_path / "models"
-    r = run_series(exp, "--smoke", VQAUDIO_MODELS=str(models))
+    r = run_series(exp, "--smoke", VQAUDIO_MODELS=str(models), SERIES_MODEL_DIR=str(models / "series-smoke"))
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (models / "series" / "MODEL_CARD.md").is_file()  # stage 2 installed the default series model
+    assert (models / "series-smoke" / "MODEL_CARD.md").is_file()  # stage 2 installed it as a user model
     data = tmp_path / "x.csv"
     np.savetxt(data, np.random.default_rng(0).standard_normal((30, 3)).cumsum(0), delimiter=",")
-    enc = subprocess.run([sys.executable, "-m", "vqaudio", "encode", str(data), "-o", str(tmp_path / "x.decoded.npy")],
+    enc = subprocess.run([sys.executable, "-m", "vqaudio", "encode", str(data), "-o", str(tmp_path / "x.decoded.npy"),
+                          "--model", "series-smoke"],
                          env={**os.environ, "PYTHONPATH": str(ROOT), "VQAUDIO_MODELS": str(models)},
                          capture_output=True, text=True)
     assert enc.returncode == 0, enc.stderr

@@ -4,7 +4,7 @@
 - A *shipped* model lives inside the package, ``vqaudio/pretrained/<name>/`` (a checkpoint folder:
   ``config.json`` + safetensors weights); :data:`MODELS` is the one list of them. A shipped name always
   means the shipped model, even where a local folder has that name (pass ``./speech-8k`` for the folder).
-  A registered name whose weights are not in the package (``series`` until its long run ships) is found in
+  A registered name whose weights are not in the package (a trimmed install, or a model not shipped yet) is found in
   the user model folder, where its recipe's export stage puts it (:attr:`ShippedModel.recipe`); missing
   there too, the error says which recipe makes it.
 - The default model depends on the input (:func:`default_model`): ``series`` for series files (``.npy``,

@@ -4,13 +4,14 @@
 # UCR/UEA set shipped inside aeon (split into single channels) plus seeded synthetic series. TEST splits are the
 # benchmark's (benchmarks/bench_series.py).
 #   ./run.sh [--stage N] [--stop-stage M] [--smoke] [--exp DIR] [--force]
-# Stages: 0 data (local/make_data.py), 1 train, 2 export ($exp/model; without EXCLUDE it is also installed as the
-# `series` model in $SERIES_MODEL_DIR, default the user model folder: `vqaudio encode data.csv` then uses it),
+# Stages: 0 data (local/make_data.py), 1 train, 2 export ($exp/model; without EXCLUDE, with SERIES_MODEL_DIR set,
+# also to that folder: ../../vqaudio/pretrained/series replaces the shipped `series`, $VQAUDIO_MODELS/NAME installs
+# it as the user model NAME),
 # 3 leave-one-out models (stages 0-2 again for each set of LOO_SETS with EXCLUDE=SET, in $exp/loo/SET),
 # 4 benchmark on the TEST splits (with the leave-one-out models: zero-shot), 5 class-conditioned prior over the
 # series tokens of one aeon set (PRIOR_SET, its .ts files encoded a .vqa per case) and samples of each class.
 # Environment: EXCLUDE=SET,... leaves sets out of the data; LOO_SETS (default: the six benchmark sets; "" skips);
-# SERIES_MODEL_DIR (where stage 2 installs `series`; ../../vqaudio/pretrained/series ships it in the package);
+# SERIES_MODEL_DIR (where stage 2 also exports the model; ../../vqaudio/pretrained/series ships it in the package);
 # PRIOR_SET (default GunPoint).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -49,16 +50,20 @@ stage_train() {
     train_or_resume "$exp/data/train.txt" "$exp/vqvae" "$conf" "${train_opts[@]}"
 }
 
-stage_export() {
+stage_export() {  # $exp/model; with SERIES_MODEL_DIR also there (the package's folder ships it, a user model folder
+    # installs it by that folder's name; the name `series` itself always means the shipped model)
     vqa export "$exp/vqvae" -o "$exp/model" --include MODEL_CARD.md --force
     if [ -n "$EXCLUDE" ]; then
-        log "EXCLUDE='$EXCLUDE': a leave-one-out model, not installed as 'series'"
+        log "EXCLUDE='$EXCLUDE': a leave-one-out model, in $exp/model only"
         return 0
     fi
-    local dest=${SERIES_MODEL_DIR:-$("$PYTHON" -c 'from vqaudio.registry import user_model_dir; print(user_model_dir())')/series}
-    mkdir -p "$(dirname "$dest")"
-    vqa export "$exp/vqvae" -o "$dest" --include MODEL_CARD.md --force
-    log "installed as 'series' in $dest (vqaudio models lists it)"
+    if [ -z "${SERIES_MODEL_DIR:-}" ]; then
+        log "exported to $exp/model (use it with --model $exp/model; SERIES_MODEL_DIR=DIR also exports it to DIR)"
+        return 0
+    fi
+    mkdir -p "$(dirname "$SERIES_MODEL_DIR")"
+    vqa export "$exp/vqvae" -o "$SERIES_MODEL_DIR" --include MODEL_CARD.md --force
+    log "exported to $exp/model and $SERIES_MODEL_DIR"
 }
 
 stage_loo() {  # a model per held-out set, trained without any of that set's data (stages 0-2 of this recipe)
