@@ -206,6 +206,8 @@ def test_global_batches_balance_power(power):
     assert full != list(GlobalBatches(90, 50, 0, 80, seed=2, groups=groups))  # power 0: every group equally
     with pytest.raises(ConfigError, match="balance_power"):
         TrainConfig(balance="folders", balance_power=1.5)
+    with pytest.raises(ConfigError, match="needs balance 'folders'"):
+        TrainConfig(balance_power=0.5)
 
 
 def test_audio_crops_folders(tmp_path):

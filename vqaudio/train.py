@@ -181,6 +181,8 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.balance must be 'items' or 'folders', got {self.balance!r}")
         if not 0 <= self.balance_power <= 1:
             raise ConfigError(f"TrainConfig.balance_power must be in [0, 1], got {self.balance_power!r}")
+        if self.balance_power and self.balance != "folders":
+            raise ConfigError(f"TrainConfig.balance_power {self.balance_power!r} weighs folders: it needs balance 'folders'")
         if not isinstance(self.device, str) or self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"TrainConfig.device must be auto, cpu or cuda, got {self.device!r}")
         for name in ("progress", "compile"):
