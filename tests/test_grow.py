@@ -20,9 +20,10 @@ def _model(seed: int, **kw) -> VQVAE:
     return VQVAE(VQVAEConfig(**{**TINY, **kw})).eval()
 
 
-@pytest.mark.parametrize("have,want", [(None, [1, 3]), ([1], [1, 3, 9])])
-def test_grown_model_decodes_as_its_source(have, want):
-    source, target = _model(0, decoder_frame_dilations=have), _model(1, decoder_frame_dilations=want)
+@pytest.mark.parametrize("have,want,own", [(None, [1, 3], {}), ([1], [1, 3, 9], {}),
+                                           (None, [1, 3], dict(decoder_frame_kernel=3, decoder_frame_compress=4))])
+def test_grown_model_decodes_as_its_source(have, want, own):
+    source, target = _model(0, decoder_frame_dilations=have), _model(1, decoder_frame_dilations=want, **own)
     grow_into(target, source)
     x = torch.randn(2, 1, 8 * 40)
     with torch.no_grad():
@@ -32,7 +33,10 @@ def test_grown_model_decodes_as_its_source(have, want):
     assert len(target.decoder.layers) == len(source.decoder.layers) + len(want) - len(have or [])
     # more history, no more lookahead (the streaming latency stays)
     left, right = target.decoder.context
-    assert right == source.decoder.context[1] and left == source.decoder.context[0] + 6 * (sum(want) - sum(have or []))
+    k = own.get("decoder_frame_kernel", 7)
+    assert right == source.decoder.context[1] and left == source.decoder.context[0] + (k - 1) * (sum(want) - sum(have or []))
+    if own:  # the units' own kernel and bottleneck (16 channels at the frame rate, 4 inside)
+        assert target.decoder.layers[1].block[1].conv.weight.shape == (16 // own["decoder_frame_compress"], 16, k)
     # the new units are live parameters, not frozen: one step of training moves them
     target.train()
     target(x).loss.backward()
@@ -47,6 +51,15 @@ def test_only_added_frame_units_are_growth():
     assert not can_grow(base, base)
     assert not can_grow(VQVAEConfig(**TINY, decoder_frame_dilations=[3]), VQVAEConfig(**TINY, decoder_frame_dilations=[1, 3]))
     assert not can_grow(base, VQVAEConfig(**{**TINY, "dim": 4}, decoder_frame_dilations=[1]))
+    light = dict(decoder_frame_kernel=3, decoder_frame_compress=4)
+    assert can_grow(base, VQVAEConfig(**TINY, decoder_frame_dilations=[1], **light))  # new units: any kernel, bottleneck
+    assert can_grow(VQVAEConfig(**TINY, decoder_frame_dilations=[1], **light),
+                    VQVAEConfig(**TINY, decoder_frame_dilations=[1, 3], **light))
+    assert not can_grow(VQVAEConfig(**TINY, decoder_frame_dilations=[1]),  # existing units keep theirs
+                        VQVAEConfig(**TINY, decoder_frame_dilations=[1, 3], **light))
+    with pytest.raises(ConfigError, match="decoder_frame_compress must be"):
+        VQVAEConfig(**TINY, decoder_frame_compress=0)
+    assert "decoder_frame_kernel" not in base.to_dict() and "decoder_frame_compress" not in base.to_dict()
     with pytest.raises(ValueError, match="not the source"):
         grow_into(_model(0), _model(1, dim=4))
     with pytest.raises(ConfigError, match="decoder_frame_dilations must be"):

@@ -186,11 +186,12 @@ def test_series_stream(tmp_path: Path):
                                                                      ([3], 4, "elu", 4, False, ()), ([2, 4], 7, "elu", 16, False, ()),
                                                                      ([2, 4], 7, "elu", 16, True, ()), ([3, 2], 5, "snake", 16, True, ()),
                                                                      ([2, 4], 7, "elu", 16, False, (1, 3)),
-                                                                     ([3, 2], 5, "elu", 16, True, (2,))])
+                                                                     ([3, 2], 5, "elu", 16, True, (2,)),
+                                                                     ([2, 4], 7, "elu", 16, False, ((1, 3), 3, 4))])
 @pytest.mark.parametrize("exact", [False, pytest.param(True, marks=exact_codes)])
 def test_stream_layers_equal_the_decoder(strides, kernel, act, hidden, causal, frame, exact):
     """The layer-by-layer streaming decoder of odd geometries (odd and even kernels, stride 1, snake, causal, residual
-    units at the frame rate) equals
+    units at the frame rate, also of their own kernel and bottleneck: ``(dilations, kernel, compress)``) equals
     the decoder on the whole input, for pushes of 0 to 5 frames; ``exact``: the convs (transposed ones as kernel-2
     convs) through ``exact_conv1d`` and, where their output channels are a multiple of 16, ``exact_conv1d_narrow``
     (``hidden`` 16), with ELUs fused, as ``StreamDecoder`` runs them on the CPU."""
@@ -198,8 +199,11 @@ def test_stream_layers_equal_the_decoder(strides, kernel, act, hidden, causal, f
     from vqaudio.models.stream_layers import streaming
 
     torch.manual_seed(0)
+    own = dict(frame_dilations=frame)
+    if frame and isinstance(frame[0], tuple):  # (dilations, kernel, compress)
+        own = dict(zip(("frame_dilations", "frame_kernel", "frame_compress"), frame, strict=True))
     dec = Decoder(1, 8, strides, hidden=hidden, max_hidden=4 * hidden, kernel=kernel, dilations=(1, 3), act=act,
-                  norm=False, causal=causal, frame_dilations=frame).eval()
+                  norm=False, causal=causal, **own).eval()
     z = torch.randn(2, 8, 37)
     with torch.inference_mode():
         whole = dec(z)

@@ -109,12 +109,13 @@ def _cli(exp, data, *extra):
 def test_cli_train_end_to_end(tmp_path, speech_dir, capsys):
     exp = tmp_path / "exp"
     assert main(_cli(exp, speech_dir, "--steps", "2", "--encoder-hidden", "2", "--encoder-dilations", "1",
-                     "--decoder-frame-dilations", "1,2")) == 0
+                     "--decoder-frame-dilations", "1,2", "--decoder-frame-kernel", "3", "--decoder-frame-compress", "4")) == 0
     assert "2 steps" in capsys.readouterr().err
     model = load_model(exp / "best")
     assert model.config.strides == [2, 4] and model.config.n_q == 2 and model.hop == 8
     assert (model.config.encoder_hidden, model.config.encoder_max_hidden, model.config.encoder_dilations) == (2, None, [1])
-    assert model.config.decoder_frame_dilations == [1, 2]
+    assert (model.config.decoder_frame_dilations, model.config.decoder_frame_kernel, model.config.decoder_frame_compress) \
+        == ([1, 2], 3, 4)
     from vqaudio.registry import resolve
 
     assert resolve(exp)[1] == exp / "best"

@@ -23,7 +23,8 @@ MODEL_FLAGS = {"sample_rate": "sample_rate", "strides": "strides", "n_q": "n_q",
                "hidden": "hidden", "max_hidden": "max_hidden", "dim": "dim", "activation": "activation",
                "quantizer_dropout": "quantizer_dropout", "encoder_hidden": "encoder_hidden",
                "encoder_max_hidden": "encoder_max_hidden", "encoder_dilations": "encoder_dilations",
-               "decoder_frame_dilations": "decoder_frame_dilations", "encoder_causal": "encoder_causal", "decoder_causal": "decoder_causal"}
+               "decoder_frame_dilations": "decoder_frame_dilations", "decoder_frame_kernel": "decoder_frame_kernel",
+               "decoder_frame_compress": "decoder_frame_compress", "encoder_causal": "encoder_causal", "decoder_causal": "decoder_causal"}
 TRAIN_FLAGS = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "warmup_steps": "warmup_steps",
                "schedule": "schedule", "grad_clip": "grad_clip", "log_every": "log_every", "valid_every": "valid_every",
                "valid_batches": "valid_batches", "checkpoint_every": "checkpoint_every", "keep_every": "keep_every", "seed": "seed",
@@ -129,6 +130,11 @@ def register(subparsers) -> None:
     g.add_argument("--decoder-frame-dilations", metavar="1,3,9",
                    help="decoder only: causal residual units at the frame rate, by dilation (default none; with --init "
                         "of a model without them, they start at identity)")
+    g.add_argument("--decoder-frame-kernel", type=int, metavar="K",
+                   help="kernel of those units (default the model's kernel: 7)")
+    g.add_argument("--decoder-frame-compress", type=int, metavar="N",
+                   help="bottleneck of those units: channels // N inside (default 2; a stream reads their weights once "
+                        "per push, so 4 streams faster)")
     g.add_argument("--dim", type=int, help="latent (codebook vector) dimension")
     g.add_argument("--causal", choices=["encoder", "decoder", "both"], default=None,
                    help="latency budget: causal convs (no lookahead) in the encoder, the decoder or both; streaming "

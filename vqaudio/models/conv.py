@@ -242,8 +242,9 @@ class Decoder(nn.Module):
     """``z [B, D, F] -> x [B, C, F * hop]``, the mirror of :class:`Encoder`.
 
     ``frame_dilations``: residual units at the frame rate, right after the input conv (none by default): sequence
-    capacity where it is cheapest (the role of EnCodec's LSTM, as dilated convs). They are causal, so they add
-    history (``(kernel - 1) * sum(frame_dilations)`` frames) and no lookahead: the streaming latency stays.
+    capacity where it is cheapest (the role of EnCodec's LSTM, as dilated convs), of ``frame_kernel`` (default
+    ``kernel``) and a ``channels // frame_compress`` bottleneck. They are causal, so they add history
+    (``(frame_kernel - 1) * sum(frame_dilations)`` frames) and no lookahead: the streaming latency stays.
     """
 
     def __init__(
@@ -259,12 +260,15 @@ class Decoder(nn.Module):
         norm: bool = True,
         causal: bool = False,
         frame_dilations: tuple[int, ...] = (),
+        frame_kernel: int | None = None,
+        frame_compress: int = 2,
     ) -> None:
         super().__init__()
         chans = channel_plan(hidden, len(strides), max_hidden)[::-1]
         c = dict(norm=norm, causal=causal)
         layers: list[nn.Module] = [Conv(dim, chans[0], kernel, **c)]
-        layers += [ResidualUnit(chans[0], d, kernel, act, norm=norm, causal=True) for d in frame_dilations]
+        layers += [ResidualUnit(chans[0], d, frame_kernel or kernel, act, norm=norm, compress=frame_compress, causal=True)
+                   for d in frame_dilations]
         for i, s in enumerate(reversed(strides)):
             layers += [activation(act, chans[i]), ConvTranspose(chans[i], chans[i + 1], s, **c)]
             layers += [ResidualUnit(chans[i + 1], d, kernel, act, **c) for d in dilations]

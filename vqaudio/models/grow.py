@@ -26,6 +26,9 @@ def can_grow(source: VQVAEConfig, target: VQVAEConfig) -> bool:
     """Whether ``target`` is ``source`` with more decoder frame-rate residual units appended."""
     have, want = _frame_units(source), _frame_units(target)
     same = dataclasses.replace(source, decoder_frame_dilations=target.decoder_frame_dilations)
+    if not have:  # a source without frame units takes units of any kernel and bottleneck
+        same = dataclasses.replace(same, decoder_frame_kernel=target.decoder_frame_kernel,
+                                   decoder_frame_compress=target.decoder_frame_compress)
     return len(want) > len(have) and want[: len(have)] == have and same.architecture() == target.architecture()
 
 

@@ -45,7 +45,7 @@ QUANTIZERS = ("vq", "fsq", "lfq", "simvq")
 
 # fields added after the first release, with the defaults that older readers implicitly assume
 _NEWER_FIELDS: dict[str, Any] = {"encoder_causal": False, "decoder_causal": False, "encoder_hidden": None, "encoder_max_hidden": None, "encoder_dilations": None,
-                                 "decoder_frame_dilations": None, "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
+                                 "decoder_frame_dilations": None, "decoder_frame_kernel": None, "decoder_frame_compress": 2, "logmag_weight": 1.0, "quantizer": "vq", "rotation_trick": False, "codebook_dim": None,
                                  "l2_normalize": False, "levels": None, "entropy_loss_weight": 0.1,
                                  "diversity_gamma": 1.0, "spherical": False, "inv_temperature": 100.0,
                                  "noise_dropout": 0.5, "compressed_weight": 0.0, "compression": 0.3}
@@ -93,8 +93,11 @@ class VQVAEConfig:
     encoder_hidden: int | None = None
     encoder_max_hidden: int | None = None
     encoder_dilations: list[int] | None = None
-    # decoder residual units at the frame rate, after its input conv (None: none): cheap sequence capacity
+    # decoder residual units at the frame rate, after its input conv (None: none): cheap sequence capacity; their
+    # kernel (None: ``kernel``) and bottleneck (channels // compress): a stream reads their weights once per push
     decoder_frame_dilations: list[int] | None = None
+    decoder_frame_kernel: int | None = None
+    decoder_frame_compress: int = 2
     # latency budget: causal convs (no lookahead) in the encoder / decoder; False: symmetric padding (speech-8k:
     # 274 samples of encoder lookahead + 11 frames of decoder lookahead = 149.75 ms, vqaudio/streaming.py)
     encoder_causal: bool = False
@@ -168,12 +171,14 @@ class VQVAEConfig:
                 raise ConfigError(f"VQVAEConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.strides or any(s < 1 for s in self.strides):
             raise ConfigError(f"VQVAEConfig.strides must be a non-empty list of integers >= 1, got {self.strides}")
-        for name in ("encoder_hidden", "encoder_max_hidden"):
+        for name in ("encoder_hidden", "encoder_max_hidden", "decoder_frame_kernel"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"VQVAEConfig.{name} must be >= 1 or null, got {getattr(self, name)}")
         for name in ("encoder_dilations", "decoder_frame_dilations"):
             if getattr(self, name) is not None and any(d < 1 for d in getattr(self, name)):
                 raise ConfigError(f"VQVAEConfig.{name} must be integers >= 1 or null, got {getattr(self, name)}")
+        if self.decoder_frame_compress < 1:
+            raise ConfigError(f"VQVAEConfig.decoder_frame_compress must be >= 1, got {self.decoder_frame_compress}")
         if any(d < 1 for d in self.dilations) or any(n < 16 for n in self.fft_sizes) or any(m < 1 for m in self.n_mels):
             raise ConfigError("VQVAEConfig: dilations and n_mels must be >= 1 and fft_sizes >= 16")
         if self.fft_sizes and self.n_mels and len(self.fft_sizes) != len(self.n_mels):
@@ -325,7 +330,8 @@ class VQVAE(nn.Module):
         self.encoder = Encoder(c.channels, c.dim, c.strides, **enc, causal=c.encoder_causal)
         self.quantizer = build_quantizer(c)
         self.decoder = Decoder(c.channels, c.dim, c.strides, **kw, causal=c.decoder_causal,
-                               frame_dilations=tuple(c.decoder_frame_dilations or ()))
+                               frame_dilations=tuple(c.decoder_frame_dilations or ()),
+                               frame_kernel=c.decoder_frame_kernel or c.kernel, frame_compress=c.decoder_frame_compress)
         self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight, c.compressed_weight,
                                      c.compression) if c.kind == "audio" else None
 
