@@ -331,7 +331,7 @@ class VQVAE(nn.Module):
         self.quantizer = build_quantizer(c)
         self.decoder = Decoder(c.channels, c.dim, c.strides, **kw, causal=c.decoder_causal,
                                frame_dilations=tuple(c.decoder_frame_dilations or ()),
-                               frame_kernel=c.decoder_frame_kernel or c.kernel, frame_compress=c.decoder_frame_compress)
+                               frame_kernel=c.decoder_frame_kernel, frame_compress=c.decoder_frame_compress)
         self.spectral = SpectralLoss(c.sample_rate, c.fft_sizes, c.n_mels, c.logmag_weight, c.compressed_weight,
                                      c.compression) if c.kind == "audio" else None
 
