@@ -91,6 +91,18 @@ def test_shipped_model_is_the_recipes(name):
     assert meta["step"] >= 1000 and meta["step"] >= meta.get("best_step", 0)  # a trained checkpoint, best/ or last/
 
 
+# The card shipped with each model (its folder's README.md) is a copy of the card its recipe exports.
+RECIPE_CARDS = {"speech-8k": "recipes/speech8k/MODEL_CARD.md", "speech-8k-asterisk": "recipes/asterisk/ship/README.md",
+                "series": "recipes/series/MODEL_CARD.md"}
+
+
+def test_shipped_cards_are_the_recipes():
+    assert set(RECIPE_CARDS) == set(registry.MODELS)
+    for name, card in RECIPE_CARDS.items():
+        shipped = (registry.PRETRAINED_DIR / name / "README.md").read_text()
+        assert shipped == (ROOT / card).read_text(), f"{name}: the shipped card differs from {card}: copy it over"
+
+
 def test_cli_default_model_round_trip_within_bitrate(heldout, tmp_path, capsys):
     """``vqaudio encode talk.wav`` with no --model; the real .vqa payloads stay within 3.2 / 2.4 kbit/s."""
     seconds = 0.0
