@@ -85,8 +85,30 @@ def test_series_smoke_installs_series_and_measures_zero_shot_and_the_prior(tmp_p
     assert "verdict: zero-shot (leave-one-out) vq: NMSE / best baseline at 2 bits/sample" in text
     report = (exp / "prior" / "report.txt").read_text()
     assert "held-out NLL" in report and "unigram entropy" in report
-    for label in ("1", "2"):  # GunPoint's classes: 4 decoded samples each
-        assert len(list((exp / "prior" / "samples" / label).glob("sample_*.npy"))) == 4
+    assert "of 40 class-conditioned samples are 1-NN (TRAIN) of their class; real TEST series 9" in report
+    for label in ("1", "2"):  # GunPoint's classes: 20 decoded samples each
+        assert len(list((exp / "prior" / "samples" / label).glob("sample_*.npy"))) == 20
+
+
+def test_check_samples_counts_the_samples_1nn_puts_in_their_class(tmp_path):
+    """Real TEST cases of GunPoint as the "samples": 1-NN puts most in their class; a missing class is exit 2."""
+    from aeon.datasets import load_classification
+    x, y = load_classification("GunPoint", split="test")
+    for label in ("1", "2"):
+        (tmp_path / label).mkdir()
+        for i in np.flatnonzero(y == label)[:10]:
+            np.save(tmp_path / label / f"sample_{i:03d}.npy", 3.0 * x[i, 0][:, None] + 7.0)  # any scale
+    script = ROOT / "recipes/series/local/check_samples.py"
+    r = subprocess.run([sys.executable, str(script), "GunPoint", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("class 1: ") and lines[1].startswith("class 2: ")
+    right = sum(int(ln.split(": ")[1].split(" of ")[0]) for ln in lines[:2])
+    assert right >= 16 and lines[2].startswith("GunPoint: ") and "of 20 class-conditioned samples" in lines[2]
+    for f in (tmp_path / "2").iterdir():
+        f.unlink()
+    r = subprocess.run([sys.executable, str(script), "GunPoint", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and "no .npy samples" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 def test_series_recipe_rejects_unknown_sets(tmp_path):
