@@ -89,7 +89,7 @@ stage_bench() {  # tables and verdicts in $exp/bench.txt, every number in $exp/b
 stage_prior() {  # class-conditioned prior on PRIOR_SET's tokens: held-out NLL vs unigram entropy, samples per class
     local data split f name label steps i=0 tokens=$exp/prior/tokens
     data=$("$PYTHON" -c 'import aeon, os; print(os.path.join(os.path.dirname(aeon.__file__), "datasets", "data"))')
-    rm -rf "$tokens" "$exp/prior/cases"
+    rm -rf "$tokens" "$exp/prior/cases" "$exp/prior/wavenet" "$exp/prior/samples"  # the stage is redone whole (minutes)
     for split in TRAIN TEST; do  # a .vqa per case in a folder per class label; both splits in one corpus
         vqa encode "$data/$PRIOR_SET/${PRIOR_SET}_$split.ts" --model "$exp/model" -o "$exp/prior/cases/$split"
         for f in "$exp/prior/cases/$split"/*/*.vqa; do
