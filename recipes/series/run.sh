@@ -14,7 +14,7 @@
 # Environment: EXCLUDE=SET,... leaves sets out of the data; LOO_SETS (default: the six benchmark sets; "" skips);
 # SERIES_MODEL_DIR (where stage 2 also exports the model; ../../vqaudio/pretrained/series ships it in the package);
 # PRIOR_SET (default GunPoint); PRIOR_NQ (default 1: the coarse level carries the class; with all four levels the
-# samples of GunPoint's two classes were 1-NN of their class 58% of the time, with one 84%).
+# samples of GunPoint's two classes were 1-NN of their class 58% of the time; with the first level alone, 84%).
 set -euo pipefail
 cd "$(dirname "$0")"
 # shellcheck source=recipes/series/db.sh
