@@ -19,12 +19,13 @@ with the quantisers fitted on the other half, then refitted on all of TRAIN):
 - ``dct``: the first ``k`` orthonormal DCT-II coefficients (scipy), each divided by its TRAIN standard deviation and
   quantised by one ``b``-bit Lloyd-Max quantiser learned on TRAIN.
 - ``pca``: ``k`` principal components of the TRAIN channels, quantised as the DCT's.
-- ``vq``: the model through the codec API (:func:`vqaudio.load_codec`, :meth:`~vqaudio.codec.Codec.encode` and
-  :meth:`~vqaudio.codec.Codec.decode` of the list of series, in padding-aware batches; each channel coded alone
-  with its own RevIN statistics) with ``R * hop / log2(K)`` residual levels (a rate it cannot reach is ``n/a``); its
-  payload is ``n_q * bits_per_code`` bits per frame of ``hop`` samples (:attr:`~vqaudio.codec.Codec.bits_per_code`:
-  ``log2 K``; reported exactly, it exceeds ``R`` slightly when ``T`` is not a multiple of ``hop``). ``H`` is the
-  empirical entropy of its tokens on TEST (bits/sample an entropy coder could reach).
+- ``vq``: the model through the codec API, as ``vqaudio encode --bits-per-sample R`` codes a file: each series by
+  :meth:`~vqaudio.codec.Codec.encode_at_rate` (every channel coded alone with its own RevIN statistics), which tries
+  each time step ``d`` = 1, 2, ... 16 with the most residual levels whose real payload (``n_q * log2 K`` bits per
+  frame of ``hop`` coded steps) fits in ``R * T`` bits, and keeps the closest; then
+  :meth:`~vqaudio.codec.Codec.decode`. A rate it cannot reach is ``n/a``. ``H`` is the empirical entropy of its
+  tokens on TEST (bits/sample an entropy coder could reach); ``step`` the most chosen ``d``. The bag of tokens uses
+  the codes at full time resolution with ``R * hop / log2(K)`` levels.
 
 Models: ``--model`` (default ``series``, the shipped or installed generalist; any model name or folder) is ``vq``.
 Zero-shot is leave-one-data-set-out: with ``--loo-models DIR``, the model ``DIR/<SET>`` (a checkpoint or experiment
@@ -354,6 +355,34 @@ def vq_code(codec: Codec, series: np.ndarray, n_q: int) -> tuple[np.ndarray, np.
     return recon, tokens, tokens.size * codec.bits_per_code
 
 
+def vq_code_at_rate(codec: Codec, series: np.ndarray, rate: float) -> tuple[np.ndarray, list, int]:
+    """``(x̂ [N * C, T], codes, payload bits)`` of ``series [N, C, T]`` coded one series at a time within ``rate``
+    bits/sample by :meth:`~vqaudio.codec.Codec.encode_at_rate` (the encoder's choice of time step and levels)."""
+    recon, codes = [], []
+    for x in torch.as_tensor(series, dtype=torch.float32):
+        c = codec.encode_at_rate(x, rate)
+        recon.append(codec.decode(c)[0].double().numpy())
+        codes.append(c)
+    bits = sum(c.codes.numel() for c in codes) * codec.bits_per_code
+    return np.concatenate(recon), codes, bits
+
+
+def entropy_of(codes: list, k: int) -> float:
+    """Empirical token entropy (bits) of a list of :class:`~vqaudio.codec.Codes`: per level, over the files coded
+    with the same time step and levels, times the tokens there."""
+    groups: dict[tuple[int, int], list[np.ndarray]] = {}
+    for c in codes:
+        groups.setdefault((c.decimate, c.n_q), []).append(c.codes.reshape(-1, c.n_q, c.frames).numpy())
+    total = 0.0
+    for rows in groups.values():
+        flat = [r.transpose(1, 0, 2).reshape(r.shape[1], -1) for r in rows]  # [n_q, tokens] each
+        for q in range(flat[0].shape[0]):
+            level = np.concatenate([f[q] for f in flat])
+            p = np.bincount(level, minlength=k) / level.size
+            total += float(-(p[p > 0] * np.log2(p[p > 0])).sum()) * level.size
+    return total
+
+
 def entropy_bits(codes: np.ndarray, k: int) -> float:
     """Sum over levels of the empirical entropy (bits/token) of ``codes [N, n_q, F]``."""
     total = 0.0
@@ -392,15 +421,21 @@ def run_set(name: str, models: dict[str, Codec], rates: list[int], use_minirocke
         words = {}
         for key, model in models.items():
             hop, k = model.hop, model.codebook_size
-            n_q = r * hop / math.log2(k)
-            if n_q == int(n_q) and 1 <= n_q <= model.n_q:
+            if model.rate_options(t, r):
                 t0 = time.process_time()
-                xtr_hat, codes_tr, _ = vq_code(model, Xtr, int(n_q))
-                xte_hat, codes, bits = vq_code(model, Xte, int(n_q))
+                xtr_hat, _, _ = vq_code_at_rate(model, Xtr, r)
+                xte_hat, codes, bits = vq_code_at_rate(model, Xte, r)
+                steps = np.array([c.decimate for c in codes])
+                common = int(np.bincount(steps).argmax())
                 row[key] = {"nmse": float(np.nanmean(nmse(rte, xte_hat))), "bits_per_sample": bits / rte.size,
-                            "entropy_bits_per_sample": entropy_bits(codes, k) / hop, "n_q": int(n_q),
-                            "cpu_s": time.process_time() - t0}
+                            "entropy_bits_per_sample": entropy_of(codes, k) / rte.size,
+                            "decimate": common, "decimate_share": float(np.mean(steps == common)),
+                            "n_q": int(np.bincount([c.n_q for c in codes]).argmax()), "cpu_s": time.process_time() - t0}
                 recons[key] = (xtr_hat, xte_hat)
+            n_q = r * hop / math.log2(k)
+            if n_q == int(n_q) and 1 <= n_q <= model.n_q:  # the symbols at full time resolution, for the bag
+                _, codes_tr, _ = vq_code(model, Xtr, int(n_q))
+                _, codes, _ = vq_code(model, Xte, int(n_q))
                 words[key] = nn_from_distances(euclid(bag_of_tokens(codes, m_te, k), bag_of_tokens(codes_tr, n, k)),
                                                ytr, yte)
         best = min(BASELINES, key=lambda m: row[m]["nmse"])
@@ -441,10 +476,16 @@ def _f(v: float | None, fmt: str) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
+def _step(cell: dict | None) -> str:
+    """The time step most series were coded at, with its share: ``4 (87%)``."""
+    return "n/a" if not cell else f"{cell['decimate']} ({100 * cell['decimate_share']:.0f}%)"
+
+
 def table(results: list[dict], rate: int, seen: set[str] | None) -> str:
     """Rate-distortion: NMSE of every method on TEST, the models' real bits and token entropy."""
     keys = [k for k in MODELS if any(k in r["rates"].get(rate, {}) for r in results)] or ["vq"]
-    head = ["set", "seen", *BASELINES, *keys, "best", *(f"{k} bits" for k in keys), *(f"{k} H" for k in keys)]
+    head = ["set", "seen", *BASELINES, *keys, "best", *(f"{k} bits" for k in keys), *(f"{k} H" for k in keys),
+            *(f"{k} step" for k in keys)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         row = r["rates"].get(rate)
@@ -454,7 +495,8 @@ def table(results: list[dict], rate: int, seen: set[str] | None) -> str:
         cells = [r["set"], seen_s, *(f"{row[m]['nmse']:.4f}" for m in BASELINES),
                  *(_f(row.get(k, {}).get("nmse"), ".4f") for k in keys), row["best_baseline"],
                  *(_f(row.get(k, {}).get("bits_per_sample"), ".2f") for k in keys),
-                 *(_f(row.get(k, {}).get("entropy_bits_per_sample"), ".2f") for k in keys)]
+                 *(_f(row.get(k, {}).get("entropy_bits_per_sample"), ".2f") for k in keys),
+                 *(_step(row.get(k)) for k in keys)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -510,8 +552,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {name}: done ({time.process_time() - t0:.0f} CPU s so far)", file=sys.stderr, flush=True)
     print(f"model {args.model}: hop {model.hop}, K {model.codebook_size}, n_q <= {model.n_q}"
           f"{f'; leave-one-out models for {len(loo)} set(s) in {args.loo_models}' if loo else ''}; NMSE on TEST (lower "
-          f"is better); bits = real payload bits/sample; H = token entropy bits/sample; accuracies in % (1nn: 1-NN "
-          f"Euclidean, mr: MiniRocket, bag: 1-NN on token histograms, sax/sfa words: 1-NN with MINDIST)")
+          f"is better); bits = real payload bits/sample; H = token entropy bits/sample; step = the time step most "
+          f"series were coded at (encode_at_rate's choice) and their share; accuracies in % (1nn: 1-NN "
+          f"Euclidean, mr: MiniRocket, bag: 1-NN on token histograms at full time resolution, sax/sfa words: 1-NN "
+          f"with MINDIST)")
     for r in rates:
         print(f"\n## {r} bits/sample\n\n{table(results, r, seen)}\n\n{usefulness_table(results, r)}\n")
         print("\n".join(verdicts(results, r) + (verdicts(results, r, "loo") if loo else [])))

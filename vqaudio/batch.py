@@ -228,7 +228,7 @@ def decode_many(codec, codes_list: list, sample_rate: str | int) -> list[tuple[T
                   for rate in {p[0] for p in plans}}
     max_frames = codec.chunk_frames + codec.decoder_overlap  # what one call decodes in one chunk
     short = [i for i, (c, p) in enumerate(zip(codes_list, plans, strict=True))
-             if c.model_length < resamplers[p[0]][0] and c.frames < max_frames]
+             if c.model_length < resamplers[p[0]][0] and c.frames < max_frames and c.decimate == 1]
     rows = [(i, k) for i in short for k in range(codes_list[i].items)]  # (item, coded row): a channel, or a series
     decoded: dict[tuple[int, int], Tensor] = {}
     with torch.inference_mode():

@@ -55,6 +55,8 @@ from vqaudio.io import (
     save_series,
 )
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
+from vqaudio.series_resample import decimate as decimate_series
+from vqaudio.series_resample import decimated_length, interpolate
 from vqaudio.streaming import Latency, StreamDecoder, StreamEncoder, latency_of
 from vqaudio.tokenfile import Codes, resampled_length
 
@@ -256,6 +258,9 @@ def _check_wav(x: Tensor, what: str) -> Tensor:
     return x.detach().to("cpu", torch.float32)
 
 
+MAX_DECIMATE = 16  # the coarsest time step :meth:`Codec.encode_at_rate` tries for a series
+
+
 class Codec:
     """A trained :class:`~vqaudio.models.vqvae.VQVAE` wrapped for coding whole files (see the module docstring).
 
@@ -376,13 +381,13 @@ class Codec:
         return {"stream_layers": 1}
 
     def _codes(self, codes: Tensor, length: int, channels: int, orig_sr: int | None, n_q: int,
-               stats: SeriesStats | None, source: str | None) -> Codes:
+               stats: SeriesStats | None, source: str | None, decimate: int = 1) -> Codes:
         st = None if stats is None else {k: getattr(stats, k).reshape(-1).tolist() for k in ("mean", "std")}
         return Codes(codes.long(), kind=self.kind, model=self.name, model_sha256=self.sha256, sample_rate=self.sample_rate,
                      orig_sample_rate=orig_sr if self.kind == "audio" else None, length=length, channels=channels,
                      hop=self.hop, codebook_size=self.codebook_size,
                      chunking=self.chunking, stats=st,
-                     source=source)
+                     source=source, decimate=decimate)
 
     def encode_stream(self, blocks: Iterable[Tensor], sample_rate: int | None, n_q: int | None = None,
                       source: str | None = None, progress: Callable[[float], None] | None = None) -> Codes:
@@ -443,13 +448,21 @@ class Codec:
         step = max(1, round(self.chunk_seconds * sample_rate)) if isinstance(sample_rate, int) else wav.shape[-1]
         return self.encode_stream((wav[:, i : i + step] for i in range(0, wav.shape[-1], step)), sample_rate, n_q)
 
-    def encode_series(self, x: Tensor, n_q: int | None = None, source: str | None = None) -> Codes:
-        """Codes of a series ``x`` float32 ``[C, T]`` (checked finite); errors name ``source``."""
+    def encode_series(self, x: Tensor, n_q: int | None = None, source: str | None = None, decimate: int = 1) -> Codes:
+        """Codes of a series ``x`` float32 ``[C, T]`` (checked finite); errors name ``source``. ``decimate``: code
+        every ``decimate``-th step (:mod:`vqaudio.series_resample`; decoding interpolates back to ``T`` steps)."""
         n_q = self._n_q(n_q)
+        if isinstance(decimate, bool) or not isinstance(decimate, int) or decimate < 1:
+            raise ConfigError(f"decimate must be a positive integer, got {decimate!r}")
         if x.shape[0] != self.channels and not self.per_channel:
             raise AudioError(f"series has {x.shape[0]} channel(s) but model {self.name!r} codes {self.channels}", source)
         check_series_codable(x, self.min_length, source)
-        channels = x.shape[0]
+        length, channels = x.shape[-1], x.shape[0]
+        if decimate != 1:
+            if decimated_length(length, decimate) < self.min_length:
+                raise AudioError(f"series has {length} time step(s): too short to code every {decimate}th "
+                                 f"(the model codes at least {self.min_length})", source)
+            x = decimate_series(x, decimate)
         with torch.inference_mode():
             x = x.unsqueeze(1) if self.per_channel else x.unsqueeze(0)  # [C, 1, T]: a channel per item; [1, C, T]
             _, stats = self.model.normalize(x)  # RevIN statistics of the whole series, shared by every chunk
@@ -458,18 +471,73 @@ class Codec:
             step = encoder.chunk * self.hop
             out = [c for i in range(0, x.shape[-1], step) for c in encoder.push(x[..., i : i + step])]
             out += encoder.finish()
-        return self._codes(torch.cat(out, dim=-1), x.shape[-1], channels, None, n_q, stats, source)
+        return self._codes(torch.cat(out, dim=-1), length, channels, None, n_q, stats, source, decimate)
+
+    def encode_any_series(self, x: Tensor, n_q: int | None = None, source: str | None = None,
+                          bits_per_sample: float | None = None) -> Codes:
+        """:meth:`encode_at_rate` when ``bits_per_sample`` is given, else :meth:`encode_series` with ``n_q``."""
+        if bits_per_sample is not None:
+            return self.encode_at_rate(x, bits_per_sample, source)
+        return self.encode_series(x, n_q, source)
+
+    def rate_options(self, length: int, bits_per_sample: float) -> list[tuple[int, int]]:
+        """``[(decimate, n_q), ...]``: the ways to code a series of ``length`` steps within ``bits_per_sample`` of
+        real payload (``n_q * bits_per_code * frames / length``, ``frames = ceil(ceil(length / decimate) / hop)``):
+        for each ``decimate`` in 1..:data:`MAX_DECIMATE` that leaves at least a frame, the most levels that fit, kept
+        when it is more levels than any finer step got (finer steps with as many levels keep more detail). Empty
+        when none fits."""
+        if self.kind != "series":
+            raise ConfigError(f"model {self.name!r} codes audio: bits per sample are for series models")
+        if not (isinstance(bits_per_sample, int | float) and not isinstance(bits_per_sample, bool)
+                and math.isfinite(bits_per_sample) and bits_per_sample > 0):
+            raise ConfigError(f"bits per sample must be a positive number, got {bits_per_sample!r}")
+        out, most = [], 0
+        for d in range(1, MAX_DECIMATE + 1):
+            steps = decimated_length(length, d)
+            if steps < self.min_length:
+                break
+            frames = -(-steps // self.hop)
+            n_q = min(self.n_q, int(bits_per_sample * length / (self.bits_per_code * frames) + 1e-9))
+            if n_q > most:
+                out.append((d, n_q))
+                most = n_q
+            if most == self.n_q:
+                break
+        return out
+
+    def encode_at_rate(self, x: Tensor, bits_per_sample: float, source: str | None = None) -> Codes:
+        """Codes of a series ``x`` float32 ``[C, T]`` within ``bits_per_sample`` of real payload: each way of
+        :meth:`rate_options` is coded and decoded, and the one with the least squared error is kept (the encoder's
+        choice, recorded in the codes: the decoder needs nothing else)."""
+        options = self.rate_options(x.shape[-1], bits_per_sample)
+        if not options:
+            raise AudioError(f"series of {x.shape[-1]} step(s) cannot be coded within {bits_per_sample:g} bits/sample "
+                             f"(model {self.name!r}: one level is {self.bits_per_code / self.hop:g} at full resolution, "
+                             f"down to {self.bits_per_code / (self.hop * MAX_DECIMATE):g} at every {MAX_DECIMATE}th step)",
+                             source)
+        best, best_err = None, math.inf
+        for d, n_q in options:
+            codes = self.encode_series(x, n_q, source, d)
+            err = float((self.decode(codes)[0].double() - x.double()).square().sum())
+            if err < best_err:
+                best, best_err = codes, err
+        return best
 
     def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None,
-                    progress: Callable[[float, float], None] | None = None) -> Codes:
+                    progress: Callable[[float, float], None] | None = None,
+                    bits_per_sample: float | None = None) -> Codes:
         """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series.
 
         ``path`` may also be a seekable binary stream (e.g. stdin read into :class:`io.BytesIO`): audio in any
         format soundfile detects from its content (WAV, FLAC, OGG, ...), series as ``.npy`` or CSV text.
         ``name`` names the input in errors (default: the path; ``"stdin"`` for a stream). Audio only:
-        ``progress(seconds, total_seconds)`` as blocks are read (e.g. a :class:`vqaudio.progress.SecondsBar`)."""
+        ``progress(seconds, total_seconds)`` as blocks are read (e.g. a :class:`vqaudio.progress.SecondsBar`).
+        Series only: ``bits_per_sample`` instead of ``n_q`` codes at that rate (:meth:`encode_at_rate`)."""
+        if bits_per_sample is not None and (n_q is not None or self.kind != "series"):
+            raise ConfigError("bits per sample is for series models, instead of n_q" if self.kind == "series" else
+                              f"bits per sample is for series models; model {self.name!r} codes audio (use n_q)")
         if hasattr(path, "read"):
-            return self._encode_stream_file(path, n_q, name or "stdin", progress)
+            return self._encode_stream_file(path, n_q, name or "stdin", progress, bits_per_sample)
         path = Path(path)
         name = name or str(path)
         if path.suffix.lower() == ".ts":
@@ -478,7 +546,7 @@ class Codec:
         if self.kind == "series":
             if not is_series_path(path):
                 raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", name)
-            return self.encode_series(load_series(path), n_q, name)
+            return self.encode_any_series(load_series(path), n_q, name, bits_per_sample)
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
             raise AudioError(f"{what}, but model {self.name!r} codes audio", name)
@@ -492,7 +560,7 @@ class Codec:
                                   progress=None if progress is None else lambda s: progress(s, total))
 
     def _encode_stream_file(self, f: BinaryIO, n_q: int | None, name: str,
-                            progress: Callable[[float, float], None] | None) -> Codes:
+                            progress: Callable[[float, float], None] | None, bits_per_sample: float | None) -> Codes:
         if self.kind == "audio":
             return self._encode_audio(f, n_q, name, progress)
         f.seek(0)
@@ -504,7 +572,7 @@ class Codec:
                 x = load_series(Path(tmp) / f"stdin{suffix}")
             except AudioError as err:
                 raise AudioError(str(err).split(": ", 1)[-1], name) from None
-        return self.encode_series(x, n_q, name)
+        return self.encode_any_series(x, n_q, name, bits_per_sample)
 
     # -- decoding ------------------------------------------------------------------------------
     def check(self, codes: Codes) -> None:
@@ -553,7 +621,7 @@ class Codec:
             both = torch.tensor([codes.stats["mean"], codes.stats["std"]], dtype=torch.float32)
             stats = SeriesStats(*both.view(shape).unbind())
         length = codes.model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
-        if rate == codes.orig_sample_rate:
+        if rate == codes.orig_sample_rate:  # audio at its own rate; series (interpolated back when decimated)
             length = codes.length
         return rate, length, stats
 
@@ -569,9 +637,16 @@ class Codec:
             return self.model.decode(c.to(self.device), stats=stats).cpu()
 
         def blocks() -> Iterator[Tensor]:
+            if codes.decimate != 1:  # a series coded at every d-th step: decoded whole, then interpolated back
+                coarse = torch.cat(list(blocks_at_model_rate()), dim=-1)
+                yield interpolate(coarse, codes.decimate, length)
+                return
+            yield from blocks_at_model_rate()
+
+        def blocks_at_model_rate() -> Iterator[Tensor]:
             decoder = ChunkedRunner(fn, 1, self.hop, self.decoder_overlap, self.chunk_frames)
             resampler = StreamResampler(self.sample_rate, rate, self.chunk_seconds) if rate else None
-            todo_model, todo = model_length, length
+            todo_model, todo = model_length, length if codes.decimate == 1 else model_length
             with torch.inference_mode():
                 step = self.chunk_frames
                 pieces = (y for i in range(0, codes.frames, step) for y in decoder.push(codes.codes[..., i : i + step]))

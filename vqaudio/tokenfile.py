@@ -60,7 +60,8 @@ class Codes:
     channel coded separately). Series models code all channels together (``items == 1``) or, single-channel
     models such as ``series``, each channel separately (``items == channels``).
     ``length`` is the original number of samples per channel (at ``orig_sample_rate``); for series
-    both sample rates are ``None``. ``stats`` holds the series normalisation (``{"mean": [C],
+    both sample rates are ``None``, and ``decimate`` (default 1) says the series was coded at every ``decimate``-th
+    step (:mod:`vqaudio.series_resample`): its codes cover ``ceil(length / decimate)`` steps. ``stats`` holds the series normalisation (``{"mean": [C],
     "std": [C]}``) or is ``None``. ``source`` is the file the codes were read from, if any.
     """
 
@@ -77,6 +78,7 @@ class Codes:
     chunking: dict[str, int] | None = None
     stats: dict[str, list[float]] | None = None
     source: str | None = None
+    decimate: int = 1
 
     @property
     def n_q(self) -> int:
@@ -92,7 +94,10 @@ class Codes:
 
     @property
     def model_length(self) -> int:
-        """Samples per channel at the model's rate: ``ceil(length * sample_rate / orig_sample_rate)``."""
+        """Samples per channel at the model's rate: ``ceil(length * sample_rate / orig_sample_rate)``; series:
+        ``ceil(length / decimate)``."""
+        if self.decimate != 1:
+            return -(-self.length // self.decimate)
         return resampled_length(self.length, self.sample_rate, self.orig_sample_rate)
 
     @property
@@ -122,7 +127,8 @@ class Codes:
             "frames": self.frames,
             "chunking": self.chunking,
             "stats": self.stats,
-        } | ({"group": packing(self.codebook_size)[0]} if self.version == 2 else {})
+        } | ({"group": packing(self.codebook_size)[0]} if self.version == 2 else {}) | (
+            {"decimate": self.decimate} if self.decimate != 1 else {})
 
 
 def code_bits(codebook_size: int) -> int | float:
@@ -315,6 +321,8 @@ def _validate(c: Codes, fail) -> None:
             fail("audio needs positive integer sample_rate and orig_sample_rate")
     elif c.sample_rate is not None or c.orig_sample_rate is not None:
         fail("series files have no sample rates")
+    if not is_int(c.decimate, 1) or (c.decimate != 1 and c.kind != "series"):
+        fail(f"decimate must be a positive integer, on series files only, got {c.decimate!r}")
     for name in ("length", "channels", "hop"):
         if not is_int(getattr(c, name), 1):
             fail(f"{name} must be a positive integer, got {getattr(c, name)!r}")
@@ -423,7 +431,8 @@ def from_bytes(data: bytes, name: str) -> Codes:
         h = json.loads(data[_PREFIX.size : hend].decode("utf-8"))
         model = h["model"]
         meta = {k: h[k] for k in ("kind", "sample_rate", "orig_sample_rate", "length", "channels", "hop")}
-        meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"])
+        meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"],
+                    decimate=h.get("decimate", 1))
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
         group = h["group"] if version == 2 else 1
         model_name, sha = model["name"], model["sha256"]

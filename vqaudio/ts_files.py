@@ -85,9 +85,10 @@ def case_outputs(path: str | os.PathLike, cases: TsCases, out_dir: str | os.Path
 
 
 def encode_ts(codec, path: str | os.PathLike, out_dir: str | os.PathLike | None = None, n_q: int | None = None,
-              force: bool = False) -> list[Path]:
-    """Encode every case of a ``.ts`` file with ``codec`` to its own ``.vqa`` (:func:`case_outputs`); existing
-    outputs are an error before anything is written unless ``force``. Returns the written paths."""
+              force: bool = False, bits_per_sample: float | None = None) -> list[Path]:
+    """Encode every case of a ``.ts`` file with ``codec`` to its own ``.vqa`` (:func:`case_outputs`), with ``n_q``
+    levels or within ``bits_per_sample`` (:meth:`vqaudio.codec.Codec.encode_any_series`); existing outputs are an
+    error before anything is written unless ``force``. Returns the written paths."""
     from vqaudio.codec import save_codes
 
     cases = load_ts(path)
@@ -96,7 +97,7 @@ def encode_ts(codec, path: str | os.PathLike, out_dir: str | os.PathLike | None 
     if existing and not force:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise ConfigError(f"output exists{more}; pass --force to replace", str(existing[0]))
-    codes = [codec.encode_series(x, n_q, f"{path} (case {i})") for i, x in enumerate(cases.series)]
+    codes = [codec.encode_any_series(x, n_q, f"{path} (case {i})", bits_per_sample) for i, x in enumerate(cases.series)]
     for dst, c in zip(outs, codes, strict=True):
         dst.parent.mkdir(parents=True, exist_ok=True)
         save_codes(dst, c)

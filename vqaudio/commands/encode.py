@@ -41,6 +41,7 @@ class _Encode:
     n_q: int | None
     sample_rate: str
     progress: bool = False  # a bar in seconds of audio (single files; a batch counts files instead)
+    bits_per_sample: float | None = None  # series: the rate instead of n_q
 
     def __call__(self, codec, job: Job) -> None:
         self.write(codec, self.encode(codec, job.src), job.dst)
@@ -49,7 +50,7 @@ class _Encode:
         from vqaudio.progress import SecondsBar
 
         with SecondsBar("encode", self.progress) as bar:
-            return codec.encode_file(src, self.n_q, progress=bar)
+            return codec.encode_file(src, self.n_q, progress=bar, bits_per_sample=self.bits_per_sample)
 
     def write(self, codec, codes, dst: Path) -> None:
         """``dst.vqa``, or an audio/series file to listen to the result (encode + decode)."""
@@ -76,6 +77,10 @@ def register(subparsers) -> None:
                    help="output file (one input) or folder (mirrors input folders); default: IN with .vqa. "
                         "An audio suffix (e.g. out.wav) encodes and decodes in one go; - writes the .vqa to stdout")
     p.add_argument("--n-q", type=int, default=None, metavar="N", help="quantiser levels to keep (default: all of the model's)")
+    p.add_argument("--bits-per-sample", type=float, default=None, metavar="B",
+                   help="series models, instead of --n-q: code each file within B bits of payload per time step and "
+                        "channel; the encoder tries every way that fits (every step with fewer levels, or every 2nd, "
+                        "3rd, ... 16th step with more) and keeps the closest")
     p.add_argument("--sample-rate", default="original", help="for OUT.wav: 'original' (default), 'model' or Hz")
     p.add_argument("--stream", action="store_true",
                    help="real time: read IN (- for stdin; WAV, or raw 16-bit PCM with --rate) as it arrives and write a "
@@ -99,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
     codec = load_codec(model, device=device)  # fail fast (and once) on a bad --model or --n-q
     if args.n_q is not None and not 1 <= args.n_q <= codec.n_q:
         raise ConfigError(f"--n-q must be in [1, {codec.n_q}] for model {codec.name!r}, got {args.n_q}")
+    bits = args.bits_per_sample
+    if bits is not None:
+        if args.n_q is not None or codec.kind != "series" or args.stream:
+            raise ConfigError("--bits-per-sample is for series models, instead of --n-q (and not with --stream)"
+                              if codec.kind == "series" else
+                              f"--bits-per-sample is for series models; model {codec.name!r} codes audio (use --n-q)")
+        codec.rate_options(1 << 20, bits)  # a bad B fails here, once (a too small one fails per file)
     if any(is_ts_path(p) for p in args.inputs):
         return _encode_ts_files(args, codec)
     accept = is_series_path if codec.kind == "series" else is_audio_path
@@ -107,12 +119,12 @@ def run(args: argparse.Namespace) -> int:
     if args.stream or args.rate is not None or args.channels is not None:
         return _encode_live(args, codec, stdin, stdout)
     if stdin or stdout:
-        return _encode_pipe(args, codec, _Encode(args.n_q, rate, progress), stdin, stdout)
+        return _encode_pipe(args, codec, _Encode(args.n_q, rate, progress, bits), stdin, stdout)
     plan = collect(args.inputs, args.output, accept, lambda p: p.with_suffix(".vqa"), file_out=lambda p: bool(p.suffix),
                    what="a series" if codec.kind == "series" else "an audio", output_hint=_looks_like_output)
     plan = shard_plan(plan, shard, "encode")
     setup = _Preloaded(codec) if jobs_n <= 1 else _Setup(model, device)
-    encode = _Encode(args.n_q, rate, progress and not plan.batch)
+    encode = _Encode(args.n_q, rate, progress and not plan.batch, bits)
     return run_jobs(plan, encode, setup, jobs_n, args.force, "encode", progress)
 
 
@@ -144,7 +156,7 @@ def _encode_ts_files(args: argparse.Namespace, codec) -> int:
         out = args.output
         if out is not None and len(args.inputs) > 1:
             out = Path(out) / Path(p).stem
-        written = encode_ts(codec, p, out, args.n_q, args.force)
+        written = encode_ts(codec, p, out, args.n_q, args.force, args.bits_per_sample)
         print(f"{p}: {len(written)} cases -> {out if out is not None else Path(p).with_suffix('')}", file=sys.stderr)
     return 0
 

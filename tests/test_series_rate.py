@@ -1,0 +1,131 @@
+"""Series coded at a bit budget: coarser time steps (vqaudio.series_resample), the encoder's choice among them
+(Codec.rate_options / encode_at_rate), `.vqa` files that record the step, and `vqaudio encode --bits-per-sample`."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import one_line, run
+
+from vqaudio.codec import MAX_DECIMATE, Codec, load_codec, load_codes, save_codes
+from vqaudio.errors import AudioError, ConfigError, TokenFileError
+from vqaudio.models import VQVAE, VQVAEConfig
+from vqaudio.series_resample import decimate, decimated_length, interpolate
+from vqaudio.tokenfile import _CRC, _PREFIX, to_bytes
+
+
+@pytest.fixture(scope="module")
+def series() -> Codec:
+    return load_codec("series")
+
+
+def smooth(t: int, c: int = 2, seed: int = 0) -> torch.Tensor:
+    """``[c, t]`` slow sines on trends, at scales far from 1."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.linspace(0, 1, t, dtype=torch.float64)
+    rows = [(3 * torch.sin(2 * torch.pi * (1 + 2 * torch.rand(1, generator=g)) * s) + 5 * s) * 10 ** i + 7 for i in range(c)]
+    return torch.stack(rows).float()
+
+
+def nmse(x: torch.Tensor, y: torch.Tensor) -> float:
+    return float(((x - y) ** 2).sum() / ((x - x.mean(-1, keepdim=True)) ** 2).sum())
+
+
+def test_decimate_and_interpolate_keep_a_trend_and_a_slow_wave():
+    t = torch.arange(301, dtype=torch.float64)
+    line = (2.5 * t - 40).float()[None]
+    for d in (1, 2, 3, 8):
+        coarse = decimate(line, d)
+        assert coarse.shape == (1, decimated_length(301, d)) and coarse.dtype == torch.float32
+        torch.testing.assert_close(coarse, line[:, ::d], rtol=0, atol=1e-3)  # a straight line: exact up to float32
+        torch.testing.assert_close(interpolate(coarse, d, 301), line, rtol=0, atol=1e-3)
+    wave = smooth(400, 3)
+    for d in (2, 4):
+        assert nmse(wave, interpolate(decimate(wave, d), d, 400)) < 1e-4
+    noise = torch.randn(1, 400, generator=torch.Generator().manual_seed(0))
+    assert nmse(noise, interpolate(decimate(noise, 4), 4, 400)) > 0.5  # what is above the new Nyquist rate is gone
+
+
+def test_rate_options_fit_the_real_payload(series):
+    hop, bits = series.hop, series.bits_per_code  # 4, 8: one level at full resolution is 2 bits/sample
+    assert series.rate_options(400, 2) == [(1, 1), (2, 2), (4, 4)]  # every 3rd step: 34 frames, 2 levels fit
+    assert series.rate_options(150, 2)[0] == (2, 1)  # 38 frames of one level = 2.03 bits/sample: over the budget
+    for length, budget in ((150, 2), (37, 1), (1000, 0.5), (24, 4), (5000, 8)):
+        options = series.rate_options(length, budget)
+        assert options and [n for _, n in options] == sorted({n for _, n in options})  # more levels each time
+        for d, n_q in options:
+            frames = -(-decimated_length(length, d) // hop)
+            assert 1 <= n_q <= series.n_q and d <= MAX_DECIMATE and n_q * bits * frames <= budget * length
+    assert series.rate_options(1000, 0.05) == []  # below one level at every 16th step
+    assert series.rate_options(7, 1) == []  # every 2nd step of 7 is shorter than a frame
+    for bad in (0, -1, float("nan"), float("inf"), True):
+        with pytest.raises(ConfigError, match="bits per sample"):
+            series.rate_options(100, bad)
+
+
+def test_encode_at_rate_keeps_the_closest_option_and_decodes_to_the_original_shape(series, tmp_path):
+    x = smooth(400)
+    codes = series.encode_at_rate(x, 2.0, "x.csv")
+    errors = {o: nmse(x, series.decode(series.encode_series(x, o[1], None, o[0]))[0]) for o in series.rate_options(400, 2)}
+    assert (codes.decimate, codes.n_q) == min(errors, key=errors.get)
+    assert codes.decimate > 1 and errors[(codes.decimate, codes.n_q)] < errors[(1, 1)] / 2  # a smooth series: coarser
+    assert codes.codes.numel() * codes.bits <= 2.0 * x.numel() and codes.length == 400
+    y = series.decode(codes)[0]
+    assert y.shape == x.shape and nmse(x, y) == pytest.approx(errors[(codes.decimate, codes.n_q)], rel=1e-5)
+    save_codes(tmp_path / "x.vqa", codes)
+    back = load_codes(tmp_path / "x.vqa")
+    assert back.decimate == codes.decimate and torch.equal(back.codes, codes.codes)
+    assert b'"decimate"' in to_bytes(codes) and b'"decimate"' not in to_bytes(series.encode_series(x, 1))
+    torch.testing.assert_close(series.decode(back)[0], y)
+    together = series.decode([codes, series.encode_series(x, 2), back])  # batched decoding skips decimated codes
+    torch.testing.assert_close(together[0][0], y)
+    torch.testing.assert_close(together[2][0], y)
+    rough = torch.randn(1, 400, generator=torch.Generator().manual_seed(1)).cumsum(-1) + torch.randn(1, 400)
+    assert series.encode_at_rate(rough, 8.0).decimate == 1  # white noise on a walk: every step matters
+
+
+def test_decimated_codes_are_checked(series, tmp_path):
+    codes = series.encode_series(smooth(64), 2, None, 4)
+    assert codes.frames == 4 and codes.model_length == 16
+    with pytest.raises(AudioError, match="too short to code every 16th"):
+        series.encode_series(smooth(40), 1, "short.csv", 16)
+    with pytest.raises(ConfigError, match="decimate must be a positive integer"):
+        series.encode_series(smooth(40), 1, None, 0)
+    data = bytearray(to_bytes(codes))
+    at = data.index(b'"decimate":') + len(b'"decimate":')
+    at += data[at:].index(b"4")
+    data[at : at + 1] = b"2"  # a header that says another step (its CRC made right again)
+    hlen = _PREFIX.unpack_from(data)[2]
+    struct.pack_into(_CRC.format, data, _PREFIX.size + hlen, zlib.crc32(bytes(data[: _PREFIX.size + hlen])))
+    (tmp_path / "bad.vqa").write_bytes(bytes(data))
+    with pytest.raises(TokenFileError, match="frames do not match"):
+        load_codes(tmp_path / "bad.vqa")
+
+
+def test_audio_models_have_no_bits_per_sample_mode():
+    codec = Codec(VQVAE(VQVAEConfig(hidden=4, max_hidden=8, dim=4, strides=[2, 2], dilations=[1], n_q=2,
+                                    codebook_size=16)), name="tiny")
+    with pytest.raises(ConfigError, match="bits per sample"):
+        codec.rate_options(100, 2)
+
+
+def test_cli_encodes_series_within_bits_per_sample(tmp_path, capsys):
+    x = smooth(300, 3).T.numpy()
+    np.savetxt(tmp_path / "s.csv", x, delimiter=",")
+    for b in (1, 2, 4):
+        run("encode", tmp_path / "s.csv", "-o", tmp_path / f"s{b}.vqa", "--bits-per-sample", b)
+        codes = load_codes(tmp_path / f"s{b}.vqa")
+        assert codes.codes.numel() * codes.bits <= b * x.size and codes.decimate >= 1
+        run("decode", tmp_path / f"s{b}.vqa", "-o", tmp_path / f"s{b}.npy")
+        y = np.load(tmp_path / f"s{b}.npy")
+        assert y.shape == x.shape and nmse(torch.from_numpy(x.T), torch.from_numpy(y.T)) < 0.01
+    capsys.readouterr()
+    run("encode", tmp_path / "s.csv", "-o", tmp_path / "x.vqa", "--bits-per-sample", "2", "--n-q", "1", expect=2)
+    assert "instead of --n-q" in one_line(capsys)
+    run("encode", tmp_path / "s.csv", "-o", tmp_path / "x.vqa", "--bits-per-sample", "0.01", expect=2)
+    assert "s.csv" in (msg := one_line(capsys)) and "cannot be coded within 0.01 bits/sample" in msg
+    assert not (tmp_path / "x.vqa").exists()
