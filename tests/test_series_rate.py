@@ -129,3 +129,15 @@ def test_cli_encodes_series_within_bits_per_sample(tmp_path, capsys):
     run("encode", tmp_path / "s.csv", "-o", tmp_path / "x.vqa", "--bits-per-sample", "0.01", expect=2)
     assert "s.csv" in (msg := one_line(capsys)) and "cannot be coded within 0.01 bits/sample" in msg
     assert not (tmp_path / "x.vqa").exists()
+
+
+def test_decimated_codes_survive_a_token_stream(series, tmp_path):
+    """`vqaudio convert` to a .vqs stream and back keeps the step; both decode the same."""
+    codes = series.encode_at_rate(smooth(500), 1.0)
+    assert codes.decimate > 1
+    save_codes(tmp_path / "a.vqa", codes)
+    run("convert", tmp_path / "a.vqa", "-o", tmp_path / "a.vqs")
+    run("convert", tmp_path / "a.vqs", "-o", tmp_path / "b.vqa")
+    assert (tmp_path / "a.vqa").read_bytes() == (tmp_path / "b.vqa").read_bytes()
+    run("decode", tmp_path / "a.vqs", "-o", tmp_path / "s.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), series.decode(codes)[0].T.numpy())

@@ -45,6 +45,7 @@ _MAX_HEADER = 1 << 20
 _MAX_PACKET = 65535
 _HEADER_KEYS = ("kind", "model", "sample_rate", "orig_sample_rate", "channels", "items", "hop", "n_q", "codebook_size",
                 "bits", "chunking", "stats")
+_OPTIONAL_KEYS = ("group", "decimate")  # version-2 packing; a series coded at every d-th step
 
 
 def is_stream(head: bytes) -> bool:
@@ -106,7 +107,7 @@ class StreamReader:
             self._fail("corrupted token stream header (CRC32 mismatch)")
         try:
             h = json.loads(data.decode("utf-8"))
-            self.header = {k: h[k] for k in _HEADER_KEYS} | ({"group": h["group"]} if "group" in h else {})
+            self.header = {k: h[k] for k in _HEADER_KEYS} | {k: h[k] for k in _OPTIONAL_KEYS if k in h}
             self.items, self.n_q, self.k = int(h["items"]), int(h["n_q"]), int(h["codebook_size"])
             if (h.get("group", 1), h["bits"]) != packing(self.k) or self.items < 1 or self.n_q < 1:
                 raise ValueError("bits/group do not fit the codebook size")
@@ -167,7 +168,7 @@ class StreamReader:
         c = Codes(codes, kind=h["kind"], model=h["model"]["name"], model_sha256=h["model"]["sha256"],
                   sample_rate=h["sample_rate"], orig_sample_rate=h["orig_sample_rate"], length=length,
                   channels=h["channels"], hop=h["hop"], codebook_size=h["codebook_size"], chunking=h["chunking"],
-                  stats=h["stats"], source=self.name)
+                  stats=h["stats"], source=self.name, decimate=h.get("decimate", 1))
         return c
 
     def like(self) -> Codes:
