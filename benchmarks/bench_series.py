@@ -21,8 +21,8 @@ with the quantisers fitted on the other half, then refitted on all of TRAIN):
 - ``pca``: ``k`` principal components of the TRAIN channels, quantised as the DCT's.
 - ``vq``: the model through the codec API, as ``vqaudio encode --bits-per-sample R`` codes a file: each series by
   :meth:`~vqaudio.codec.Codec.encode_at_rate` (every channel coded alone with its own RevIN statistics), which tries
-  each time step ``d`` = 1, 2, ... 16 with the most residual levels whose real payload (``n_q * log2 K`` bits per
-  frame of ``hop`` coded steps) fits in ``R * T`` bits, and keeps the closest; then
+  each time step ``d`` = p/q from 1 to 16 (q <= 4) with the most residual levels whose real payload (``n_q * log2 K``
+  bits per frame of ``hop`` coded steps) fits in ``R * T`` bits, and keeps the closest; then
   :meth:`~vqaudio.codec.Codec.decode`. A rate it cannot reach is ``n/a``. ``H`` is the empirical entropy of its
   tokens on TEST (bits/sample an entropy coder could reach); ``step`` the most chosen ``d``. The bag of tokens uses
   the codes at full time resolution with ``R * hop / log2(K)`` levels.
@@ -53,6 +53,7 @@ import math
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -425,11 +426,11 @@ def run_set(name: str, models: dict[str, Codec], rates: list[int], use_minirocke
                 t0 = time.process_time()
                 xtr_hat, _, _ = vq_code_at_rate(model, Xtr, r)
                 xte_hat, codes, bits = vq_code_at_rate(model, Xte, r)
-                steps = np.array([c.decimate for c in codes])
-                common = int(np.bincount(steps).argmax())
+                steps = Counter(str(c.decimate) for c in codes)  # "5/4": every 1.25th step
+                common, count = steps.most_common(1)[0]
                 row[key] = {"nmse": float(np.nanmean(nmse(rte, xte_hat))), "bits_per_sample": bits / rte.size,
                             "entropy_bits_per_sample": entropy_of(codes, k) / rte.size,
-                            "decimate": common, "decimate_share": float(np.mean(steps == common)),
+                            "decimate": common, "decimate_share": count / len(codes),
                             "n_q": int(np.bincount([c.n_q for c in codes]).argmax()), "cpu_s": time.process_time() - t0}
                 recons[key] = (xtr_hat, xte_hat)
             n_q = r * hop / math.log2(k)

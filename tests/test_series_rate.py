@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import struct
 import zlib
+from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
 from cli_helpers import one_line, run
 
-from vqaudio.codec import MAX_DECIMATE, Codec, load_codec, load_codes, save_codes
+from vqaudio.codec import MAX_DECIMATE, RATE_STEPS, Codec, load_codec, load_codes, save_codes
 from vqaudio.errors import AudioError, ConfigError, TokenFileError
 from vqaudio.models import VQVAE, VQVAEConfig
-from vqaudio.series_resample import decimate, decimated_length, interpolate
+from vqaudio.series_resample import coded_steps, decimate, interpolate
 from vqaudio.tokenfile import _CRC, _PREFIX, to_bytes
 
 
@@ -38,28 +39,39 @@ def nmse(x: torch.Tensor, y: torch.Tensor) -> float:
 def test_decimate_and_interpolate_keep_a_trend_and_a_slow_wave():
     t = torch.arange(301, dtype=torch.float64)
     line = (2.5 * t - 40).float()[None]
-    for d in (1, 2, 3, 8):
+    for d in (1, 2, 3, 8, Fraction(5, 4), Fraction(13, 4)):
         coarse = decimate(line, d)
-        assert coarse.shape == (1, decimated_length(301, d)) and coarse.dtype == torch.float32
-        torch.testing.assert_close(coarse, line[:, ::d], rtol=0, atol=1e-3)  # a straight line: exact up to float32
+        assert coarse.shape == (1, coded_steps(301, d)) == (1, -(-301 * Fraction(d).denominator // Fraction(d).numerator))
+        at = (torch.arange(coarse.shape[-1], dtype=torch.float64) * float(d) * 2.5 - 40).float()[None]
+        torch.testing.assert_close(coarse, at, rtol=0, atol=1e-3)  # a straight line: exact up to float32
         torch.testing.assert_close(interpolate(coarse, d, 301), line, rtol=0, atol=1e-3)
     wave = smooth(400, 3)
-    for d in (2, 4):
+    for d in (2, Fraction(9, 4), 4):
         assert nmse(wave, interpolate(decimate(wave, d), d, 400)) < 1e-4
+    for bad in (0, Fraction(1, 2), Fraction(1000, 3), Fraction(17, 32), "2", 2.0):
+        with pytest.raises(ValueError, match="decimate must be a step"):
+            decimate(wave, bad)
     noise = torch.randn(1, 400, generator=torch.Generator().manual_seed(0))
     assert nmse(noise, interpolate(decimate(noise, 4), 4, 400)) > 0.5  # what is above the new Nyquist rate is gone
 
 
 def test_rate_options_fit_the_real_payload(series):
     hop, bits = series.hop, series.bits_per_code  # 4, 8: one level at full resolution is 2 bits/sample
-    assert series.rate_options(400, 2) == [(1, 1), (2, 2), (4, 4)]  # every 3rd step: 34 frames, 2 levels fit
-    assert series.rate_options(150, 2)[0] == (2, 1)  # 38 frames of one level = 2.03 bits/sample: over the budget
-    for length, budget in ((150, 2), (37, 1), (1000, 0.5), (24, 4), (5000, 8)):
+    # 400 steps at 2 bits/sample (800 bits): 100 frames of one level, or 2 levels at every 2nd step (50 frames), ...
+    options = series.rate_options(400, 2)
+    assert options[:2] == [(1, 1), (2, 2)] and [n for _, n in options] == [1, 2, 3, 4]
+    assert series.rate_options(150, 2)[0] == (Fraction(5, 4), 1)  # 38 frames of one level = 2.03 bits/sample: over
+    for length, budget in ((150, 2), (37, 1), (1000, 0.5), (24, 4), (5000, 8), (400, 2)):
         options = series.rate_options(length, budget)
         assert options and [n for _, n in options] == sorted({n for _, n in options})  # more levels each time
+        assert [d for d, _ in options] == sorted(d for d, _ in options)
         for d, n_q in options:
-            frames = -(-decimated_length(length, d) // hop)
-            assert 1 <= n_q <= series.n_q and d <= MAX_DECIMATE and n_q * bits * frames <= budget * length
+            frames = -(-coded_steps(length, d) // hop)
+            assert 1 <= n_q <= series.n_q and 1 <= d <= MAX_DECIMATE and Fraction(d).denominator <= 4
+            assert n_q * bits * frames <= budget * length
+            finer = [e for e in RATE_STEPS if e < d and coded_steps(length, e) >= hop]
+            assert all(min(series.n_q, budget * length // (bits * -(-coded_steps(length, e) // hop))) < n_q
+                       for e in finer)  # no finer step fits as many levels
     assert series.rate_options(1000, 0.05) == []  # below one level at every 16th step
     assert series.rate_options(7, 1) == []  # every 2nd step of 7 is shorter than a frame
     for bad in (0, -1, float("nan"), float("inf"), True):
@@ -91,13 +103,13 @@ def test_encode_at_rate_keeps_the_closest_option_and_decodes_to_the_original_sha
 def test_decimated_codes_are_checked(series, tmp_path):
     codes = series.encode_series(smooth(64), 2, None, 4)
     assert codes.frames == 4 and codes.model_length == 16
-    with pytest.raises(AudioError, match="too short to code every 16th"):
+    with pytest.raises(AudioError, match="too short to code at every 16 steps"):
         series.encode_series(smooth(40), 1, "short.csv", 16)
-    with pytest.raises(ConfigError, match="decimate must be a positive integer"):
-        series.encode_series(smooth(40), 1, None, 0)
+    for bad in (0, Fraction(2, 3), Fraction(513, 2)):
+        with pytest.raises(ConfigError, match="decimate must be a step"):
+            series.encode_series(smooth(40), 1, None, bad)
     data = bytearray(to_bytes(codes))
-    at = data.index(b'"decimate":') + len(b'"decimate":')
-    at += data[at:].index(b"4")
+    at = data.index(b'"decimate":[4,1]') + len(b'"decimate":[')
     data[at : at + 1] = b"2"  # a header that says another step (its CRC made right again)
     hlen = _PREFIX.unpack_from(data)[2]
     struct.pack_into(_CRC.format, data, _PREFIX.size + hlen, zlib.crc32(bytes(data[: _PREFIX.size + hlen])))

@@ -30,6 +30,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO
 
@@ -55,10 +56,10 @@ from vqaudio.io import (
     save_series,
 )
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
+from vqaudio.series_resample import coded_steps, interpolate
 from vqaudio.series_resample import decimate as decimate_series
-from vqaudio.series_resample import decimated_length, interpolate
 from vqaudio.streaming import Latency, StreamDecoder, StreamEncoder, latency_of
-from vqaudio.tokenfile import Codes, resampled_length
+from vqaudio.tokenfile import Codes, resampled_length, series_step
 
 __all__ = ["Codes", "Codec", "load_codec", "load_codec_for", "find_codec_for", "save_codes", "load_codes", "ChunkedRunner",
            "StreamResampler"]
@@ -259,6 +260,8 @@ def _check_wav(x: Tensor, what: str) -> Tensor:
 
 
 MAX_DECIMATE = 16  # the coarsest time step :meth:`Codec.encode_at_rate` tries for a series
+# The steps it tries: every p/q from 1 to MAX_DECIMATE with q <= 4 (small resampling kernels), finest first.
+RATE_STEPS = sorted({Fraction(p, q) for q in range(1, 5) for p in range(q, MAX_DECIMATE * q + 1)})
 
 
 class Codec:
@@ -381,7 +384,7 @@ class Codec:
         return {"stream_layers": 1}
 
     def _codes(self, codes: Tensor, length: int, channels: int, orig_sr: int | None, n_q: int,
-               stats: SeriesStats | None, source: str | None, decimate: int = 1) -> Codes:
+               stats: SeriesStats | None, source: str | None, decimate: Fraction | int = 1) -> Codes:
         st = None if stats is None else {k: getattr(stats, k).reshape(-1).tolist() for k in ("mean", "std")}
         return Codes(codes.long(), kind=self.kind, model=self.name, model_sha256=self.sha256, sample_rate=self.sample_rate,
                      orig_sample_rate=orig_sr if self.kind == "audio" else None, length=length, channels=channels,
@@ -448,19 +451,23 @@ class Codec:
         step = max(1, round(self.chunk_seconds * sample_rate)) if isinstance(sample_rate, int) else wav.shape[-1]
         return self.encode_stream((wav[:, i : i + step] for i in range(0, wav.shape[-1], step)), sample_rate, n_q)
 
-    def encode_series(self, x: Tensor, n_q: int | None = None, source: str | None = None, decimate: int = 1) -> Codes:
+    def encode_series(self, x: Tensor, n_q: int | None = None, source: str | None = None,
+                      decimate: Fraction | int = 1) -> Codes:
         """Codes of a series ``x`` float32 ``[C, T]`` (checked finite); errors name ``source``. ``decimate``: code
-        every ``decimate``-th step (:mod:`vqaudio.series_resample`; decoding interpolates back to ``T`` steps)."""
+        every ``p/q``-th step (a Fraction or int; :mod:`vqaudio.series_resample`; decoding interpolates back to ``T``
+        steps)."""
         n_q = self._n_q(n_q)
-        if isinstance(decimate, bool) or not isinstance(decimate, int) or decimate < 1:
-            raise ConfigError(f"decimate must be a positive integer, got {decimate!r}")
+        try:
+            decimate = series_step(decimate)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if x.shape[0] != self.channels and not self.per_channel:
             raise AudioError(f"series has {x.shape[0]} channel(s) but model {self.name!r} codes {self.channels}", source)
         check_series_codable(x, self.min_length, source)
         length, channels = x.shape[-1], x.shape[0]
         if decimate != 1:
-            if decimated_length(length, decimate) < self.min_length:
-                raise AudioError(f"series has {length} time step(s): too short to code every {decimate}th "
+            if coded_steps(length, decimate) < self.min_length:
+                raise AudioError(f"series has {length} time step(s): too short to code at every {decimate} steps "
                                  f"(the model codes at least {self.min_length})", source)
             x = decimate_series(x, decimate)
         with torch.inference_mode():
@@ -480,26 +487,25 @@ class Codec:
             return self.encode_at_rate(x, bits_per_sample, source)
         return self.encode_series(x, n_q, source)
 
-    def rate_options(self, length: int, bits_per_sample: float) -> list[tuple[int, int]]:
-        """``[(decimate, n_q), ...]``: the ways to code a series of ``length`` steps within ``bits_per_sample`` of
-        real payload (``n_q * bits_per_code * frames / length``, ``frames = ceil(ceil(length / decimate) / hop)``):
-        for each ``decimate`` in 1..:data:`MAX_DECIMATE` that leaves at least a frame, the most levels that fit, kept
-        when it is more levels than any finer step got (finer steps with as many levels keep more detail). Empty
-        when none fits."""
+    def rate_options(self, length: int, bits_per_sample: float) -> list[tuple[Fraction, int]]:
+        """``[(step, n_q), ...]``: the ways to code a series of ``length`` steps within ``bits_per_sample`` of real
+        payload (``n_q * bits_per_code * frames / length``, ``frames = ceil(coded_steps / hop)``): for each step of
+        :data:`RATE_STEPS` (finest first) that leaves at least a frame, the most levels that fit, kept when it is
+        more levels than any finer step got (finer steps with as many levels keep more detail). Empty when none fits."""
         if self.kind != "series":
             raise ConfigError(f"model {self.name!r} codes audio: bits per sample are for series models")
         if not (isinstance(bits_per_sample, int | float) and not isinstance(bits_per_sample, bool)
                 and math.isfinite(bits_per_sample) and bits_per_sample > 0):
             raise ConfigError(f"bits per sample must be a positive number, got {bits_per_sample!r}")
         out, most = [], 0
-        for d in range(1, MAX_DECIMATE + 1):
-            steps = decimated_length(length, d)
+        for step in RATE_STEPS:
+            steps = coded_steps(length, step)
             if steps < self.min_length:
                 break
             frames = -(-steps // self.hop)
             n_q = min(self.n_q, int(bits_per_sample * length / (self.bits_per_code * frames) + 1e-9))
             if n_q > most:
-                out.append((d, n_q))
+                out.append((step, n_q))
                 most = n_q
             if most == self.n_q:
                 break
@@ -513,7 +519,7 @@ class Codec:
         if not options:
             raise AudioError(f"series of {x.shape[-1]} step(s) cannot be coded within {bits_per_sample:g} bits/sample "
                              f"(model {self.name!r}: one level is {self.bits_per_code / self.hop:g} at full resolution, "
-                             f"down to {self.bits_per_code / (self.hop * MAX_DECIMATE):g} at every {MAX_DECIMATE}th step)",
+                             f"down to {self.bits_per_code / (self.hop * MAX_DECIMATE):g} at every {MAX_DECIMATE} steps)",
                              source)
         best, best_err = None, math.inf
         for d, n_q in options:
@@ -637,7 +643,7 @@ class Codec:
             return self.model.decode(c.to(self.device), stats=stats).cpu()
 
         def blocks() -> Iterator[Tensor]:
-            if codes.decimate != 1:  # a series coded at every d-th step: decoded whole, then interpolated back
+            if codes.decimate != 1:  # a series coded at every p/q-th step: decoded whole, then interpolated back
                 coarse = torch.cat(list(blocks_at_model_rate()), dim=-1)
                 yield interpolate(coarse, codes.decimate, length)
                 return

@@ -28,6 +28,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,9 @@ class Codes:
     channel coded separately). Series models code all channels together (``items == 1``) or, single-channel
     models such as ``series``, each channel separately (``items == channels``).
     ``length`` is the original number of samples per channel (at ``orig_sample_rate``); for series
-    both sample rates are ``None``, and ``decimate`` (default 1) says the series was coded at every ``decimate``-th
-    step (:mod:`vqaudio.series_resample`): its codes cover ``ceil(length / decimate)`` steps. ``stats`` holds the series normalisation (``{"mean": [C],
+    both sample rates are ``None``, and ``decimate`` (a :class:`~fractions.Fraction` ``p/q >= 1``, default 1) says the
+    series was coded at every ``p/q``-th step (:mod:`vqaudio.series_resample`): its codes cover
+    ``ceil(length * q / p)`` steps. ``stats`` holds the series normalisation (``{"mean": [C],
     "std": [C]}``) or is ``None``. ``source`` is the file the codes were read from, if any.
     """
 
@@ -78,7 +80,7 @@ class Codes:
     chunking: dict[str, int] | None = None
     stats: dict[str, list[float]] | None = None
     source: str | None = None
-    decimate: int = 1
+    decimate: Fraction | int = 1
 
     @property
     def n_q(self) -> int:
@@ -97,7 +99,7 @@ class Codes:
         """Samples per channel at the model's rate: ``ceil(length * sample_rate / orig_sample_rate)``; series:
         ``ceil(length / decimate)``."""
         if self.decimate != 1:
-            return -(-self.length // self.decimate)
+            return coded_steps(self.length, self.decimate)
         return resampled_length(self.length, self.sample_rate, self.orig_sample_rate)
 
     @property
@@ -128,7 +130,38 @@ class Codes:
             "chunking": self.chunking,
             "stats": self.stats,
         } | ({"group": packing(self.codebook_size)[0]} if self.version == 2 else {}) | (
-            {"decimate": self.decimate} if self.decimate != 1 else {})
+            {"decimate": [Fraction(self.decimate).numerator, Fraction(self.decimate).denominator]}
+            if self.decimate != 1 else {})
+
+
+MAX_STEP_NUMERATOR, MAX_STEP_DENOMINATOR = 256, 16  # bounds on a series' coded step p/q (resampler size)
+
+
+def series_step(value: Fraction | int) -> Fraction:
+    """``value`` as the step of a series coded at every ``p/q``-th step: a :class:`~fractions.Fraction` (or int) of
+    at least 1 with ``p <= 256`` and ``q <= 16``; anything else is a ``ValueError``."""
+    ok = isinstance(value, Fraction | int) and not isinstance(value, bool) and value >= 1
+    if ok:
+        value = Fraction(value)
+        ok = value.numerator <= MAX_STEP_NUMERATOR and value.denominator <= MAX_STEP_DENOMINATOR
+    if not ok:
+        raise ValueError(f"decimate must be a step p/q >= 1 with p <= {MAX_STEP_NUMERATOR} and q <= "
+                         f"{MAX_STEP_DENOMINATOR}, got {value!r}")
+    return value
+
+
+def step_from_json(value: Any) -> Fraction | Any:
+    """The header's ``decimate`` (``[p, q]``, or absent: 1) as a Fraction; anything else is returned as it is, for
+    :func:`_validate` to reject."""
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return Fraction(value[0], value[1]) if value[1] > 0 else value
+    return value
+
+
+def coded_steps(length: int, step: Fraction | int) -> int:
+    """Steps a series of ``length`` has at every ``step``-th step: ``ceil(length * q / p)``."""
+    step = Fraction(step)
+    return -(-length * step.denominator // step.numerator)
 
 
 def code_bits(codebook_size: int) -> int | float:
@@ -321,8 +354,12 @@ def _validate(c: Codes, fail) -> None:
             fail("audio needs positive integer sample_rate and orig_sample_rate")
     elif c.sample_rate is not None or c.orig_sample_rate is not None:
         fail("series files have no sample rates")
-    if not is_int(c.decimate, 1) or (c.decimate != 1 and c.kind != "series"):
-        fail(f"decimate must be a positive integer, on series files only, got {c.decimate!r}")
+    try:
+        series_step(c.decimate)
+    except ValueError as err:
+        fail(str(err))
+    if c.decimate != 1 and c.kind != "series":
+        fail("decimate is for series files only")
     for name in ("length", "channels", "hop"):
         if not is_int(getattr(c, name), 1):
             fail(f"{name} must be a positive integer, got {getattr(c, name)!r}")
@@ -432,7 +469,7 @@ def from_bytes(data: bytes, name: str) -> Codes:
         model = h["model"]
         meta = {k: h[k] for k in ("kind", "sample_rate", "orig_sample_rate", "length", "channels", "hop")}
         meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"],
-                    decimate=h.get("decimate", 1))
+                    decimate=step_from_json(h.get("decimate", 1)))
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
         group = h["group"] if version == 2 else 1
         model_name, sha = model["name"], model["sha256"]

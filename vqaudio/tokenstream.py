@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from vqaudio.errors import TokenFileError
-from vqaudio.tokenfile import Codes, _validate, pack_codes, packing, payload_bits, unpack_codes
+from vqaudio.tokenfile import Codes, _validate, pack_codes, packing, payload_bits, step_from_json, unpack_codes
 
 __all__ = ["MAGIC", "SUFFIX", "StreamWriter", "StreamReader", "write_codes", "to_codes", "is_stream", "stream_header",
            "codes_from_bytes", "load_any"]
@@ -168,7 +168,7 @@ class StreamReader:
         c = Codes(codes, kind=h["kind"], model=h["model"]["name"], model_sha256=h["model"]["sha256"],
                   sample_rate=h["sample_rate"], orig_sample_rate=h["orig_sample_rate"], length=length,
                   channels=h["channels"], hop=h["hop"], codebook_size=h["codebook_size"], chunking=h["chunking"],
-                  stats=h["stats"], source=self.name, decimate=h.get("decimate", 1))
+                  stats=h["stats"], source=self.name, decimate=step_from_json(h.get("decimate", 1)))
         return c
 
     def like(self) -> Codes:

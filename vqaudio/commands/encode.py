@@ -79,8 +79,8 @@ def register(subparsers) -> None:
     p.add_argument("--n-q", type=int, default=None, metavar="N", help="quantiser levels to keep (default: all of the model's)")
     p.add_argument("--bits-per-sample", type=float, default=None, metavar="B",
                    help="series models, instead of --n-q: code each file within B bits of payload per time step and "
-                        "channel; the encoder tries every way that fits (every step with fewer levels, or every 2nd, "
-                        "3rd, ... 16th step with more) and keeps the closest")
+                        "channel; the encoder tries every way that fits (every step with fewer levels, or every 5/4th, "
+                        "2nd, 9/4th, ... 16th step with more, resampled back on decoding) and keeps the closest")
     p.add_argument("--sample-rate", default="original", help="for OUT.wav: 'original' (default), 'model' or Hz")
     p.add_argument("--stream", action="store_true",
                    help="real time: read IN (- for stdin; WAV, or raw 16-bit PCM with --rate) as it arrives and write a "
