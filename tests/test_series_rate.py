@@ -153,3 +153,17 @@ def test_decimated_codes_survive_a_token_stream(series, tmp_path):
     assert (tmp_path / "a.vqa").read_bytes() == (tmp_path / "b.vqa").read_bytes()
     run("decode", tmp_path / "a.vqs", "-o", tmp_path / "s.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), series.decode(codes)[0].T.numpy())
+
+
+def test_a_prior_refuses_series_coded_at_a_coarser_step(series, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        save_codes(data / f"{i}.vqa", series.encode_series(smooth(200, seed=i), 1))
+    save_codes(data / "coarse.vqa", series.encode_series(smooth(200), 1, None, 2))
+    capsys.readouterr()
+    run("train-prior", "--codec", "series", "--data", data, "--exp", tmp_path / "prior", "--steps", "1", "--n-q", "1",
+        "--layers", "2", "--cycle", "2", "--residual-channels", "4", "--gate-channels", "8", "--skip-channels", "4",
+        "--head-channels", "4", "--no-progress", expect=2)
+    msg = one_line(capsys)
+    assert "coarse.vqa" in msg and "--bits-per-sample" in msg and "--n-q" in msg

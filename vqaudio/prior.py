@@ -289,12 +289,20 @@ def extract_tokens(codec, data: str | os.PathLike, cache_dir: str | os.PathLike 
     return corpus
 
 
+def _check_full_steps(codes: Codes, path: Path) -> None:
+    """A prior models tokens at the model's own time step: series coded at a coarser one are refused."""
+    if codes.decimate != 1:
+        raise TokenFileError(f"coded at every {codes.decimate} steps (encode --bits-per-sample); a prior models tokens "
+                             "at every step: encode with --n-q", str(path))
+
+
 def _codes_of(codec, path: Path, cache: Path | None, n_q: int) -> Codes:
     if path.suffix.lower() == tokenfile.SUFFIX:
         codes = tokenfile.read(path)
         codec.check(codes)
         if codes.n_q < n_q:
             raise TokenFileError(f"has {codes.n_q} quantiser levels, the prior needs {n_q}", str(path))
+        _check_full_steps(codes, path)
         return codes
     entry = cache / f"{_file_sha256(path)[:32]}{tokenfile.SUFFIX}" if cache is not None else None
     if entry is not None and entry.is_file():
@@ -356,6 +364,7 @@ def _prime_codes(model: WaveNetPrior, codec, prime: str | os.PathLike) -> Codes:
         if meta and codes.model_sha256 != meta.get("sha256"):
             raise TokenFileError(f"was encoded with codec {codes.model!r}, the prior models codec "
                                  f"{meta.get('name')!r} (sha256 {str(meta.get('sha256'))[:12]}…)", str(path))
+        _check_full_steps(codes, path)
     else:
         if codec is None:
             raise ConfigError("priming from audio needs --codec (or pass a .vqa token file)", str(path))
