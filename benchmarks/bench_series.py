@@ -334,6 +334,17 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def loo_model_dir(path: Path) -> Path | None:
+    """The leave-one-out model in ``path``: its recipe export ``path/model``, or ``path`` itself when it is a checkpoint
+    or experiment folder; ``None`` when there is none (yet)."""
+    from vqaudio.registry import EXPERIMENT_CHECKPOINTS, is_checkpoint_dir
+
+    for p in (path / "model", path):
+        if is_checkpoint_dir(p) or any(is_checkpoint_dir(p / sub) for sub in EXPERIMENT_CHECKPOINTS):
+            return p
+    return None
+
+
 def load_series_codec(spec: str) -> Codec:
     """The codec of a ``channels=1`` series model (each channel coded alone) by name (``series``), checkpoint or
     experiment folder; :func:`fail` otherwise."""
@@ -540,8 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     sets = args.sets.split(",")
     loo = {}
     if args.loo_models is not None:
-        found = {s: args.loo_models / s for s in sets if (args.loo_models / s).exists()}
-        loo = {s: load_series_codec(str(p / "model" if (p / "model").is_dir() else p)) for s, p in found.items()}
+        found = {s: p for s in sets if (p := loo_model_dir(args.loo_models / s)) is not None}
+        for s in sorted(set(sets) - set(found)):
+            if (args.loo_models / s).exists():  # a recipe run that has not exported its model yet
+                print(f"# {s}: no leave-one-out model in {args.loo_models / s} yet: no loo row", file=sys.stderr)
+        loo = {s: load_series_codec(str(p)) for s, p in found.items()}
         if not loo:
             fail(f"{args.loo_models}: no leave-one-out model for any of {args.sets}")
     seen = set(json.loads(args.train_info.read_text())["sets"]) if args.train_info else None
