@@ -395,15 +395,6 @@ def entropy_of(codes: list, k: int) -> float:
     return total
 
 
-def entropy_bits(codes: np.ndarray, k: int) -> float:
-    """Sum over levels of the empirical entropy (bits/token) of ``codes [N, n_q, F]``."""
-    total = 0.0
-    for q in range(codes.shape[1]):
-        p = np.bincount(codes[:, q].ravel(), minlength=k) / codes[:, q].size
-        total += float(-(p[p > 0] * np.log2(p[p > 0])).sum())
-    return total
-
-
 def one_nn(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray) -> float:
     """1-NN Euclidean accuracy (%) of ``xte [M, D]`` against ``xtr [N, D]``."""
     return nn_from_distances(euclid(xte, xtr), ytr, yte)

@@ -25,10 +25,13 @@ from vqaudio.tokenfile import coded_steps, series_step
 __all__ = ["decimate", "interpolate", "coded_steps"]
 
 
-def _endpoint_line(x: Tensor, positions: Tensor) -> Tensor:
-    """``[..., len(positions)]``: the line through ``x[..., 0]`` (position 0) and ``x[..., -1]`` (position ``T - 1``)."""
+def _resample_around_line(x: Tensor, orig: int, new: int) -> Tensor:
+    """``x`` float ``[..., T]`` resampled from rate ``orig`` to ``new`` (``ceil(T * new / orig)`` steps, float64)
+    around the line through its end points: step ``i`` of the result sits at input position ``i * orig / new``."""
+    x = x.double()
     slope = (x[..., -1:] - x[..., :1]) / max(x.shape[-1] - 1, 1)
-    return x[..., :1] + slope * positions
+    y = AF.resample(x - (x[..., :1] + slope * torch.arange(x.shape[-1], dtype=torch.float64)), orig, new)
+    return y + x[..., :1] + slope * (torch.arange(y.shape[-1], dtype=torch.float64) * (orig / new))
 
 
 def decimate(x: Tensor, step: Fraction | int) -> Tensor:
@@ -37,10 +40,7 @@ def decimate(x: Tensor, step: Fraction | int) -> Tensor:
     step = series_step(step)
     if step == 1:
         return x.float()
-    x = x.double()
-    line = _endpoint_line(x, torch.arange(x.shape[-1], dtype=torch.float64))
-    y = AF.resample(x - line, step.numerator, step.denominator)
-    return (y + _endpoint_line(x, torch.arange(y.shape[-1], dtype=torch.float64) * float(step))).float()
+    return _resample_around_line(x, step.numerator, step.denominator).float()
 
 
 def interpolate(y: Tensor, step: Fraction | int, length: int) -> Tensor:
@@ -48,7 +48,4 @@ def interpolate(y: Tensor, step: Fraction | int, length: int) -> Tensor:
     step = series_step(step)
     if step == 1:
         return y[..., :length].float()
-    y = y.double()
-    line = _endpoint_line(y, torch.arange(y.shape[-1], dtype=torch.float64))
-    z = AF.resample(y - line, step.denominator, step.numerator)[..., :length]
-    return (z + _endpoint_line(y, torch.arange(z.shape[-1], dtype=torch.float64) / float(step))).float()
+    return _resample_around_line(y, step.denominator, step.numerator)[..., :length].float()

@@ -159,9 +159,10 @@ def step_from_json(value: Any) -> Fraction | Any:
 
 
 def coded_steps(length: int, step: Fraction | int) -> int:
-    """Steps a series of ``length`` has at every ``step``-th step: ``ceil(length * q / p)``."""
+    """Steps a series of ``length`` has at every ``step``-th step: ``ceil(length * q / p)``, a resampling from rate
+    ``p`` to ``q``."""
     step = Fraction(step)
-    return -(-length * step.denominator // step.numerator)
+    return resampled_length(length, step.denominator, step.numerator)
 
 
 def code_bits(codebook_size: int) -> int | float:
