@@ -1,7 +1,7 @@
 """Speech quality of a codec next to Codec2 3200/2400 and Opus 6k on the same evaluation sets.
 
     .venv/bin/python benchmarks/bench_quality.py [--codec speech-8k] [--set NAME=DIR|MANIFEST ...] [--n-q 3,4]
-                                                 [--json OUT.json]
+                                                 [--postfilter on|off] [--json OUT.json]
 
 Then the bar, per set: every vqaudio row is set against each Codec2 mode whose bitrate it does not exceed
 (payload bits of the real ``.vqa`` files over the audio's duration; Codec2's real ``c2enc`` output),
@@ -104,7 +104,7 @@ def parse_sets(specs: list[str]) -> dict[str, str | None]:
 
 def print_set(name: str, codec, files: list[Path], result: dict) -> None:
     print(f"\n## {name}: {len(files)} files, codec {codec.name} ({codec.sha256[:16]}; {codec.sample_rate} Hz, "
-          f"hop {codec.hop}, K {codec.codebook_size})")
+          f"hop {codec.hop}, K {codec.codebook_size}, post-filter {'on' if codec.postfilter else 'off'})")
     print(f"{'system':<16} {'bit/s':>7} " + " ".join(f"{HEADERS[m]:>10}" for m in METRICS))
     for sys_name, s in sorted(result["systems"].items(), key=lambda kv: (kv[1]["system"] != "codec", kv[0])):
         print(f"{sys_name:<16} {s['bitrate']:7.0f} " + " ".join(f"{s['mean'][m]:10.3f}" for m in METRICS))
@@ -121,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="an evaluation set (repeatable; default: asterisk-heldout, unseen-male, unseen-female)")
     ap.add_argument("--data", help="one folder or manifest (same as --set data=PATH)")
     ap.add_argument("--n-q", help="quantiser levels of the codec, e.g. 3,4 or 1-4 (default: all levels, and one fewer)")
+    ap.add_argument("--postfilter", choices=("on", "off"), default=None,
+                    help="the codec's formant post-filter (vqaudio/postfilter.py) on or off (default: as its config)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write every number here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = {}
     try:
-        codec = load_codec(args.codec)
+        codec = load_codec(args.codec, postfilter=None if args.postfilter is None else args.postfilter == "on")
         n_qs = n_q_list(args.n_q) if args.n_q else sorted({max(1, codec.n_q - 1), codec.n_q})
         sets = parse_sets(args.set + ([f"data={args.data}"] if args.data else [])) or default_sets()
         for name, spec in sets.items():

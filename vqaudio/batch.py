@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqaudio.models.conv import Conv, ConvTranspose
+from vqaudio.postfilter import Postfilter
 
 __all__ = ["masked", "batches", "pad_stack", "resample_rows"]
 
@@ -246,7 +247,10 @@ def decode_many(codec, codes_list: list, sample_rate: str | int) -> list[tuple[T
                     y = codec.model.decode(x, stats=st).cpu()  # [B, C, f_max * hop]
                 for k, g in enumerate(group):
                     i, row = these[g]
-                    decoded[(i, row)] = y[k, :, : codes_list[i].model_length]
+                    item = y[k, :, : frames[g] * codec.hop]
+                    if codec.postfilter:  # per item, on its whole frames (as Codec.decode does)
+                        item = Postfilter.apply(item, codec.sample_rate, codec.hop)
+                    decoded[(i, row)] = item[:, : codes_list[i].model_length]
         by_rate: dict[int | None, list[int]] = {}
         for i in short:
             by_rate.setdefault(plans[i][0], []).append(i)

@@ -25,6 +25,7 @@ Files are only parsed with ``json`` and ``safetensors``, never ``torch.load``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -306,19 +307,22 @@ EXPORT_META = ("step", "metrics", "best_step", "train", "averaged", "averaged_ke
 
 
 def export_model(src: str | os.PathLike, dst: str | os.PathLike, include: tuple[str | os.PathLike, ...] = (),
-                 force: bool = False) -> Path:
+                 force: bool = False, postfilter: bool | None = None) -> Path:
     """Copy the model of ``src`` (a registered name, checkpoint or experiment folder) to a new folder ``dst``.
 
     ``dst`` gets the verified weights (same sha256: token files keep decoding) and config, without
     optimizer state; its meta keeps the training step, the validation metrics, the training config
     (:func:`read_experiment_train`) and, for an averaged model, its sources. ``include`` files (a
-    model card, a licence) are copied next to them. Written by :func:`write_model_folder`.
+    model card, a licence) are copied next to them. ``postfilter`` (None: as ``src``) sets the config's
+    ``postfilter`` (audio: :mod:`vqaudio.postfilter` on decoded audio). Written by :func:`write_model_folder`.
     """
     from vqaudio.registry import resolve
 
     _, folder = resolve(src)
     ckpt = load_checkpoint(folder)
     model = build_model(ckpt)
+    if postfilter is not None:
+        model.config = dataclasses.replace(model.config, postfilter=postfilter)  # validated: audio models only
     meta = {k: ckpt.meta[k] for k in EXPORT_META if ckpt.meta and k in ckpt.meta}
     train = read_experiment_train(ckpt)
     if train is not None:

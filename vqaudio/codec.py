@@ -56,6 +56,7 @@ from vqaudio.io import (
     save_series,
 )
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
+from vqaudio.postfilter import Postfilter
 from vqaudio.series_resample import coded_steps, interpolate
 from vqaudio.series_resample import decimate as decimate_series
 from vqaudio.streaming import Latency, StreamDecoder, StreamEncoder, latency_of
@@ -269,18 +270,22 @@ class Codec:
 
     ``name`` and ``sha256`` identify the weights in token files (``sha256`` defaults to
     :func:`weights_sha256`); ``chunk_seconds`` bounds the audio decoded and resampled at once (series:
-    ``chunk_steps`` time steps). Longer chunks spread the fixed cost of each conv call.
+    ``chunk_steps`` time steps). Longer chunks spread the fixed cost of each conv call. ``postfilter``: whether
+    decoded audio passes :class:`vqaudio.postfilter.Postfilter` (default: the model config's ``postfilter``).
     The offline encoder runs whole chunks, the stream encoder layer by layer on state (:mod:`vqaudio.streaming`);
     on the CPU both use the exact convs of :mod:`vqaudio.ops.exact_conv`, so their codes are the same bits.
     """
 
     def __init__(self, model: VQVAE, name: str = "model", sha256: str | None = None, chunk_seconds: float = 15.0,
-                 chunk_steps: int = 1 << 17) -> None:
+                 chunk_steps: int = 1 << 17, postfilter: bool | None = None) -> None:
         self.name, self.sha256 = name, sha256 or weights_sha256(model)
         self.model = _inference_copy(model)
         self.config: VQVAEConfig = model.config
         self.chunk_seconds, self.chunk_steps = chunk_seconds, chunk_steps
         self.device = next(model.parameters()).device
+        if postfilter and self.config.kind != "audio":
+            raise ConfigError(f"the post-filter is for audio; model {name!r} codes series")
+        self.postfilter = self.config.postfilter if postfilter is None else postfilter
 
     # -- properties ----------------------------------------------------------------------------
     kind = property(lambda self: self.config.kind)
@@ -361,7 +366,11 @@ class Codec:
     def stream_decoder(self, stats: SeriesStats | None = None) -> StreamDecoder:
         """A :class:`~vqaudio.streaming.StreamDecoder` at the model's rate: ``push(codes [C, n_q, f])`` returns the
         audio ``[C, t]`` now final, ``flush(length=None)`` the rest; together :meth:`decode`'s audio to float rounding."""
-        return StreamDecoder(self.model, stats, self.device)
+        return StreamDecoder(self.model, stats, self.device, self.new_postfilter())
+
+    def new_postfilter(self) -> Postfilter | None:
+        """A fresh :class:`~vqaudio.postfilter.Postfilter` for one decoded signal, or None when it is off."""
+        return Postfilter(self.sample_rate, self.hop) if self.postfilter else None
 
     # -- encoding ------------------------------------------------------------------------------
     def _encoder(self, n_q: int, stats: SeriesStats | None) -> ChunkedRunner:
@@ -652,14 +661,18 @@ class Codec:
         def blocks_at_model_rate() -> Iterator[Tensor]:
             decoder = ChunkedRunner(fn, 1, self.hop, self.decoder_overlap, self.chunk_frames)
             resampler = StreamResampler(self.sample_rate, rate, self.chunk_seconds) if rate else None
+            postfilter = self.new_postfilter()
             todo_model, todo = model_length, length if codes.decimate == 1 else model_length
             with torch.inference_mode():
                 step = self.chunk_frames
                 pieces = (y for i in range(0, codes.frames, step) for y in decoder.push(codes.codes[..., i : i + step]))
-                for y in _chain(pieces, decoder.finish):
+                pieces = (y[:, 0] if self.kind == "audio" or self.per_channel else y[0]  # [C, n]
+                          for y in _chain(pieces, decoder.finish))
+                if postfilter:  # on the whole frames, before the padding of the last one is cut
+                    pieces = _chain((postfilter.push(y) for y in pieces), lambda: (postfilter.flush(),))
+                for y in pieces:
                     y = y[..., :todo_model]  # the last chunk is padded to whole frames
                     todo_model -= y.shape[-1]
-                    y = y[:, 0] if self.kind == "audio" or self.per_channel else y[0]  # [C, n]
                     for z in (resampler.push(y) if resampler else (y,)):
                         if todo > 0:
                             yield z[..., :todo]
@@ -745,16 +758,17 @@ def load_codes(path: str | os.PathLike) -> Codes:
 
 
 def load_codec(name_or_path: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-               chunk_seconds: float = 15.0) -> Codec:
+               chunk_seconds: float = 15.0, postfilter: bool | None = None) -> Codec:
     """Load a codec by shipped or user model name (``None``: the default model) or checkpoint/experiment folder
-    (:func:`vqaudio.registry.resolve`)."""
+    (:func:`vqaudio.registry.resolve`). ``postfilter``: None = as the model's config says (see :class:`Codec`)."""
     from vqaudio.checkpoint import load_model
 
     name, folder = registry.resolve(name_or_path)
     model = load_model(folder)
     if not isinstance(model, VQVAE):
         raise CheckpointError(f"is a {type(model).__name__} checkpoint, not a VQ-VAE codec model", str(folder))
-    return Codec(model.to(device), name=name, sha256=model.checkpoint_sha256, chunk_seconds=chunk_seconds)
+    return Codec(model.to(device), name=name, sha256=model.checkpoint_sha256, chunk_seconds=chunk_seconds,
+                 postfilter=postfilter)
 
 
 def find_codec_for(codes: Codes) -> tuple[str, Path]:
@@ -769,10 +783,11 @@ def find_codec_for(codes: Codes) -> tuple[str, Path]:
     return found
 
 
-def load_codec_for(codes: Codes, device: str | torch.device = "cpu", chunk_seconds: float = 15.0) -> Codec:
+def load_codec_for(codes: Codes, device: str | torch.device = "cpu", chunk_seconds: float = 15.0,
+                   postfilter: bool | None = None) -> Codec:
     """The codec that decodes ``codes``: the shipped or user model with the weights their header names
     (:func:`find_codec_for`), under its current name."""
     name, folder = find_codec_for(codes)
-    codec = load_codec(folder, device, chunk_seconds)
+    codec = load_codec(folder, device, chunk_seconds, postfilter)
     codec.name = name
     return codec

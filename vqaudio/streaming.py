@@ -38,6 +38,7 @@ from torch import Tensor
 
 from vqaudio.models.vqvae import VQVAE, SeriesStats
 from vqaudio.ops import exact_conv
+from vqaudio.postfilter import Postfilter
 
 __all__ = ["Latency", "latency_of", "StreamEncoder", "StreamDecoder"]
 
@@ -153,12 +154,14 @@ class StreamDecoder:
     The decoder runs layer by layer on state (:mod:`vqaudio.models.stream_layers`, exact convs on the CPU): each
     push costs about what its frames cost offline. The output is that of decoding all the codes at once at the model's rate
     (``F * hop`` samples; pass ``length`` to :meth:`flush` to trim the padding of the last frame), to float rounding.
+    With a ``postfilter`` (:meth:`vqaudio.codec.Codec.new_postfilter`) the samples pass it as they become final.
     """
 
-    def __init__(self, model: VQVAE, stats: SeriesStats | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: VQVAE, stats: SeriesStats | None = None, device: torch.device | str = "cpu",
+                 postfilter: Postfilter | None = None) -> None:
         from vqaudio.models.stream_layers import streaming
 
-        self.model, self.stats, self.device = model, stats, device
+        self.model, self.stats, self.device, self.postfilter = model, stats, device, postfilter
         self.joint = model.config.kind == "series"
         self.stack = streaming(model.decoder, exact=exact_conv.enabled_for(torch.device(device)))
         q = model.quantizer  # its stages' code vectors looked up per push (a copy: the model is not trained meanwhile)
@@ -178,6 +181,10 @@ class StreamDecoder:
         """End of codes: the remaining samples, the total trimmed to ``length`` if given."""
         with torch.inference_mode(), one_thread():
             y = self._out(self.stack.flush())
+            if self.postfilter is not None:
+                tail = self.postfilter.flush()
+                self.emitted += tail.shape[-1]
+                y = torch.cat([y, tail], dim=-1) if tail.numel() else y
         if length is not None:
             y = y[..., : max(0, length - (self.emitted - y.shape[-1]))]
             self.emitted = min(self.emitted, length)
@@ -189,5 +196,7 @@ class StreamDecoder:
             return torch.zeros(channels, 0)
         y = self.model.denormalize(y, self.stats).cpu()
         y = y[0] if self.joint else y[:, 0]
+        if self.postfilter is not None:
+            y = self.postfilter.push(y)
         self.emitted += y.shape[-1]
         return y

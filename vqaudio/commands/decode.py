@@ -28,16 +28,17 @@ class _Codecs:
 
     model: str | None
     device: str = "cpu"
+    postfilter: bool | None = None  # None: as each model's config says
     cache: dict = field(default_factory=dict)
 
     def __call__(self):  # setup(): a fresh cache per worker
-        return _Codecs(self.model, self.device)
+        return _Codecs(self.model, self.device, self.postfilter)
 
     def load(self, spec):
         from vqaudio.codec import load_codec
 
         if spec not in self.cache:
-            self.cache[spec] = load_codec(spec, device=self.device)
+            self.cache[spec] = load_codec(spec, device=self.device, postfilter=self.postfilter)
         return self.cache[spec]
 
     def for_codes(self, codes):
@@ -79,6 +80,8 @@ def register(subparsers) -> None:
     p.add_argument("--stream", action="store_true",
                    help="real time: read a .vqs token stream (IN or - for stdin) as it arrives and write 16-bit WAV at "
                         "the model's rate (-o - or a file) as packets come, flushed per packet")
+    p.add_argument("--no-postfilter", action="store_true",
+                   help="skip the formant post-filter of models that have one (speech-8k; like c2dec --nopf)")
     add_batch_flags(p, "model name or checkpoint/experiment folder (default: the shipped or user model whose "
                        "weights sha256 the file records; see `vqaudio models`)")
     p.set_defaults(func=run)
@@ -88,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from vqaudio.io import is_audio_path
 
     shard, jobs_n, rate = parse_shard(args.shard), check_jobs(args.jobs), sample_rate_arg(args.sample_rate)
-    codecs = _Codecs(args.model, device_arg(args.device))
+    codecs = _Codecs(args.model, device_arg(args.device), False if args.no_postfilter else None)
     progress = progress_wanted(args.progress)
     stdin, stdout = pipe_ends(args.inputs, args.output)
     if args.stream:
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if _kind(codecs, plan.jobs) == "series":  # series models write .npy, except to an -o file named by the user
         named = Path(args.output) if args.output is not None else None
         plan = Plan([j if j.dst == named else Job(j.src, j.dst.with_suffix(".npy"), j.rel) for j in plan.jobs], plan.batch)
-    setup = _Preloaded(codecs) if jobs_n <= 1 else _Codecs(codecs.model, codecs.device)  # workers load their own
+    setup = _Preloaded(codecs) if jobs_n <= 1 else codecs()  # workers load their own
     return run_jobs(plan, _Decode(rate, progress and not plan.batch), setup, jobs_n, args.force, "decode", progress)
 
 

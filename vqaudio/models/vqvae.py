@@ -132,6 +132,8 @@ class VQVAEConfig:
     fft_sizes: list[int] = field(default_factory=list)
     n_mels: list[int] = field(default_factory=list)
     revin_eps: float = 1e-5
+    # audio only: decoded audio passes the causal formant post-filter of vqaudio.postfilter (not part of training)
+    postfilter: bool = False
 
     def __post_init__(self) -> None:
         for name in ("strides", "dilations", "encoder_dilations", "decoder_frame_dilations", "fft_sizes", "n_mels", "levels"):
@@ -165,6 +167,8 @@ class VQVAEConfig:
             raise ConfigError(f"VQVAEConfig.kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind == "audio" and (self.sample_rate is None or self.channels != 1):
             raise ConfigError("VQVAEConfig: audio models need a sample_rate and channels=1 (multi-channel audio is coded per channel)")
+        if self.postfilter and self.kind != "audio":
+            raise ConfigError("VQVAEConfig.postfilter is for audio models (a speech post-filter), not series")
         positive = ["channels", "hidden", "max_hidden", "dim", "kernel", "n_q", "codebook_size"]
         for name in positive + (["sample_rate"] if self.sample_rate is not None else []):
             if getattr(self, name) < 1:
