@@ -171,3 +171,7 @@ def test_series_models_have_no_postfilter(tmp_path):
     with pytest.raises(ConfigError, match="post-filter is for audio"):
         Codec(tiny(kind="series", sample_rate=None), postfilter=True)
 
+
+def test_shipped_speech_model_has_it_on():
+    assert load_codec("speech-8k").postfilter and not load_codec("speech-8k-asterisk").postfilter
+    assert not load_codec("speech-8k", postfilter=False).postfilter

@@ -7,7 +7,8 @@
 # (from stage 2, every voice folder drawn equally often: conf/vqvae_cycle2.json), 4 third cycle (from stage 3's last
 # weights: conf/vqvae_cycle3.json), 5 fourth cycle (from stage 4's last weights, folders drawn in proportion to the
 # square root of their size, which gives the asterisk voices a third of the crops: conf/vqvae_cycle4.json), 6 evaluate
-# stage 5's last checkpoint, 7 export it with MODEL_CARD.md (the end of a cosine anneal: validation PESQ-NB on the
+# stage 5's last checkpoint (with the formant post-filter it ships with), 7 export it with MODEL_CARD.md and the
+# post-filter on (the end of a cosine anneal: validation PESQ-NB on the
 # training voices' crops is no guide to unseen voices, so `best/` is not used). The shipped speech-8k is stage 5's
 # last checkpoint. Exp 8 of docs/models.md (conf/vqvae_grow.json: residual units at the decoder's frame rate) scored
 # level but decodes too slowly to ship; it is run by hand, as that log says.
@@ -65,16 +66,17 @@ stage_cycle4() {  # a fourth cycle from stage 4's last weights, the large voice 
     train_or_resume "$exp/data/train.txt" "$exp/vqvae5" "$conf4" --init "$exp/vqvae3/last" "${train_opts[@]}"
 }
 
-stage_eval() {  # the unseen voices, male and female apart, and the asterisk held-out prompts
+stage_eval() {  # the unseen voices, male and female apart, and the asterisk held-out prompts, decoded as shipped
     local set
     for set in eval_unseen_male eval_unseen_female heldout_asterisk; do
         [ -s "$exp/data/$set.txt" ] || { log "stage 6: $set.txt is empty, skipped"; continue; }
-        vqa eval --codec "$exp/vqvae5/last" --data "$exp/data/$set.txt" -o "$exp/eval/$set" --no-progress --force
+        vqa eval --codec "$exp/vqvae5/last" --data "$exp/data/$set.txt" -o "$exp/eval/$set" --postfilter on \
+            --no-progress --force
     done
 }
 
 stage_export() {
-    vqa export "$exp/vqvae5/last" -o "$exp/model" --include MODEL_CARD.md --force
+    vqa export "$exp/vqvae5/last" -o "$exp/model" --include MODEL_CARD.md --postfilter on --force
 }
 
 run_stage 0 check stage_check
