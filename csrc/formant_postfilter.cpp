@@ -32,34 +32,48 @@ constexpr double kLagHz = 60.0;   // Gaussian lag window bandwidth
 
 int64_t history_needed(int64_t L, int64_t p) { return std::max(3 * L, L + kWarm + p); }
 
+// Scratch space of one thread, sized once per call.
+struct Scratch {
+  Scratch(int64_t L, int64_t p)
+      : span(std::max(3 * L, L + kWarm + p)), xb(span), seg(3 * L), s(kWarm + L), r(p + 1), lpc(p + 1), prev(p + 1),
+        an(p + 1), ad(p + 1) {}
+  int64_t span;  // x[a + L - span : a + L] is all a subframe reads
+  std::vector<double> xb, seg, s, r, lpc, prev, an, ad;
+};
+
 // Filters subframe [a, a + L) of row x (x[n] = 0 for n < 0); writes L samples of t (before the gain) to t_out and
-// returns its gain g. `work` holds W + (M + L) doubles of scratch, `lag` the p + 1 lag-window factors.
+// returns its gain g. `ham` is the Hamming window of W = 3 L samples, `lag` the p + 1 lag-window factors.
 double filter_subframe(const float* x, int64_t a, int64_t L, int64_t p, double gn, double gd, double tilt,
-                       const std::vector<double>& ham, const std::vector<double>& lag, std::vector<double>& work,
-                       double* t_out) {
-  const int64_t W = 3 * L;
-  auto at = [&](int64_t n) -> double { return n < 0 ? 0.0 : static_cast<double>(x[n]); };
-  double* seg = work.data();
-  for (int64_t i = 0; i < W; ++i) seg[i] = at(a + L - W + i) * ham[i];
-  std::vector<double> r(p + 1), lpc(p + 1, 0.0), prev(p + 1);
-  for (int64_t k = 0; k <= p; ++k) {
-    double acc = 0.0;
-    for (int64_t i = k; i < W; ++i) acc += seg[i] * seg[i - k];
-    r[k] = acc * lag[k];
+                       const std::vector<double>& ham, const std::vector<double>& lag, Scratch& sc, double* t_out) {
+  const int64_t W = 3 * L, span = sc.span, first = a + L - span;
+  double* xb = sc.xb.data();  // xb[i] = x[first + i]
+  for (int64_t i = 0; i < span; ++i) xb[i] = first + i < 0 ? 0.0 : static_cast<double>(x[first + i]);
+  double* seg = sc.seg.data();  // the windowed LPC analysis span
+  for (int64_t i = 0; i < W; ++i) seg[i] = xb[span - W + i] * ham[i];
+  double* r = sc.r.data();  // every lag's sum in order of i, the lags side by side (independent chains)
+  std::fill(r, r + p + 1, 0.0);
+  for (int64_t i = 0; i < W; ++i) {
+    const int64_t kmax = std::min(i, p);
+    for (int64_t k = 0; k <= kmax; ++k) r[k] += seg[i] * seg[i - k];
   }
+  for (int64_t k = 0; k <= p; ++k) r[k] *= lag[k];
   r[0] = r[0] * 1.0001 + 1e-9;
+  std::vector<double>& lpc = sc.lpc;
+  std::vector<double>& prev = sc.prev;
+  std::fill(lpc.begin(), lpc.end(), 0.0);
   lpc[0] = 1.0;
   double err = r[0];
   for (int64_t i = 1; i <= p; ++i) {  // Levinson-Durbin
     double acc = r[i];
     for (int64_t j = 1; j < i; ++j) acc += lpc[j] * r[i - j];
     const double k = -acc / std::max(err, 1e-12);
-    prev = lpc;
+    std::copy(lpc.begin(), lpc.begin() + i, prev.begin());
     for (int64_t j = 1; j < i; ++j) lpc[j] = prev[j] + k * prev[i - j];
     lpc[i] = k;
     err *= std::max(1.0 - k * k, 1e-6);
   }
-  std::vector<double> an(p + 1), ad(p + 1);
+  double* an = sc.an.data();
+  double* ad = sc.ad.data();
   double pn = 1.0, pd = 1.0;
   for (int64_t k = 0; k <= p; ++k) {
     an[k] = lpc[k] * pn;
@@ -67,11 +81,11 @@ double filter_subframe(const float* x, int64_t a, int64_t L, int64_t p, double g
     pn *= gn;
     pd *= gd;
   }
-  double* s = work.data() + W;  // s[0 .. M + L): n = a - M + i
+  double* s = sc.s.data();  // s[i]: n = a - M + i
+  const double* xs = xb + (span - L - kWarm);  // xs[i] = x[a - M + i]; xs[i - k] stays inside xb (span >= L + M + p)
   for (int64_t i = 0; i < kWarm + L; ++i) {
-    const int64_t n = a - kWarm + i;
     double v = 0.0;
-    for (int64_t k = 0; k <= p; ++k) v += an[k] * at(n - k);
+    for (int64_t k = 0; k <= p; ++k) v += an[k] * xs[i - k];
     for (int64_t k = 1; k <= p && k <= i; ++k) v -= ad[k] * s[i - k];
     s[i] = v;
   }
@@ -88,12 +102,12 @@ double filter_subframe(const float* x, int64_t a, int64_t L, int64_t p, double g
   }
   const double mu = tilt * std::max(h01 / std::max(h00, 1e-12), 0.0);
   double ex = 0.0, et = 0.0;
+  const double* xa = xb + (span - L);  // x[a + i]
   for (int64_t i = 0; i < L; ++i) {
     const double v = s[kWarm + i] - mu * s[kWarm + i - 1];
     t_out[i] = v;
     et += v * v;
-    const double xv = at(a + i);
-    ex += xv * xv;
+    ex += xa[i] * xa[i];
   }
   return et > 1e-20 ? std::sqrt(ex / et) : 1.0;
 }
@@ -122,13 +136,14 @@ at::Tensor formant_postfilter_cpu(const at::Tensor& x_, int64_t context, int64_t
   const float* xp = x.data_ptr<float>();
   float* op = out.data_ptr<float>();
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<double> work(W + kWarm + L), t(L);
+    Scratch sc(L, p);
+    std::vector<double> t(L);
     for (int64_t b = b0; b < b1; ++b) {
       const float* row = xp + b * T;
-      double g_prev = filter_subframe(row, context - L, L, p, gamma_num, gamma_den, tilt, ham, lag, work, t.data());
+      double g_prev = filter_subframe(row, context - L, L, p, gamma_num, gamma_den, tilt, ham, lag, sc, t.data());
       for (int64_t s = 0; s < S; ++s) {
         const int64_t a = context + s * L;
-        const double g = filter_subframe(row, a, L, p, gamma_num, gamma_den, tilt, ham, lag, work, t.data());
+        const double g = filter_subframe(row, a, L, p, gamma_num, gamma_den, tilt, ham, lag, sc, t.data());
         float* y = op + b * (T - context) + s * L;
         double decay = 0.9;
         for (int64_t i = 0; i < L; ++i) {
