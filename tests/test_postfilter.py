@@ -175,3 +175,16 @@ def test_series_models_have_no_postfilter(tmp_path):
 def test_shipped_speech_model_has_it_on():
     assert load_codec("speech-8k").postfilter and not load_codec("speech-8k-asterisk").postfilter
     assert not load_codec("speech-8k", postfilter=False).postfilter
+
+
+def test_an_extension_without_an_op_falls_back_with_a_warning(monkeypatch):
+    from vqaudio import ops
+
+    if ops.KERNEL != "compiled":
+        pytest.skip("the compiled extension is not loaded")
+    assert ops.compiled_ops(("formant_postfilter",), "unused") == has_compiled_postfilter()
+    with pytest.warns(UserWarning, match="predates the no_such_op op"):
+        assert not ops.compiled_ops(("no_such_op",), "the reference runs")
+    monkeypatch.setenv("VQAUDIO_KERNEL", "compiled")
+    with pytest.raises(ImportError, match="VQAUDIO_KERNEL=compiled but vqaudio._C predates"):
+        ops.compiled_ops(("no_such_op",), "the reference runs")

@@ -22,7 +22,7 @@ from . import channels, reference, rotation
 from .channels import quantize_channels
 from .rotation import rotate_to
 
-__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "lookup", "rotate_to", "quantize_channels",
+__all__ = ["KERNEL", "KERNEL_REASON", "nearest_code", "quantize", "lookup", "rotate_to", "quantize_channels", "compiled_ops",
            "has_cuda_kernel", "build_record"]
 
 
@@ -93,6 +93,24 @@ def _backward(ctx, grad_indices, grad_dist2):
         grad_codebook = torch.zeros(codebook.shape, dtype=acc, device=codebook.device)
         grad_codebook = grad_codebook.index_add(0, indices, diff, alpha=-1.0).to(codebook.dtype)
     return grad_x, grad_codebook
+
+
+def compiled_ops(names: tuple[str, ...], fallback: str) -> bool:
+    """Whether the compiled extension defines every op in ``names`` (``vqaudio::NAME``). An extension built before
+    they existed lacks them: a warning saying ``fallback`` (what runs instead), or an ImportError under
+    ``VQAUDIO_KERNEL=compiled``."""
+    if KERNEL != "compiled":
+        return False
+    try:
+        for name in names:
+            getattr(torch.ops.vqaudio, name)
+    except (AttributeError, RuntimeError):
+        message = f"vqaudio._C predates the {'/'.join(names)} op(s) (rebuild it); {fallback}"
+        if os.environ.get("VQAUDIO_KERNEL", "").strip().lower() == "compiled":
+            raise ImportError(f"VQAUDIO_KERNEL=compiled but {message}") from None
+        warnings.warn(f"vqaudio: {message}", stacklevel=3)
+        return False
+    return True
 
 
 def _has_cpu_kernel(op: str) -> bool:

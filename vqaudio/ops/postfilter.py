@@ -14,8 +14,6 @@ at once. The op has no backward (decoding only).
 from __future__ import annotations
 
 import math
-import os
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -35,21 +33,7 @@ def history(subframe: int, order: int) -> int:
     return max(3 * subframe, subframe + WARM + order)
 
 
-def _compiled() -> bool:
-    if ops.KERNEL != "compiled":
-        return False
-    try:  # an extension built before this op existed lacks it
-        torch.ops.vqaudio.formant_postfilter  # noqa: B018
-    except (AttributeError, RuntimeError):
-        message = "vqaudio._C predates the formant_postfilter op (rebuild it); decoding uses the slower PyTorch ops"
-        if os.environ.get("VQAUDIO_KERNEL", "").strip().lower() == "compiled":
-            raise ImportError(f"VQAUDIO_KERNEL=compiled but {message}") from None
-        warnings.warn(f"vqaudio: {message}", stacklevel=2)
-        return False
-    return True
-
-
-_COMPILED = _compiled()
+_COMPILED = ops.compiled_ops(("formant_postfilter",), "decoding uses the slower PyTorch ops")
 
 if _COMPILED:
 

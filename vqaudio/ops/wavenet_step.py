@@ -18,9 +18,6 @@ autograd off (inference mode or no_grad) and every tensor float32 on the CPU.
 
 from __future__ import annotations
 
-import os
-import warnings
-
 import torch
 from torch import Tensor
 
@@ -29,22 +26,7 @@ from vqaudio import ops
 __all__ = ["wavenet_step", "wavenet_step_reference", "wavenet_head", "wavenet_head_reference", "has_compiled_step"]
 
 
-def _compiled() -> bool:
-    if ops.KERNEL != "compiled":
-        return False
-    try:  # an extension built before these ops existed lacks them
-        torch.ops.vqaudio.wavenet_step_  # noqa: B018
-        torch.ops.vqaudio.wavenet_head  # noqa: B018
-    except (AttributeError, RuntimeError):
-        message = "vqaudio._C predates the wavenet_step_/wavenet_head ops (rebuild it); prior generation uses the slower PyTorch ops"
-        if os.environ.get("VQAUDIO_KERNEL", "").strip().lower() == "compiled":
-            raise ImportError(f"VQAUDIO_KERNEL=compiled but {message}") from None
-        warnings.warn(f"vqaudio: {message}", stacklevel=2)
-        return False
-    return True
-
-
-_COMPILED = _compiled()
+_COMPILED = ops.compiled_ops(("wavenet_step_", "wavenet_head"), "prior generation uses the slower PyTorch ops")
 
 if _COMPILED:
 
