@@ -188,3 +188,10 @@ def test_an_extension_without_an_op_falls_back_with_a_warning(monkeypatch):
     monkeypatch.setenv("VQAUDIO_KERNEL", "compiled")
     with pytest.raises(ImportError, match="VQAUDIO_KERNEL=compiled but vqaudio._C predates"):
         ops.compiled_ops(("no_such_op",), "the reference runs")
+
+
+def test_info_says_whether_decoding_post_filters(capsys):
+    assert main(["info", "speech-8k"]) == 0
+    assert "\npostfilter: on\n" in capsys.readouterr().out
+    assert main(["info", "speech-8k-asterisk"]) == 0
+    assert "\npostfilter: off\n" in capsys.readouterr().out

@@ -57,7 +57,8 @@ def model_info(spec: str | None) -> dict:
         "n_q_options": list(range(1, codec.n_q + 1)),
         **({"bits_per_sample": {str(n): codec.bitrate(n) for n in range(1, codec.n_q + 1)}, "min_length": codec.min_length,
             "channels_coded": "each channel alone (any count)" if codec.per_channel else f"{codec.channels} together"}
-           if codec.kind == "series" else {"bitrate": {str(n): codec.bitrate(n) for n in range(1, codec.n_q + 1)}}),
+           if codec.kind == "series" else {"bitrate": {str(n): codec.bitrate(n) for n in range(1, codec.n_q + 1)},
+                                           "postfilter": "on" if codec.postfilter else "off"}),
         "encoder_receptive_field": m.encoder_receptive_field, "decoder_receptive_field": m.decoder_receptive_field,
         "parameters": sum(p.numel() for p in m.parameters()), "config": codec.config.to_dict(),
     }
