@@ -3,7 +3,7 @@
 //
 // Contract (the pure-PyTorch reference is vqaudio/ops/postfilter.py; x [B, T] float32, the first `context` samples of
 // each row are history, T - context a multiple of L = subframe, p = order, W = 3 L, M = 64 warm-up samples,
-// x[n] = 0 for n < 0 and context >= postfilter_history(L, p) = max(W, L + M + p)). For each subframe
+// x[n] = 0 for n < 0 and context >= max(W, L + M + p), vqaudio.ops.postfilter.history(L, p)). For each subframe
 // [a, a + L), a = context, context + L, ..., and for the one before it (a - L, for its gain only):
 //   LPC     w = Hamming(W) * x[a + L - W : a + L]; r[k] = sum_i w[i] w[i - k] * exp(-(2 pi 60 k / sample_rate)^2 / 2)
 //           for k = 0..p, r[0] = 1.0001 r[0] + 1e-9; a_0..a_p = Levinson-Durbin(r), a_0 = 1
@@ -35,7 +35,7 @@ int64_t history_needed(int64_t L, int64_t p) { return std::max(3 * L, L + kWarm 
 // Scratch space of one thread, sized once per call.
 struct Scratch {
   Scratch(int64_t L, int64_t p)
-      : span(std::max(3 * L, L + kWarm + p)), xb(span), seg(3 * L), s(kWarm + L), r(p + 1), lpc(p + 1), prev(p + 1),
+      : span(history_needed(L, p)), xb(span), seg(3 * L), s(kWarm + L), r(p + 1), lpc(p + 1), prev(p + 1),
         an(p + 1), ad(p + 1) {}
   int64_t span;  // x[a + L - span : a + L] is all a subframe reads
   std::vector<double> xb, seg, s, r, lpc, prev, an, ad;
@@ -157,14 +157,11 @@ at::Tensor formant_postfilter_cpu(const at::Tensor& x_, int64_t context, int64_t
   return out;
 }
 
-int64_t postfilter_history(int64_t subframe, int64_t order) { return history_needed(subframe, order); }
-
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(vqaudio, m) {
   m.def("formant_postfilter(Tensor x, int context, int subframe, int order, float gamma_num, float gamma_den, "
         "float tilt, int sample_rate) -> Tensor");
-  m.def("postfilter_history(int subframe, int order) -> int", &postfilter_history);
 }
 
 TORCH_LIBRARY_IMPL(vqaudio, CPU, m) { m.impl("formant_postfilter", &formant_postfilter_cpu); }
