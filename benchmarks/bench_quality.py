@@ -30,6 +30,7 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from vqaudio.cli_args import add_postfilter_flag, postfilter_choice  # noqa: E402
 from vqaudio.codec import load_codec  # noqa: E402
 from vqaudio.commands.eval import n_q_list  # noqa: E402
 from vqaudio.errors import VQAudioError  # noqa: E402
@@ -121,15 +122,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="an evaluation set (repeatable; default: asterisk-heldout, unseen-male, unseen-female)")
     ap.add_argument("--data", help="one folder or manifest (same as --set data=PATH)")
     ap.add_argument("--n-q", help="quantiser levels of the codec, e.g. 3,4 or 1-4 (default: all levels, and one fewer)")
-    ap.add_argument("--postfilter", choices=("on", "off"), default=None,
-                    help="the codec's formant post-filter (vqaudio/postfilter.py) on or off (default: as its config)")
+    add_postfilter_flag(ap, "the codec's formant post-filter (vqaudio/postfilter.py) on or off (default: as its config)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, help="also write every number here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = {}
     try:
-        codec = load_codec(args.codec, postfilter=None if args.postfilter is None else args.postfilter == "on")
+        codec = load_codec(args.codec, postfilter=postfilter_choice(args))
         n_qs = n_q_list(args.n_q) if args.n_q else sorted({max(1, codec.n_q - 1), codec.n_q})
         sets = parse_sets(args.set + ([f"data={args.data}"] if args.data else [])) or default_sets()
         for name, spec in sets.items():

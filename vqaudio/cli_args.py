@@ -7,7 +7,7 @@ import argparse
 from vqaudio.errors import ConfigError
 from vqaudio.progress import add_progress_flag
 
-__all__ = ["sample_rate_arg", "device_arg", "add_batch_flags"]
+__all__ = ["sample_rate_arg", "device_arg", "add_batch_flags", "add_postfilter_flag", "postfilter_choice"]
 
 
 def sample_rate_arg(text: str) -> str | int:
@@ -55,3 +55,13 @@ def add_batch_flags(p: argparse.ArgumentParser, model_help: str) -> None:
                         "a folder run skips them)")
     p.add_argument("--shard", metavar="I/N", help="only the inputs with hash(relative path) %% N == I (0 <= I < N)")
     add_progress_flag(p)
+
+
+def add_postfilter_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """``--postfilter on|off`` (default: as the model's config says); read it with :func:`postfilter_choice`."""
+    p.add_argument("--postfilter", choices=("on", "off"), default=None, help=help)
+
+
+def postfilter_choice(args: argparse.Namespace) -> bool | None:
+    """``--postfilter`` as ``load_codec``'s ``postfilter``: True, False, or None (the model's config decides)."""
+    return None if args.postfilter is None else args.postfilter == "on"

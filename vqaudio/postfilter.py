@@ -42,11 +42,10 @@ class Postfilter:
         self.subframe = subframe_for(sample_rate, hop)
         self.context = history(self.subframe, ORDER)
         self._history: Tensor | None = None  # [C, context] of unfiltered signal
-        self._pending: Tensor | None = None  # [C, < subframe] waiting for a whole subframe
-        self._channels = 0
+        self._pending: Tensor | None = None  # [C, < subframe] waiting for a whole subframe (None: nothing pushed)
 
     def _filter(self, x: Tensor) -> Tensor:
-        if self._history is None or self._history.shape[0] != x.shape[0]:
+        if self._history is None:
             self._history = x.new_zeros(x.shape[0], self.context)
         both = torch.cat([self._history, x], dim=-1)
         self._history = both[:, -self.context :]
@@ -56,7 +55,6 @@ class Postfilter:
     def push(self, y: Tensor) -> Tensor:
         """Add ``y [C, n]``; return ``[C, m]``, the filtered samples now final."""
         y = y.float()
-        self._channels = y.shape[0]
         if self._pending is not None and self._pending.shape[-1]:
             y = torch.cat([self._pending, y], dim=-1)
         whole = y.shape[-1] // self.subframe * self.subframe
@@ -66,9 +64,11 @@ class Postfilter:
     def flush(self) -> Tensor:
         """The samples still pending ``[C, r]``, ``r < subframe``, filtered with silence after them."""
         rest = self._pending
-        self._pending = None
-        if rest is None or not rest.shape[-1]:
-            return torch.zeros(self._channels, 0)
+        if rest is None:
+            return torch.zeros(0, 0)
+        self._pending = rest[:, :0]
+        if not rest.shape[-1]:
+            return rest
         padded = torch.nn.functional.pad(rest, (0, self.subframe - rest.shape[-1]))
         return self._filter(padded)[:, : rest.shape[-1]]
 

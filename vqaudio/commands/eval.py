@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vqaudio.cli_args import add_postfilter_flag, postfilter_choice
 from vqaudio.errors import ConfigError
 from vqaudio.filejobs import exists_error
 from vqaudio.progress import add_progress_flag, progress_wanted
@@ -45,8 +46,7 @@ def register(subparsers) -> None:
                    help="fit PCA on at most N files, evenly spaced in sorted order (default 200)")
     p.add_argument("--max-files", type=int, metavar="N", help="evaluate only the first N files (sorted)")
     p.add_argument("--device", default="cpu", help="torch device of the codec (default cpu)")
-    p.add_argument("--postfilter", choices=("on", "off"), default=None,
-                   help="the formant post-filter of decoded audio on or off (default: as the model's config says)")
+    add_postfilter_flag(p, "the formant post-filter of decoded audio on or off (default: as the model's config says)")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="torch CPU threads (default 1: eval runs many small ops, which extra threads slow down)")
     p.add_argument("--no-plots", action="store_true", help="no PNG figures")
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise exists_error(existing[0])
     device = device_arg(args.device)
     torch.set_num_threads(args.threads)
-    codec = load_codec(args.codec, device=device,
-                       postfilter=None if args.postfilter is None else args.postfilter == "on")
+    codec = load_codec(args.codec, device=device, postfilter=postfilter_choice(args))
     files, names = eval_files(args.data, codec.kind)
     files, names = files[: args.max_files], names[: args.max_files]
     fit = None

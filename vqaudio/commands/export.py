@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vqaudio.cli_args import add_postfilter_flag, postfilter_choice
+
 HELP = "copy a trained model's weights and config (no optimizer state) to a new folder"
 
 
@@ -15,17 +17,16 @@ def register(subparsers) -> None:
     p.add_argument("--include", action="append", default=[], metavar="FILE",
                    help="also copy FILE into the folder (a model card, a licence); repeatable")
     p.add_argument("--force", action="store_true", help="replace DIR if it is a checkpoint folder")
-    p.add_argument("--postfilter", choices=("on", "off"), default=None,
-                   help="turn the formant post-filter of decoded audio on or off in the exported config (default: as "
-                        "the source; vqaudio/postfilter.py); the weights and their sha256 stay the same")
+    add_postfilter_flag(p, "turn the formant post-filter of decoded audio on or off in the exported config (default: "
+                           "as the source; vqaudio/postfilter.py); the weights and their sha256 stay the same")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vqaudio.checkpoint import export_model, read_manifest
 
-    postfilter = None if args.postfilter is None else args.postfilter == "on"
-    out = export_model(args.model, args.output, include=tuple(args.include), force=args.force, postfilter=postfilter)
+    out = export_model(args.model, args.output, include=tuple(args.include), force=args.force,
+                       postfilter=postfilter_choice(args))
     m = read_manifest(out)
     meta = (m.get("state") or {}).get("meta") or {}
     step = f" at step {meta['step']}" if "step" in meta else ""
