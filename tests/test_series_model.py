@@ -71,6 +71,21 @@ def test_decoding_restores_each_channel_scale(models):
     assert [y.shape for y, _ in codec.decode([c1, codec.encode(x[:1, :9])])] == [x.shape, (1, 9)]
 
 
+@pytest.mark.parametrize("scale", [1e-12, 1e-6, 1e-3, 1e6])
+def test_any_scale_is_coded_like_unit_scale(models, scale):
+    """Series in small SI units (1e-6 V, 1e-12 m) come back at their scale: the same codes as at unit scale, and
+    the same NMSE (the statistics carry no absolute floor that flattens small values to noise)."""
+    codec = load_codec("series")
+    x = torch.from_numpy(table(np.random.default_rng(2), 120, 2)).T.double()
+    x = (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True)  # unit scale
+    small = (scale * x).float()
+    unit, coded = codec.encode(x.float()), codec.encode(small)
+    assert torch.equal(unit.codes, coded.codes)
+    y = codec.decode(coded)[0].double()
+    nmse = float((y - small.double()).square().sum() / (small.double() - small.double().mean(-1, keepdim=True)).square().sum())
+    assert nmse < 0.01, nmse
+
+
 def test_missing_series_model_is_one_line_naming_the_recipe(tmp_path, monkeypatch, capsys):
     """A package without the weights (a source checkout before they shipped, or a trimmed install)."""
     monkeypatch.setenv(registry.MODELS_ENV, str(tmp_path / "empty"))

@@ -149,3 +149,15 @@ def test_a_truncated_wav_is_one_line_after_the_packets_before(talk, tmp_path):
         for _ in r.packets():
             pass
     assert r.frames > 0.9 * (len(data) // 2 - 44) / 2 / 84  # the frames of what came were sent
+
+
+@pytest.mark.parametrize("args, data", [(["--rate", "8000"], b""), ([], None)])
+def test_an_empty_stream_is_one_line_exit_2(tmp_path, args, data):
+    """No samples at all (empty raw PCM, or a valid WAV of 0 samples): one line, exit 2, not a traceback."""
+    if data is None:
+        sf.write(tmp_path / "empty.wav", np.zeros((0, 1), dtype=np.float32), 8000, subtype="PCM_16")
+        data = (tmp_path / "empty.wav").read_bytes()
+    p = subprocess.run([*VQ, "encode", "-", "-o", "-", "--stream", *args], input=data, env=ENV, capture_output=True,
+                       timeout=300)
+    err = p.stderr.decode().strip().splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "stdin: is empty (0 samples)" in err[0], err

@@ -153,7 +153,7 @@ def _series_stats(codec, items: list[Tensor]) -> list:
         shapes.setdefault(tuple(x.shape), []).append(k)
     for (c, t), idx in shapes.items():
         x = torch.stack([items[k] for k in idx])  # [n, C, T]
-        st = codec.model.normalize(x.view(-1, 1, t) if codec.per_channel else x)[1]  # [n * C, 1, 1] or [n, C, 1]
+        st = codec.model.coding_stats(x.view(-1, 1, t) if codec.per_channel else x)  # [n * C, 1, 1] or [n, C, 1]
         rows = c if codec.per_channel else 1
         for j, k in enumerate(idx):
             out[k] = type(st)(st.mean[j * rows : (j + 1) * rows], st.std[j * rows : (j + 1) * rows])

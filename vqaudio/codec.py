@@ -481,8 +481,7 @@ class Codec:
             x = decimate_series(x, decimate)
         with torch.inference_mode():
             x = x.unsqueeze(1) if self.per_channel else x.unsqueeze(0)  # [C, 1, T]: a channel per item; [1, C, T]
-            _, stats = self.model.normalize(x)  # RevIN statistics of the whole series, shared by every chunk
-            stats = SeriesStats(stats.mean.cpu(), stats.std.cpu())
+            stats = self.model.coding_stats(x)  # RevIN statistics of the whole series, shared by every chunk
             encoder = self._encoder(n_q, stats)
             step = encoder.chunk * self.hop
             out = [c for i in range(0, x.shape[-1], step) for c in encoder.push(x[..., i : i + step])]

@@ -139,9 +139,9 @@ def encode_pipe(codec, src: BinaryIO, dst: BinaryIO, n_q: int | None, name: str,
     for x in blocks:
         length += x.shape[-1]
         writer.write(enc.push(x))
-    writer.write(enc.flush())
-    if not length:
+    if not length:  # before flushing: an encoder that was never pushed has no channel count to flush with
         raise AudioError("is empty (0 samples)", name)
+    writer.write(enc.flush())
     writer.end(length)
 
 

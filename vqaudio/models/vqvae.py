@@ -402,6 +402,14 @@ class VQVAE(nn.Module):
         xn = (x - stats.mean.to(x)) / stats.std.to(x)
         return (xn if w is None else xn * w.to(xn)), stats
 
+    def coding_stats(self, x: Tensor) -> SeriesStats:
+        """The RevIN statistics that coding a series ``x [B, C, T]`` records: mean and std over time, summed in float64,
+        without :attr:`VQVAEConfig.revin_eps`, so that coding ``a * x + b`` gives the codes of ``x`` at any scale
+        (``revin_eps`` guards training crops; an absolute floor would flatten series of small values, e.g. 1e-6 SI
+        units, to noise). Constant channels are refused before coding (:func:`vqaudio.io.check_series_codable`)."""
+        var, mean = torch.var_mean(x.double(), dim=-1, keepdim=True, correction=0)
+        return SeriesStats(mean.float(), var.sqrt().float())
+
     def denormalize(self, x: Tensor, stats: SeriesStats | None) -> Tensor:
         """Inverse of :meth:`normalize` (identity without ``stats``)."""
         if stats is None:
