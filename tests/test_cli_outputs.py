@@ -4,14 +4,22 @@ writing command words an existing output the same way; and where encode and deco
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from cli_helpers import one_line, run
 from test_codec import trained_checkpoint
 
-from vqaudio.codec import load_codes
+from vqaudio.codec import load_codec, load_codes, save_codes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +118,23 @@ def test_device_flag_on_encode_and_decode(talk, ckpt, capsys, monkeypatch):
     run("decode", vqa, "--device", "cuda", "-o", talk.parent / "g.wav", "--model", ckpt, expect=2)
     assert "no CUDA GPU is available here (use --device cpu)" in one_line(capsys)
     assert sorted(p.name for p in talk.parent.iterdir()) == ["talk.decoded.wav", "talk.vqa", "talk.wav"]
+
+
+@pytest.mark.parametrize("sig, status, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")])
+def test_a_killed_decode_leaves_no_partial_output(tmp_path, sig, status, word):
+    """``kill`` (SIGTERM) or Ctrl-C (SIGINT) during a decode: the temporary output is removed, the status is 128 + the
+    signal, one line says so."""
+    codec = load_codec("speech-8k")
+    x = 0.1 * torch.randn(1, 8000 * 60, generator=torch.Generator().manual_seed(0))  # a minute: seconds to decode
+    save_codes(tmp_path / "long.vqa", codec.encode(x, 8000))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "vqaudio", "decode", str(tmp_path / "long.vqa"), "-o",
+                          str(tmp_path / "long.wav")], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not any(f.name.startswith(".long.wav.") for f in tmp_path.iterdir()):  # the temporary output exists
+        assert p.poll() is None and time.monotonic() < deadline, "decode ended before it could be signalled"
+        time.sleep(0.005)
+    p.send_signal(sig)
+    err = p.communicate(timeout=120)[1].decode().strip().splitlines()
+    assert p.returncode == status and err == [f"vqaudio decode: {word}"], (p.returncode, err)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["long.vqa"]

@@ -136,6 +136,12 @@ def test_corrupted_and_truncated_streams(codec, talk, tmp_path):
         assert y.shape[0] == good * 40 * codec.hop  # all their audio, the last frames without their right context
         keep = (good * 40 - codec.latency.decoder) * codec.hop
         assert np.abs(y[:keep] - full[:keep]).max() <= PCM16 + 1e-5
+        # to a file instead of a pipe: no partial output is left behind
+        (tmp_path / "bad.vqs").write_bytes(stream)
+        p = subprocess.run([*VQ, "decode", str(tmp_path / "bad.vqs"), "-o", str(tmp_path / "out.wav"), "--stream"],
+                           env=ENV, capture_output=True, timeout=300)
+        assert p.returncode == 2 and message in p.stderr.decode()
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["bad.vqs"]
 
 
 def test_a_truncated_wav_is_one_line_after_the_packets_before(talk, tmp_path):

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 
 from vqaudio.errors import VQAudioError, printed_warnings
@@ -60,6 +61,15 @@ def _stdout_closed() -> int:
     return 128 + 13
 
 
+class _Terminated(BaseException):
+    """SIGTERM (``kill``, a job scheduler, a container stop) raised in the main thread, so that temporary outputs
+    are removed on the way out as on Ctrl-C (:func:`vqaudio.io.atomic_path` cleans up on any exception)."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     apply_cli_defaults()  # OMP_WAIT_POLICY=PASSIVE, threads = usable CPUs: before any command imports torch
@@ -68,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        previous = None
     try:
         with printed_warnings(args.command):
             result = args.func(args)
@@ -78,8 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vqaudio {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"vqaudio {args.command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         return _stdout_closed()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(result or 0)
 
 

@@ -139,6 +139,7 @@ def _decode_live(args: argparse.Namespace, codecs: _Codecs, stdin: bool, stdout:
     import contextlib
     import sys
 
+    from vqaudio.io import atomic_path
     from vqaudio.pipes import checked_ends
     from vqaudio.streampipe import decode_pipe, stdin_raw
 
@@ -147,7 +148,8 @@ def _decode_live(args: argparse.Namespace, codecs: _Codecs, stdin: bool, stdout:
         raise ConfigError(f"--stream writes WAV: name the output OUT.wav or -, not {dst.suffix!r}", str(dst))
     with contextlib.ExitStack() as stack:
         f_in = stdin_raw() if stdin else stack.enter_context(open(src, "rb", buffering=0))
-        f_out = sys.stdout.buffer if dst is None else stack.enter_context(open(dst, "wb"))
+        # a file is written under a temporary name and renamed at the end: a failed stream leaves no partial file
+        f_out = sys.stdout.buffer if dst is None else stack.enter_context(open(stack.enter_context(atomic_path(dst)), "wb"))
         decode_pipe(codecs, f_in, f_out, "stdin" if stdin else str(src))
     return 0
 
