@@ -203,3 +203,16 @@ def test_shipped_series_model_card_and_quality_floor():
     y = torch.stack([codec.decode(codec.encode(s[None], n_q=1))[0][0] for s in x])
     nmse = ((x - y) ** 2).sum(1) / ((x - x.mean(1, keepdim=True)) ** 2).sum(1)
     assert y.shape == x.shape and nmse.mean() < 0.01, nmse.mean()
+
+
+def test_ts_labels_never_share_a_folder(tmp_path):
+    """Labels that make the same folder name (``.`` and ``..``, ``a/b`` and ``a_b``) still get a folder each; a label
+    never climbs out of the output folder."""
+    from vqaudio.ts_files import TsCases, case_outputs
+
+    labels = [".", "..", "a/b", "a_b", ".", "../../evil", "a_b_2"]
+    cases = TsCases([torch.zeros(1, 8)] * len(labels), labels)
+    outs = case_outputs(tmp_path / "x.ts", cases, tmp_path / "out")
+    folders = [p.parent.name for p in outs]
+    assert folders == ["_", "__2", "a_b", "a_b_2", "_", "_.._evil", "a_b_2_2"]
+    assert all(p.parent.parent == tmp_path / "out" for p in outs)

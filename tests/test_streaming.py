@@ -15,6 +15,7 @@ from conftest import exact_codes
 from test_model_names import FIXTURE, signal
 
 from vqaudio.codec import load_codec, load_codes
+from vqaudio.errors import AudioError
 
 DECODE_ATOL = 1e-5  # streamed vs offline audio: float rounding of conv windows of other lengths (seen: ~5e-7)
 
@@ -313,3 +314,20 @@ def test_pushes_run_on_one_thread_and_restore_the_callers(codec, speech, monkeyp
     finally:
         torch.set_num_threads(threads)
     assert {tag for tag, _ in seen} == {"encoder", "decoder"} and {n for _, n in seen} == {1}
+
+
+def test_push_takes_t_as_one_channel_and_refuses_bad_shapes(codec, speech):
+    """``push([t])`` is one channel (as ``Codec.encode`` reads ``[T]``); a tensor of another rank or dtype, or a change
+    of channel count mid-stream, is a one-line AudioError instead of codes of the wrong shape."""
+    x = speech[0, :4000]
+    a, b = codec.stream_encoder(), codec.stream_encoder()
+    one = torch.cat([a.push(x), a.flush()], dim=-1)
+    two = torch.cat([b.push(x[None]), b.flush()], dim=-1)
+    assert one.shape[:2] == (1, codec.n_q) and torch.equal(one, two)
+    e = codec.stream_encoder()
+    for bad in (x[None, None], x.to(torch.int16), torch.zeros(0, 0, 3)):
+        with pytest.raises(AudioError, match="push takes float samples"):
+            e.push(bad)
+    e.push(x[None])
+    with pytest.raises(AudioError, match="2 channel"):
+        e.push(torch.stack([x, x]))

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vqaudio.errors import AudioError
 from vqaudio.models.vqvae import VQVAE, SeriesStats
 from vqaudio.ops import exact_conv
 from vqaudio.postfilter import Postfilter
@@ -102,6 +103,7 @@ class StreamEncoder:
         self.joint, self.resampler = model.config.kind == "series", resampler
         self.stack = streaming(model.encoder, exact=exact_conv.enabled_for(torch.device(device)))
         self.items: int | None = None
+        self.channels: int | None = None  # of the first push
         self.received = 0
 
     def push(self, x: Tensor) -> Tensor:
@@ -110,7 +112,16 @@ class StreamEncoder:
             return self._push(x)
 
     def _push(self, x: Tensor) -> Tensor:
-        x = x.detach().to("cpu", torch.float32)
+        x = torch.as_tensor(x).detach()
+        if x.dim() == 1:  # [t]: one channel, as Codec.encode takes it
+            x = x.unsqueeze(0)
+        if x.dim() != 2 or not x.is_floating_point():
+            raise AudioError(f"push takes float samples [C, t] (or [t]), got {x.dtype} {list(x.shape)}", "stream")
+        if self.channels is not None and x.shape[0] != self.channels:
+            raise AudioError(f"push: {x.shape[0]} channel(s) after {self.channels} before; a stream keeps its channels",
+                             "stream")
+        self.channels = x.shape[0]
+        x = x.to("cpu", torch.float32)
         if self.resampler is not None:
             x = torch.cat([x[..., :0], *self.resampler.push(x)], dim=-1)
         self.items = 1 if self.joint else x.shape[0]

@@ -80,8 +80,26 @@ def case_outputs(path: str | os.PathLike, cases: TsCases, out_dir: str | os.Path
     out = Path(out_dir) if out_dir is not None else path.with_suffix("")
     if out.resolve() == path.resolve():
         raise ConfigError("the output folder would be the input file; pass -o DIR", str(path))
-    return [out / (_folder_name(cases.labels[i]) if cases.labels else "") / f"{i:05d}.vqa"
-            for i in range(len(cases.series))]
+    folders = _label_folders(cases.labels or [])
+    return [out / (folders[cases.labels[i]] if cases.labels else "") / f"{i:05d}.vqa" for i in range(len(cases.series))]
+
+
+def _label_folders(labels: list[str]) -> dict[str, str]:
+    """A folder per distinct label (:func:`_folder_name`); labels whose names would clash (``.`` and ``..``,
+    ``a/b`` and ``a_b``) get ``_2``, ``_3``, ... in order of first appearance, so no two classes share a folder."""
+    folders: dict[str, str] = {}
+    taken: set[str] = set()
+    for label in labels:
+        if label in folders:
+            continue
+        base = name = _folder_name(label)
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{base}_{n}"
+        folders[label] = name
+        taken.add(name)
+    return folders
 
 
 def encode_ts(codec, path: str | os.PathLike, out_dir: str | os.PathLike | None = None, n_q: int | None = None,
