@@ -110,6 +110,10 @@ def test_series_round_trip(tmp_path, suffix):
 def test_series_layout_rows_are_time(tmp_path):
     (tmp_path / "a.csv").write_text("temp,humidity\n1,10\n2,20\n3,30\n")
     assert load_series(tmp_path / "a.csv").tolist() == [[1, 2, 3], [10, 20, 30]]
+    (tmp_path / "semicolons.csv").write_text("temp;humidity\n1;10\n2;20\n3.5;30\n")  # spreadsheet exports
+    (tmp_path / "tabs.csv").write_text("1\t10\n2\t20\n3.5\t30\n")
+    for name in ("semicolons.csv", "tabs.csv"):
+        assert load_series(tmp_path / name).tolist() == [[1, 2, 3.5], [10, 20, 30]]
     np.save(tmp_path / "b.npy", np.arange(5.0))
     assert load_series(tmp_path / "b.npy").shape == (1, 5)
     np.save(tmp_path / "c.npy", np.zeros((7, 2)))

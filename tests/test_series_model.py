@@ -106,6 +106,9 @@ def test_missing_series_model_is_one_line_naming_the_recipe(tmp_path, monkeypatc
     ("1,2\n3,x\n5,6\n7,8\n", "non-numeric"),
     ("1,2\n3\n5,6\n7,8\n", "row 2 has 1 columns"),
     ("1\n2\ninf\n4\n5\n", "Inf"),
+    ("1,2\n3,\n5,6\n7,8\n", "row 2, column 2 is empty"),
+    ("a,b,c\n", "a header row but no data rows"),
+    ("a;b\n1,5;2\n3;4\n5;6\n7;8\n", "write decimals with '.'"),
 ])
 def test_bad_series_are_one_line_exit_2(models, tmp_path, capsys, bad, problem):
     src = tmp_path / "bad.csv"

@@ -301,24 +301,40 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, sub
         raise AudioError(f"cannot write audio: {err}", str(path)) from None
 
 
+def _csv_delimiter(f) -> str:
+    """``;`` or tab when the first non-blank line has them (spreadsheet exports in many locales), else ``,``."""
+    first = next((line for line in f if line.strip()), "")
+    f.seek(0)
+    return ";" if ";" in first else "\t" if "\t" in first else ","
+
+
 def _read_csv(path: Path) -> np.ndarray:
+    """A ``T x C`` table of numbers (comma-, semicolon- or tab-separated, an optional header row)."""
     with open(path, newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        delimiter = _csv_delimiter(f)
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    header = False
     if rows:
         try:
             [float(c) for c in rows[0]]
         except ValueError:
-            rows = rows[1:]  # header row
+            rows, header = rows[1:], True
     if not rows:
+        if header:
+            raise AudioError("has a header row but no data rows", str(path))
         return np.zeros((0, 0), dtype=np.float32)
     width = len(rows[0])
     for i, r in enumerate(rows):
         if len(r) != width:
             raise AudioError(f"row {i + 1} has {len(r)} columns, expected {width}", str(path))
+        for j, c in enumerate(r):
+            if not c.strip():
+                raise AudioError(f"row {i + 1}, column {j + 1} is empty (a series must have every value)", str(path))
     try:
-        return np.array([[float(c) if c.strip() else float("nan") for c in r] for r in rows], dtype=np.float32)
+        return np.array([[float(c) for c in r] for r in rows], dtype=np.float32)
     except ValueError as err:
-        raise AudioError(f"non-numeric value in CSV ({err})", str(path)) from None
+        hint = " (write decimals with '.', not ',')" if delimiter != "," and any("," in c for r in rows for c in r) else ""
+        raise AudioError(f"non-numeric value in CSV ({err}){hint}", str(path)) from None
 
 
 def load_series(path: str | os.PathLike) -> torch.Tensor:

@@ -474,7 +474,11 @@ def from_bytes(data: bytes, name: str) -> Codes:
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
         group = h["group"] if version == 2 else 1
         model_name, sha = model["name"], model["sha256"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+    except KeyError as err:
+        fail(f"invalid token file header (no field {err})")
+    except TypeError:
+        fail("invalid token file header (not a JSON object of the expected fields)")
+    except (UnicodeDecodeError, ValueError) as err:
         fail(f"invalid token file header ({type(err).__name__}: {err})")
     except RecursionError:  # e.g. a header of deeply nested [[[[...
         fail("invalid token file header (JSON nested too deeply)")

@@ -127,7 +127,7 @@ def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, decode: _Decode, std
         return 0
     fmt = args.type or ("npy" if codec.kind == "series" else "wav")
     if (fmt in SERIES_TYPES) != (codec.kind == "series"):
-        raise ConfigError(f"--type {fmt} does not fit a {codec.kind} model (use {' or '.join(SERIES_TYPES if codec.kind == 'series' else AUDIO_TYPES)})")
+        raise ConfigError(f"--type {fmt} does not fit {'an audio' if codec.kind == 'audio' else 'a series'} model (use {' or '.join(SERIES_TYPES if codec.kind == 'series' else AUDIO_TYPES)})")
     buf = io.BytesIO()
     decode.decode(codec, codes, buf, suffix="." + fmt)
     write_stdout(buf.getvalue())
