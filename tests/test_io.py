@@ -102,9 +102,12 @@ def test_truncated_wav(tmp_path, speech_file):
 @pytest.mark.parametrize("suffix", [".npy", ".csv"])
 def test_series_round_trip(tmp_path, suffix):
     x = torch.randn(3, 57)
-    save_series(tmp_path / f"s{suffix}", x)
+    save_series(tmp_path / f"s{suffix}", x)  # float32 written as float32, read back exactly (as float64)
     y = load_series(tmp_path / f"s{suffix}")
-    assert y.dtype == torch.float32 and torch.equal(y, x)
+    assert y.dtype == torch.float64 and torch.equal(y.float(), x)
+    z = 1e9 + torch.randn(3, 57, dtype=torch.float64)  # float64 written as float64: steps of 1 at 1e9 survive
+    save_series(tmp_path / f"z{suffix}", z)
+    torch.testing.assert_close(load_series(tmp_path / f"z{suffix}"), z, rtol=0, atol=1e-5)
 
 
 def test_series_layout_rows_are_time(tmp_path):

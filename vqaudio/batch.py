@@ -161,12 +161,13 @@ def _series_stats(codec, items: list[Tensor]) -> list:
 
 
 def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | None) -> list:
-    """:meth:`vqaudio.codec.Codec.encode` of each item ``[C, T_i]`` (checked float32): a list of ``Codes`` equal to
+    """:meth:`vqaudio.codec.Codec.encode` of each item ``[C, T_i]`` (checked; audio float32, series float64): a list of ``Codes`` equal to
     encoding them one by one. Items that one call of the codec would chunk are encoded one by one."""
     from vqaudio.errors import AudioError
     from vqaudio.input_warnings import ClipCounter, warn_rate
     from vqaudio.io import check_series_codable, resample_problem
     from vqaudio.models.vqvae import SeriesStats
+    from vqaudio.series_resample import center_series
     from vqaudio.tokenfile import resampled_length
 
     n_q = codec._n_q(n_q)
@@ -179,14 +180,17 @@ def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | 
                                  f"input[{i}]")
             check_series_codable(x, codec.min_length, f"input[{i}]")
         short = [i for i, x in enumerate(items) if x.shape[-1] < limit]
+        centered = {i: center_series(items[i]) for i in short}  # float32 without the (float64) mean, as encode_series
         # rows: each channel alone with its own RevIN statistics (per-channel models), else the whole series
         rows = [(i, c) for i in short for c in range(items[i].shape[0] if codec.per_channel else 1)]
         with torch.inference_mode():
-            stats = dict(zip(short, _series_stats(codec, [items[i] for i in short]), strict=True))
-            codes = _encode_rows(codec, [items[i][c : c + 1] if codec.per_channel else items[i] for i, c in rows], n_q,
+            stats = dict(zip(short, _series_stats(codec, [centered[i][0] for i in short]), strict=True))
+            codes = _encode_rows(codec, [centered[i][0][c : c + 1] if codec.per_channel else centered[i][0]
+                                         for i, c in rows], n_q,
                                  [SeriesStats(stats[i].mean[c : c + 1], stats[i].std[c : c + 1]) for i, c in rows])
         for i, c in _per_item(rows, codes).items():
-            out[i] = codec._codes(c, items[i].shape[-1], items[i].shape[0], None, n_q, stats[i], None)
+            st = SeriesStats(stats[i].mean.double() + centered[i][1].view_as(stats[i].mean), stats[i].std)
+            out[i] = codec._codes(c, items[i].shape[-1], items[i].shape[0], None, n_q, st, None)
         return [o if o is not None else codec.encode_series(x, n_q, None) for o, x in zip(out, items, strict=True)]
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
         raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", "input")

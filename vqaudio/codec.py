@@ -57,7 +57,7 @@ from vqaudio.io import (
 )
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
 from vqaudio.postfilter import Postfilter
-from vqaudio.series_resample import coded_steps, interpolate
+from vqaudio.series_resample import center_series, coded_steps, interpolate
 from vqaudio.series_resample import decimate as decimate_series
 from vqaudio.streaming import Latency, StreamDecoder, StreamEncoder, latency_of
 from vqaudio.tokenfile import Codes, resampled_length, series_step
@@ -243,8 +243,8 @@ def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int,
 SHAPES = "a float tensor [T], [C, T] or [B, C, T], or a list of [C, T] tensors"
 
 
-def _check_wav(x: Tensor, what: str) -> Tensor:
-    """``x`` as float32 ``[C, T]`` on the CPU (``[T]``: one channel); one-line :class:`AudioError` otherwise."""
+def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``x`` as ``dtype`` ``[C, T]`` on the CPU (``[T]``: one channel); one-line :class:`AudioError` otherwise."""
     try:
         x = torch.as_tensor(x)
     except (TypeError, ValueError, RuntimeError):
@@ -257,7 +257,7 @@ def _check_wav(x: Tensor, what: str) -> Tensor:
         raise AudioError(f"is empty (shape {list(x.shape)})", what)
     if not bool(torch.isfinite(x).all()):
         raise AudioError("contains NaN or Inf samples", what)
-    return x.detach().to("cpu", torch.float32)
+    return x.detach().to("cpu", dtype)
 
 
 MAX_DECIMATE = 16  # the coarsest time step :meth:`Codec.encode_at_rate` tries for a series
@@ -453,16 +453,22 @@ class Codec:
         if isinstance(wav, list | tuple) or (isinstance(wav, Tensor) and wav.dim() == 3):
             from vqaudio.batch import encode_many
 
-            return encode_many(self, [_check_wav(x, f"input[{i}]") for i, x in enumerate(wav)], sample_rate, n_q)
-        wav = _check_wav(wav, "input")
+            return encode_many(self, [_check_wav(x, f"input[{i}]", self._input_dtype) for i, x in enumerate(wav)],
+                               sample_rate, n_q)
+        wav = _check_wav(wav, "input", self._input_dtype)
         if self.kind == "series":
             return self.encode_series(wav, n_q, None)
         step = max(1, round(self.chunk_seconds * sample_rate)) if isinstance(sample_rate, int) else wav.shape[-1]
         return self.encode_stream((wav[:, i : i + step] for i in range(0, wav.shape[-1], step)), sample_rate, n_q)
 
+    @property
+    def _input_dtype(self) -> torch.dtype:
+        """Series are read in float64 (an offset of 1e9 with steps of 1 survives until it is subtracted), audio float32."""
+        return torch.float64 if self.kind == "series" else torch.float32
+
     def encode_series(self, x: Tensor, n_q: int | None = None, source: str | None = None,
                       decimate: Fraction | int = 1) -> Codes:
-        """Codes of a series ``x`` float32 ``[C, T]`` (checked finite); errors name ``source``. ``decimate``: code
+        """Codes of a series ``x`` float ``[C, T]`` (checked finite); errors name ``source``. ``decimate``: code
         every ``p/q``-th step (a Fraction or int; :mod:`vqaudio.series_resample`; decoding interpolates back to ``T``
         steps)."""
         n_q = self._n_q(n_q)
@@ -474,6 +480,7 @@ class Codec:
             raise AudioError(f"series has {x.shape[0]} channel(s) but model {self.name!r} codes {self.channels}", source)
         check_series_codable(x, self.min_length, source)
         length, channels = x.shape[-1], x.shape[0]
+        x, offset = center_series(x)  # float32 from here on: the offset is added back to the recorded mean
         if decimate != 1:
             if coded_steps(length, decimate) < self.min_length:
                 raise AudioError(f"series has {length} time step(s): too short to code at every {decimate} steps "
@@ -486,6 +493,7 @@ class Codec:
             step = encoder.chunk * self.hop
             out = [c for i in range(0, x.shape[-1], step) for c in encoder.push(x[..., i : i + step])]
             out += encoder.finish()
+        stats = SeriesStats(stats.mean.double() + offset.view_as(stats.mean), stats.std)
         return self._codes(torch.cat(out, dim=-1), length, channels, None, n_q, stats, source, decimate)
 
     def encode_any_series(self, x: Tensor, n_q: int | None = None, source: str | None = None,
@@ -632,7 +640,7 @@ class Codec:
         stats = None
         if codes.stats is not None:
             shape = (2, -1, 1, 1) if self.per_channel else (2, 1, -1, 1)  # a channel per item, or one item of C channels
-            both = torch.tensor([codes.stats["mean"], codes.stats["std"]], dtype=torch.float32)
+            both = torch.tensor([codes.stats["mean"], codes.stats["std"]], dtype=torch.float64)  # float64 output
             stats = SeriesStats(*both.view(shape).unbind())
         length = codes.model_length if rate is None else resampled_length(codes.length, rate, codes.orig_sample_rate)
         if rate == codes.orig_sample_rate:  # audio at its own rate; series (interpolated back when decimated)
@@ -640,7 +648,8 @@ class Codec:
         return rate, length, stats
 
     def decode_stream(self, codes: Codes, sample_rate: str | int = "original") -> tuple[int | None, int, Iterator[Tensor]]:
-        """``(rate, length, blocks)``: the decoded signal as float32 blocks ``[C, n]`` totalling ``length``.
+        """``(rate, length, blocks)``: the decoded signal as blocks ``[C, n]`` totalling ``length`` (audio float32,
+        series float64: at the original scale and offset).
 
         ``sample_rate``: ``"original"`` (the input file's), ``"model"``, or a rate in Hz (audio only).
         """
@@ -686,7 +695,7 @@ class Codec:
     def decode(self, codes: Codes | list[Codes], sample_rate: str | int = "original"
                ) -> tuple[Tensor, int | None] | list[tuple[Tensor, int | None]]:
         """``(wav float32 [C, T], rate)``: decoded audio at the original rate (default) or the model's
-        (``"model"``), with the original channels; series: ``([C, T], None)`` at the original scale.
+        (``"model"``), with the original channels; series: ``(float64 [C, T], None)`` at the original scale.
 
         A list of :class:`Codes` gives a list of ``(wav, rate)``, the same as decoding them one at a time,
         computed in padding-aware batches (:mod:`vqaudio.batch`)."""

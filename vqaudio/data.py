@@ -310,7 +310,7 @@ def build_datasets(
         raise ConfigError(f"--data {spec} holds {found} but the model is for {kind}")
     train_idx, valid_idx = split_names(names, valid_fraction, seed)
     if found == "series" and not spec.startswith("aeon:"):
-        series = [load_series(f) for f in files]
+        series = [load_series(f).float() for f in files]  # training crops are float32
     if segment is None:
         segment = DEFAULT_AUDIO_SEGMENT if found == "audio" else max(s.shape[-1] for s in series)
     if found == "audio":

@@ -322,7 +322,7 @@ def _read_csv(path: Path) -> np.ndarray:
     if not rows:
         if header:
             raise AudioError("has a header row but no data rows", str(path))
-        return np.zeros((0, 0), dtype=np.float32)
+        return np.zeros((0, 0))
     width = len(rows[0])
     for i, r in enumerate(rows):
         if len(r) != width:
@@ -331,14 +331,15 @@ def _read_csv(path: Path) -> np.ndarray:
             if not c.strip():
                 raise AudioError(f"row {i + 1}, column {j + 1} is empty (a series must have every value)", str(path))
     try:
-        return np.array([[float(c) for c in r] for r in rows], dtype=np.float32)
+        return np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
     except ValueError as err:
         hint = " (write decimals with '.', not ',')" if delimiter != "," and any("," in c for r in rows for c in r) else ""
         raise AudioError(f"non-numeric value in CSV ({err}){hint}", str(path)) from None
 
 
 def load_series(path: str | os.PathLike) -> torch.Tensor:
-    """Read a ``.npy`` or ``.csv`` time series as float32 ``[C, T]``.
+    """Read a ``.npy`` or ``.csv`` time series as float64 ``[C, T]`` (as exact as the file: a series far from zero
+    keeps its steps until the codec subtracts its mean).
 
     Both formats hold a ``T x C`` table (rows = time, columns = channels); a 1-D ``.npy`` array
     is a single channel.
@@ -361,17 +362,19 @@ def load_series(path: str | os.PathLike) -> torch.Tensor:
             arr = _read_csv(path)
         except UnicodeDecodeError:
             raise AudioError("cannot read CSV (not text)", str(path)) from None
-    x = torch.from_numpy(np.ascontiguousarray(arr.T, dtype=np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(arr.T, dtype=np.float64))
     return _check_values(x, path)
 
 
 def save_series(path: str | os.PathLike, x: torch.Tensor) -> None:
-    """Write ``x`` (``[C, T]``, or ``[T]``) as ``.npy`` or ``.csv`` (a ``T x C`` table), atomically."""
+    """Write ``x`` (``[C, T]``, or ``[T]``) as ``.npy`` or ``.csv`` (a ``T x C`` table), atomically: float64 stays
+    float64 (a decoded series at its original offset), any other dtype is written as float32."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SERIES_SUFFIXES:
         raise AudioError(f"unsupported series file suffix {path.suffix!r} (expected .csv or .npy)", str(path))
-    x = torch.as_tensor(x).detach().to("cpu", torch.float32)
+    x = torch.as_tensor(x).detach()
+    x = x.to("cpu", torch.float64 if x.dtype == torch.float64 else torch.float32)
     if x.dim() == 1:
         x = x.unsqueeze(0)
     if x.dim() != 2:
@@ -387,6 +390,7 @@ def save_series(path: str | os.PathLike, x: torch.Tensor) -> None:
                     np.save(f, table, allow_pickle=False)
             else:
                 header = ",".join(f"ch{i}" for i in range(table.shape[1]))
-                np.savetxt(tmp, table, fmt="%.9g", delimiter=",", header=header, comments="")
+                digits = 15 if table.dtype == np.float64 else 9  # each dtype's round-trip precision, about
+                np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=",", header=header, comments="")
     except OSError as err:  # mkstemp / os.replace / the write: e.g. the destination is a folder, disk full
         raise AudioError(f"cannot write series: {err.strerror or err}", str(path)) from None

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from vqaudio.tokenfile import coded_steps, series_step
 
-__all__ = ["decimate", "interpolate", "coded_steps"]
+__all__ = ["decimate", "interpolate", "center_series", "coded_steps"]
 
 
 def _resample_around_line(x: Tensor, orig: int, new: int) -> Tensor:
@@ -44,8 +44,17 @@ def decimate(x: Tensor, step: Fraction | int) -> Tensor:
 
 
 def interpolate(y: Tensor, step: Fraction | int, length: int) -> Tensor:
-    """Inverse of :func:`decimate`: ``y`` float ``[..., n]`` -> float32 ``[..., length]`` (``length <= n * step``)."""
+    """Inverse of :func:`decimate`: ``y`` float ``[..., n]`` -> ``[..., length]`` (``length <= n * step``), float64 for
+    float64 ``y`` (a decoded series at its original offset), else float32."""
     step = series_step(step)
+    dtype = torch.float64 if y.dtype == torch.float64 else torch.float32
     if step == 1:
-        return y[..., :length].float()
-    return _resample_around_line(y, step.denominator, step.numerator)[..., :length].float()
+        return y[..., :length].to(dtype)
+    return _resample_around_line(y, step.denominator, step.numerator)[..., :length].to(dtype)
+
+
+def center_series(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x - mean, mean)``: ``x`` float ``[..., T]`` without its mean over time, float32, and that mean, float64
+    ``[..., 1]``. Subtracted in float64, so a series far from zero (1e9 + steps of 1) keeps its steps in float32."""
+    mean = x.double().mean(-1, keepdim=True)
+    return (x.double() - mean).float(), mean

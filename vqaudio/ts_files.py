@@ -1,6 +1,6 @@
 """aeon ``.ts`` files (the UCR/UEA archive format) as series input: one series per case.
 
-``load_ts(path) -> TsCases``: the cases as float32 ``[C, T_i]`` tensors (cases may differ in length) and their
+``load_ts(path) -> TsCases``: the cases as float64 ``[C, T_i]`` tensors (cases may differ in length) and their
 class labels, read with aeon's ``load_from_ts_file`` (aeon is pinned in the ``series`` extra).
 
 ``vqaudio encode data.ts`` writes one ``.vqa`` per case into a folder (default: ``data/`` next to the input, or
@@ -28,7 +28,7 @@ TS_SUFFIX = ".ts"
 
 
 class TsCases(NamedTuple):
-    """``series``: float32 ``[C, T_i]`` per case; ``labels``: the class label of each case, or ``None``."""
+    """``series``: float64 ``[C, T_i]`` per case; ``labels``: the class label of each case, or ``None``."""
 
     series: list[Tensor]
     labels: list[str] | None
@@ -55,7 +55,7 @@ def load_ts(path: str | os.PathLike) -> TsCases:
     except (OSError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise AudioError(f"cannot read .ts file: {msg}", name) from None
-    cases = [torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float32))) for x in X]
+    cases = [torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float64))) for x in X]
     if not cases:
         raise AudioError("holds no cases", name)
     for i, x in enumerate(cases):

@@ -414,7 +414,8 @@ class VQVAE(nn.Module):
         """Inverse of :meth:`normalize` (identity without ``stats``)."""
         if stats is None:
             return x
-        return x * stats.std.to(x) + stats.mean.to(x)
+        dtype = torch.promote_types(x.dtype, stats.mean.dtype)  # float64 statistics (coding) give float64 output
+        return x.to(dtype) * stats.std.to(dtype) + stats.mean.to(dtype)
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 3 or x.shape[1] != self.config.channels or x.shape[-1] < 1:
