@@ -8,7 +8,16 @@ import soundfile as sf
 import torch
 
 from vqaudio.errors import AudioError
-from vqaudio.io import is_audio_path, is_series_path, load_audio, load_series, resample, save_audio, save_series
+from vqaudio.io import (
+    is_audio_path,
+    is_series_path,
+    load_audio,
+    load_series,
+    read_series,
+    resample,
+    save_audio,
+    save_series,
+)
 
 
 def _one_line(err: pytest.ExceptionInfo, path) -> None:
@@ -123,6 +132,34 @@ def test_series_layout_rows_are_time(tmp_path):
     assert load_series(tmp_path / "c.npy").shape == (2, 7)
 
 
+def test_csv_names_and_index_columns(tmp_path):
+    """A CSV's header names are kept; a first column of dates, times or labels, or pandas' unnamed rising index, is
+    the row index and not a channel; a rising column named like data (or a falling 'time') stays a channel."""
+    def table(text):
+        (tmp_path / "t.csv").write_text(text)
+        t = read_series(tmp_path / "t.csv")
+        return t.values.tolist(), t.columns, t.index
+
+    assert table("date,value\n2020-01-01 00:00,1.5\n2020-01-01 01:00,2\n") == ([[1.5, 2]], ["value"], "date")
+    assert table("2020-01-01,1.5,7\n2020-01-02,2,8\n") == ([[1.5, 2], [7, 8]], None, "")  # no header row
+    assert table("when;a;b\nMon;1;2\nTue;3;4\n") == ([[1, 3], [2, 4]], ["a", "b"], "when")
+    assert table(",a,b\n0,1,2\n1,3,4\n2,5,6\n") == ([[1, 3, 5], [2, 4, 6]], ["a", "b"], "")  # pandas to_csv
+    assert table("Time,x\n0.0,5\n0.5,6\n1.0,4\n") == ([[5, 6, 4]], ["x"], "Time")
+    assert table("load,x\n0,5\n1,6\n2,4\n") == ([[0, 1, 2], [5, 6, 4]], ["load", "x"], None)  # not an index name
+    assert table("time,x\n3,5\n1,6\n2,4\n") == ([[3, 1, 2], [5, 6, 4]], ["time", "x"], None)  # not rising
+    assert table("a,b\n1,2\n3,4\n") == ([[1, 3], [2, 4]], ["a", "b"], None)
+    (tmp_path / "label.csv").write_text("a,label\n1,x\n2,y\n")  # text after the first column is an error
+    with pytest.raises(AudioError, match=r"row 1, column 2 \('label'\) is not a number: 'x'") as err:
+        load_series(tmp_path / "label.csv")
+    _one_line(err, tmp_path / "label.csv")
+
+
+def test_decoded_csv_keeps_the_names(tmp_path):
+    save_series(tmp_path / "o.csv", torch.zeros(2, 3), columns=["temp, °C", "rh"])
+    assert (tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()[0] == '"temp, °C",rh'
+    assert read_series(tmp_path / "o.csv").columns == ["temp, °C", "rh"]
+
+
 def test_bad_series_files(tmp_path):
     np.save(tmp_path / "nan.npy", np.array([1.0, np.nan]))
     np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
@@ -131,10 +168,12 @@ def test_bad_series_files(tmp_path):
     (tmp_path / "trunc.npy").write_bytes((lambda b: b[: len(b) // 2])(_npy_bytes(tmp_path)))
     (tmp_path / "ragged.csv").write_text("1,2\n3\n")
     (tmp_path / "words.csv").write_text("a,b\n1,x\n")
+    (tmp_path / "only_dates.csv").write_text("2020-01-01\n2020-01-02\n")
+    (tmp_path / "mixed_index.csv").write_text("d,v\n2020-01-01,1\n5,2\n")
     (tmp_path / "header_only.csv").write_text("a,b\n")
     (tmp_path / "missing_value.csv").write_text("1,2\n,4\n")
     for name in ["nan.npy", "cube.npy", "nochan.npy", "obj.npy", "trunc.npy", "ragged.csv", "words.csv",
-                 "header_only.csv", "missing_value.csv", "absent.csv", "x.wav"]:
+                 "only_dates.csv", "mixed_index.csv", "header_only.csv", "missing_value.csv", "absent.csv", "x.wav"]:
         with pytest.raises(AudioError) as err:
             load_series(tmp_path / name)
         _one_line(err, tmp_path / name)

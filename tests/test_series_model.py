@@ -48,7 +48,12 @@ def test_series_files_use_the_series_model_by_default(models, tmp_path, speech_f
     one = tmp_path / "one.npy"
     np.save(one, x[:4, 0])  # one frame of one channel: the shortest series the model codes
     run("encode", one, "-o", tmp_path / "one.decoded.npy")
-    assert np.load(tmp_path / "one.decoded.npy").shape == (4, 1)
+    assert np.load(tmp_path / "one.decoded.npy").shape == (4,)  # a vector comes back a vector (no [T, 1] broadcast)
+    run("encode", one, "-o", tmp_path / "one.vqa", "--bits-per-sample", "4")
+    run("convert", tmp_path / "one.vqa", "-o", tmp_path / "one.vqs")
+    run("decode", tmp_path / "one.vqs", "-o", tmp_path / "one.npy.npy")
+    run("decode", tmp_path / "one.vqs", "-o", tmp_path / "one.csv")
+    assert np.load(tmp_path / "one.npy.npy").shape == (4,) and len((tmp_path / "one.csv").read_text().split()) == 5
     talk = tmp_path / "talk.wav"
     talk.write_bytes(speech_file.read_bytes())
     run("encode", talk)  # audio keeps speech-8k
@@ -103,7 +108,7 @@ def test_missing_series_model_is_one_line_naming_the_recipe(tmp_path, monkeypatc
     ("7\n7\n7\n7\n7\n", "the series is constant (7 throughout)"),
     ("1\n2\nnan\n4\n5\n", "NaN"),
     ("1\n2\n", "2 time step(s), but the model codes at least 4"),
-    ("1,2\n3,x\n5,6\n7,8\n", "non-numeric"),
+    ("1,2\n3,x\n5,6\n7,8\n", "row 2, column 2 is not a number: 'x'"),
     ("1,2\n3\n5,6\n7,8\n", "row 2 has 1 columns"),
     ("1\n2\ninf\n4\n5\n", "Inf"),
     ("1,2\n3,\n5,6\n7,8\n", "row 2, column 2 is empty"),
@@ -219,3 +224,25 @@ def test_ts_labels_never_share_a_folder(tmp_path):
     folders = [p.parent.name for p in outs]
     assert folders == ["_", "__2", "a_b", "a_b_2", "_", "_.._evil", "a_b_2_2"]
     assert all(p.parent.parent == tmp_path / "out" for p in outs)
+
+
+def test_a_dated_csv_codes_its_values_and_keeps_their_names(models, tmp_path, capsys):
+    """`date,temp,rh` (a spreadsheet or pandas export): the dates are the index, not a channel (a warning says so);
+    the .vqa keeps the names, `info` shows them, a .vqs stream and the decoded CSV carry them back."""
+    x = table(np.random.default_rng(3), 48, 2)
+    rows = [f"2024-03-{1 + i // 24:02d} {i % 24:02d}:00,{a:.6g},{b:.6g}" for i, (a, b) in enumerate(x)]
+    src = tmp_path / "weather.csv"
+    src.write_text("date,temp,rh\n" + "\n".join(rows) + "\n")
+    run("encode", src, "-o", tmp_path / "w.vqa")
+    assert "the first column 'date' is the row index" in capsys.readouterr().err
+    codes = load_codes(tmp_path / "w.vqa")
+    assert (codes.channels, codes.length, codes.columns, codes.index) == (2, 48, ["temp", "rh"], "date")
+    run("info", tmp_path / "w.vqa", "--json")
+    info = json.loads(capsys.readouterr().out)
+    assert (info["columns"], info["index"]) == (["temp", "rh"], "date")
+    run("convert", tmp_path / "w.vqa", "-o", tmp_path / "w.vqs")
+    run("decode", tmp_path / "w.vqs", "-o", tmp_path / "w.csv")
+    lines = (tmp_path / "w.csv").read_text().splitlines()
+    assert lines[0] == "temp,rh" and len(lines) == 49
+    y = np.loadtxt(tmp_path / "w.csv", delimiter=",", skiprows=1)
+    assert y.shape == x.shape and float(((y - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()) < 0.05

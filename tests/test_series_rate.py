@@ -12,7 +12,7 @@ import pytest
 import torch
 from cli_helpers import one_line, run
 
-from vqaudio.codec import MAX_DECIMATE, RATE_STEPS, Codec, load_codec, load_codes, save_codes
+from vqaudio.codec import MAX_DECIMATE, RATE_STEPS, WIDE_SEARCH_STEPS, Codec, load_codec, load_codes, save_codes
 from vqaudio.errors import AudioError, ConfigError, TokenFileError
 from vqaudio.models import VQVAE, VQVAEConfig
 from vqaudio.series_resample import coded_steps, decimate, interpolate
@@ -59,19 +59,30 @@ def test_rate_options_fit_the_real_payload(series):
     hop, bits = series.hop, series.bits_per_code  # 4, 8: one level at full resolution is 2 bits/sample
     # 400 steps at 2 bits/sample (800 bits): 100 frames of one level, or 2 levels at every 2nd step (50 frames), ...
     options = series.rate_options(400, 2)
-    assert options[:2] == [(1, 1), (2, 2)] and [n for _, n in options] == [1, 2, 3, 4]
+    firsts = {n: d for d, n in reversed(options)}  # the finest step of each level count
+    assert firsts[1] == 1 and firsts[2] == 2 and sorted(firsts) == [1, 2, 3, 4]
+    assert (Fraction(5, 4), 1) in options  # a coarser step with as many levels: tried too, on a short series
     assert series.rate_options(150, 2)[0] == (Fraction(5, 4), 1)  # 38 frames of one level = 2.03 bits/sample: over
-    for length, budget in ((150, 2), (37, 1), (1000, 0.5), (24, 4), (5000, 8), (400, 2)):
+    def most(length, budget, e):  # the most levels that fit at step e
+        return min(series.n_q, int(budget * length // (bits * -(-coded_steps(length, e) // hop))))
+
+    for length, budget in ((150, 2), (37, 1), (1000, 0.5), (24, 4), (3000, 8), (400, 2)):
         options = series.rate_options(length, budget)
-        assert options and [n for _, n in options] == sorted({n for _, n in options})  # more levels each time
-        assert [d for d, _ in options] == sorted(d for d, _ in options)
+        steps = [e for e in RATE_STEPS if coded_steps(length, e) >= hop and most(length, budget, e) >= 1]
+        assert options == [(e, most(length, budget, e)) for e in steps]  # short series: every step that fits
         for d, n_q in options:
             frames = -(-coded_steps(length, d) // hop)
             assert 1 <= n_q <= series.n_q and 1 <= d <= MAX_DECIMATE and Fraction(d).denominator <= 4
             assert n_q * bits * frames <= budget * length
-            finer = [e for e in RATE_STEPS if e < d and coded_steps(length, e) >= hop]
-            assert all(min(series.n_q, budget * length // (bits * -(-coded_steps(length, e) // hop))) < n_q
-                       for e in finer)  # no finer step fits as many levels
+    # a long series: the finest step of each level count, then as many others as WIDE_SEARCH_STEPS allows
+    options = series.rate_options(200_000, 2)
+    firsts = {(d, n) for n, d in {n: d for d, n in reversed(options)}.items()}
+    assert options[0] == (1, 1) and len(firsts) == series.n_q and len(options) < 10
+    assert sum(coded_steps(200_000, d) for d, n in options if (d, n) not in firsts) <= WIDE_SEARCH_STEPS
+    wide = series.rate_options(1000, 2, channels=64)  # many channels: each way codes them all
+    assert set(wide) < set(series.rate_options(1000, 2)) and {n for _, n in wide} == {1, 2, 3, 4}
+    wide_firsts = set({n: d for d, n in reversed(wide)}.values())
+    assert sum(64 * coded_steps(1000, d) for d, _ in wide if d not in wide_firsts) <= WIDE_SEARCH_STEPS
     assert series.rate_options(1000, 0.05) == []  # below one level at every 16th step
     assert series.rate_options(7, 1) == []  # every 2nd step of 7 is shorter than a frame
     for bad in (0, -1, float("nan"), float("inf"), True):

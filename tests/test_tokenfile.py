@@ -383,3 +383,17 @@ def test_stats_too_large_for_a_float(tmp_path, value):
     bad = tmp_path / "huge.vqa"
     bad.write_bytes(craft(header, c.codes.numpy()))
     assert "invalid token file (stats must be" in read_error(bad)
+
+
+@pytest.mark.parametrize("key, value", [("columns", ["a"]), ("columns", [1, 2, 3]), ("columns", "abc"), ("index", 3), ("ndim", 1), ("ndim", 3), ("ndim", True)])
+def test_bad_series_names(tmp_path, key, value):
+    """A series file's column names must be one string per channel, its index column a string, and ndim 1 (a vector:
+    one channel) or 2."""
+    c = make_codes(items=1, kind="series")
+    c.columns, c.index = ["temp", "rh", "wind"], "date"
+    good = tmp_path / "good.vqa"
+    tf.write(good, c)
+    assert (tf.read(good).columns, tf.read(good).index) == (c.columns, "date")
+    bad = tmp_path / "bad.vqa"
+    bad.write_bytes(craft(c.header() | {key: value}, c.codes.numpy()))
+    assert f"invalid token file ({key} must be" in read_error(bad)

@@ -42,16 +42,17 @@ from torch import Tensor
 
 from vqaudio import registry, tokenfile
 from vqaudio.errors import AudioError, CheckpointError, ConfigError, TokenFileError
-from vqaudio.input_warnings import ClipCounter, warn_rate
+from vqaudio.input_warnings import ClipCounter, warn_index, warn_rate
 from vqaudio.io import (
     _AUDIO_FORMATS,
     _DEFAULT_SUBTYPE,
+    SeriesTable,
     atomic_path,
     check_not_truncated,
     check_series_codable,
     is_audio_path,
     is_series_path,
-    load_series,
+    read_series,
     resample_problem,
     save_series,
 )
@@ -263,6 +264,10 @@ def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32) -> Tens
 MAX_DECIMATE = 16  # the coarsest time step :meth:`Codec.encode_at_rate` tries for a series
 # The steps it tries: every p/q from 1 to MAX_DECIMATE with q <= 4 (small resampling kernels), finest first.
 RATE_STEPS = sorted({Fraction(p, q) for q in range(1, 5) for p in range(q, MAX_DECIMATE * q + 1)})
+# Coded steps, summed over the ways that gain no level, that Codec.rate_options adds for encode_at_rate to try:
+# every step for series of up to about 3,800 steps (the steps of RATE_STEPS sum to 17 lengths; each way is a whole
+# encode and decode, so a long series tries the finest step of each level count and a few more).
+WIDE_SEARCH_STEPS = 1 << 16
 
 
 class Codec:
@@ -503,17 +508,20 @@ class Codec:
             return self.encode_at_rate(x, bits_per_sample, source)
         return self.encode_series(x, n_q, source)
 
-    def rate_options(self, length: int, bits_per_sample: float) -> list[tuple[Fraction, int]]:
-        """``[(step, n_q), ...]``: the ways to code a series of ``length`` steps within ``bits_per_sample`` of real
-        payload (``n_q * bits_per_code * frames / length``, ``frames = ceil(coded_steps / hop)``): for each step of
-        :data:`RATE_STEPS` (finest first) that leaves at least a frame, the most levels that fit, kept when it is
-        more levels than any finer step got (finer steps with as many levels keep more detail). Empty when none fits."""
+    def rate_options(self, length: int, bits_per_sample: float, channels: int = 1) -> list[tuple[Fraction, int]]:
+        """``[(step, n_q), ...]``, finest step first: the ways to code a series of ``length`` steps within
+        ``bits_per_sample`` of real payload (``n_q * bits_per_code * frames / length``, ``frames =
+        ceil(coded_steps / hop)``), each step of :data:`RATE_STEPS` that leaves at least a frame with the most levels
+        that fit. The finest step of each level count is always there; the other steps (as many levels, coarser) are
+        there while the steps they code (times ``channels``) add up to at most :data:`WIDE_SEARCH_STEPS`: a short
+        series often fits a little better at a step of 5/4 or 4/3 than at every step with the same levels, and on
+        long or many-channel series each way costs a whole encode and decode. Empty when none fits."""
         if self.kind != "series":
             raise ConfigError(f"model {self.name!r} codes audio: bits per sample are for series models")
         if not (isinstance(bits_per_sample, int | float) and not isinstance(bits_per_sample, bool)
                 and math.isfinite(bits_per_sample) and bits_per_sample > 0):
             raise ConfigError(f"bits per sample must be a positive number, got {bits_per_sample!r}")
-        out, most = [], 0
+        firsts, others, most = [], [], 0
         for step in RATE_STEPS:
             steps = coded_steps(length, step)
             if steps < self.min_length:
@@ -521,17 +529,23 @@ class Codec:
             frames = -(-steps // self.hop)
             n_q = min(self.n_q, int(bits_per_sample * length / (self.bits_per_code * frames) + 1e-9))
             if n_q > most:
-                out.append((step, n_q))
+                firsts.append((step, n_q))
                 most = n_q
-            if most == self.n_q:
+            elif n_q:
+                others.append((step, n_q, steps))
+        work, extra = WIDE_SEARCH_STEPS // max(1, channels), []
+        for step, n_q, steps in others:  # finest first
+            if steps > work:
                 break
-        return out
+            work -= steps
+            extra.append((step, n_q))
+        return sorted(firsts + extra)
 
     def encode_at_rate(self, x: Tensor, bits_per_sample: float, source: str | None = None) -> Codes:
         """Codes of a series ``x`` float32 ``[C, T]`` within ``bits_per_sample`` of real payload: each way of
         :meth:`rate_options` is coded and decoded, and the one with the least squared error is kept (the encoder's
         choice, recorded in the codes: the decoder needs nothing else)."""
-        options = self.rate_options(x.shape[-1], bits_per_sample)
+        options = self.rate_options(x.shape[-1], bits_per_sample, x.shape[0])
         if not options:
             raise AudioError(f"series of {x.shape[-1]} step(s) cannot be coded within {bits_per_sample:g} bits/sample "
                              f"(model {self.name!r}: one level is {self.bits_per_code / self.hop:g} at full resolution, "
@@ -568,7 +582,7 @@ class Codec:
         if self.kind == "series":
             if not is_series_path(path):
                 raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", name)
-            return self.encode_any_series(load_series(path), n_q, name, bits_per_sample)
+            return self._encode_table(read_series(path), n_q, name, bits_per_sample)
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
             raise AudioError(f"{what}, but model {self.name!r} codes audio", name)
@@ -591,10 +605,19 @@ class Codec:
         with tempfile.TemporaryDirectory() as tmp:  # the series readers take paths; series are small
             (Path(tmp) / f"stdin{suffix}").write_bytes(data)
             try:
-                x = load_series(Path(tmp) / f"stdin{suffix}")
+                table = read_series(Path(tmp) / f"stdin{suffix}")
             except AudioError as err:
                 raise AudioError(str(err).split(": ", 1)[-1], name) from None
-        return self.encode_any_series(x, n_q, name, bits_per_sample)
+        return self._encode_table(table, n_q, name, bits_per_sample)
+
+    def _encode_table(self, table: SeriesTable, n_q: int | None, name: str, bits_per_sample: float | None) -> Codes:
+        """Codes of a series file's values, with its column names and index column name."""
+        codes = self.encode_any_series(table.values, n_q, name, bits_per_sample)
+        codes.columns, codes.index = table.columns, table.index
+        codes.ndim = 1 if table.ndim == 1 else None
+        if table.index is not None:
+            warn_index(name, table.index)
+        return codes
 
     # -- decoding ------------------------------------------------------------------------------
     def check(self, codes: Codes) -> None:
@@ -723,10 +746,10 @@ class Codec:
             x = self.decode(codes)[0]
             if stream:
                 with tempfile.TemporaryDirectory() as tmp:  # save_series takes paths; series are small
-                    save_series(Path(tmp) / f"out{suffix}", x)
+                    save_series(Path(tmp) / f"out{suffix}", x, codes.columns, codes.ndim or 2)
                     path.write((Path(tmp) / f"out{suffix}").read_bytes())
             else:
-                save_series(path, x)
+                save_series(path, x, codes.columns, codes.ndim or 2)
             return
         if not is_audio_path(f"x{suffix}"):
             raise AudioError(f"unsupported audio output suffix {suffix!r}", name)

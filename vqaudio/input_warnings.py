@@ -1,5 +1,6 @@
 """One-line warnings about audio going into a codec (:class:`vqaudio.errors.VQAudioWarning`, not errors):
-a sample rate above the model's (everything above its Nyquist frequency is dropped), and clipping.
+a sample rate above the model's (everything above its Nyquist frequency is dropped), clipping, and a series file's
+index column (not coded).
 
 Clipping is counted as runs of at least :data:`CLIP_RUN` consecutive samples at full scale
 (``|x| >= CLIP_LEVEL``): a single full-scale peak is not clipping, a flat top is.
@@ -14,7 +15,7 @@ from torch import Tensor
 
 from vqaudio.errors import VQAudioWarning
 
-__all__ = ["CLIP_LEVEL", "CLIP_RUN", "ClipCounter", "warn_rate"]
+__all__ = ["CLIP_LEVEL", "CLIP_RUN", "ClipCounter", "warn_index", "warn_rate"]
 
 CLIP_LEVEL = 0.999
 CLIP_RUN = 3
@@ -25,6 +26,14 @@ def warn_rate(source: str | None, sample_rate: int, model_rate: int) -> None:
     if sample_rate > model_rate:
         warnings.warn(f"{source or 'input'}: {sample_rate} Hz input, but the model codes {model_rate} Hz: content above "
                       f"{model_rate / 2000:g} kHz is dropped", VQAudioWarning, stacklevel=3)
+
+
+def warn_index(source: str | None, name: str) -> None:
+    """Say that a series file's first column ``name`` is its row index (dates, times, labels or a rising count) and
+    is not coded: the decoded file has the value columns only."""
+    label = f"first column {name!r}" if name else "first column"
+    warnings.warn(f"{source or 'input'}: the {label} is the row index (dates, times, labels or a rising count): "
+                  f"not coded, the decoded series has the other columns", VQAudioWarning, stacklevel=3)
 
 
 class ClipCounter:

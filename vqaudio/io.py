@@ -3,7 +3,9 @@
 Audio goes through soundfile (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, AU, CAF, W64, RF64, ...) and
 is resampled with :func:`torchaudio.functional.resample`. Series are ``.npy`` or ``.csv`` files in
 the same layout: **rows are time steps, columns are channels** (a ``T x C`` table; a 1-D ``.npy``
-is one channel). A ``.csv`` may start with one non-numeric header row, which is skipped.
+is one channel). A ``.csv`` may start with a header row of names (kept: decoding writes them back) and may have an
+index column, not coded: a first column of dates, times or labels, or a rising numeric one named like
+:data:`INDEX_NAMES` (pandas' ``to_csv`` writes its index so).
 
 Every write goes to a temporary file in the destination folder and is renamed into place
 (:func:`atomic_path`), so readers never see a half-written file. Unusable input raises
@@ -14,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import math
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +44,8 @@ __all__ = [
     "is_series_path",
     "load_audio",
     "load_series",
+    "read_series",
+    "SeriesTable",
     "resample",
     "resample_problem",
     "save_audio",
@@ -308,38 +314,93 @@ def _csv_delimiter(f) -> str:
     return ";" if ";" in first else "\t" if "\t" in first else ","
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    """A ``T x C`` table of numbers (comma-, semicolon- or tab-separated, an optional header row)."""
-    with open(path, newline="") as f:
-        delimiter = _csv_delimiter(f)
-        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
-    header = False
-    if rows:
-        try:
-            [float(c) for c in rows[0]]
-        except ValueError:
-            rows, header = rows[1:], True
+# Header names of a numeric first column that is the row index when its values rise strictly (pandas writes its
+# index with an empty name): the index is not coded, like a column of dates or labels.
+INDEX_NAMES = frozenset({"", "index", "idx", "t", "time", "timestamp", "date", "datetime", "unnamed: 0"})
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class SeriesTable:
+    """A series file's values and names: ``values`` float64 ``[C, T]``; ``columns`` the header's names of those C
+    value columns (``None`` without a header); ``index`` the name of a first column that was the row index and is
+    not among the values (dates, times or labels, or a rising numeric column named like :data:`INDEX_NAMES`); ``ndim``
+    the array's dimensions in the file (1: a ``.npy`` vector)."""
+
+    values: torch.Tensor
+    columns: list[str] | None = None
+    index: str | None = None
+    ndim: int = 2  # 1 for a 1-D ``.npy`` array ``[T]`` (one channel): decoding writes one back
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None]:
+    """``(T x C table, column names or None, index column name or None)`` of a comma-, semicolon- or tab-separated
+    file with an optional header row and an optional index column (see :class:`SeriesTable`)."""
+    data = path.read_bytes()
+    if b"\0" in data:
+        raise AudioError("cannot read CSV (not text)", str(path))
+    try:
+        text = data.decode("utf-8-sig")  # UTF-8, with or without the byte-order mark spreadsheets write
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # legacy spreadsheet exports (Windows-1252 and Latin-1 letters in names)
+    f = io.StringIO(text, newline="")
+    delimiter = _csv_delimiter(f)
+    rows = [[c.strip() for c in r] for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
     if not rows:
-        if header:
-            raise AudioError("has a header row but no data rows", str(path))
-        return np.zeros((0, 0))
-    width = len(rows[0])
+        return np.zeros((0, 0)), None, None
+    # A first column of text (dates, times, labels) beside numbers is the row index; the first row is the header
+    # when any of its other cells is text.
+    text_index = (len(rows[0]) >= 2 and all(len(r) >= 2 and r[0] and not _is_number(r[0]) for r in rows[1:])
+                  and any(_is_number(c) for r in rows[1:2] for c in r[1:]))
+    first = rows[0][1:] if text_index else rows[0]
+    header = rows[0] if not all(_is_number(c) for c in first) else None
+    if header is not None:
+        rows = rows[1:]
+    if not rows:
+        raise AudioError("has a header row but no data rows", str(path))
+    width = len(header) if header is not None else len(rows[0])
     for i, r in enumerate(rows):
         if len(r) != width:
             raise AudioError(f"row {i + 1} has {len(r)} columns, expected {width}", str(path))
         for j, c in enumerate(r):
-            if not c.strip():
+            if not c:
                 raise AudioError(f"row {i + 1}, column {j + 1} is empty (a series must have every value)", str(path))
-    try:
-        return np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
-    except ValueError as err:
-        hint = " (write decimals with '.', not ',')" if delimiter != "," and any("," in c for r in rows for c in r) else ""
-        raise AudioError(f"non-numeric value in CSV ({err}){hint}", str(path)) from None
+    index = None
+    if text_index:
+        index = header[0] if header is not None else ""
+    start = 1 if text_index else 0
+    table = np.empty((len(rows), width - start), dtype=np.float64)
+    for i, r in enumerate(rows):
+        for j in range(start, width):
+            try:
+                table[i, j - start] = float(r[j])
+            except ValueError:
+                name = f" ({header[j]!r})" if header is not None and header[j] else ""
+                hint = " (write decimals with '.', not ',')" if delimiter != "," and "," in r[j] else ""
+                raise AudioError(f"row {i + 1}, column {j + 1}{name} is not a number: {r[j][:40]!r}{hint}",
+                                 str(path)) from None
+    if (not text_index and header is not None and width >= 2 and header[0].lower() in INDEX_NAMES
+            and len(rows) >= 2 and bool(np.all(np.diff(table[:, 0]) > 0))):
+        index, table = header[0], table[:, 1:]
+    columns = None if header is None else header[1:] if index is not None else header
+    return table, columns, index
 
 
 def load_series(path: str | os.PathLike) -> torch.Tensor:
-    """Read a ``.npy`` or ``.csv`` time series as float64 ``[C, T]`` (as exact as the file: a series far from zero
-    keeps its steps until the codec subtracts its mean).
+    """Read a ``.npy`` or ``.csv`` time series as float64 ``[C, T]``: :func:`read_series`'s values."""
+    return read_series(path).values
+
+
+def read_series(path: str | os.PathLike) -> SeriesTable:
+    """Read a ``.npy`` or ``.csv`` time series: its values as float64 ``[C, T]`` (as exact as the file: a series far
+    from zero keeps its steps until the codec subtracts its mean) and, for a CSV, its column names and index column.
 
     Both formats hold a ``T x C`` table (rows = time, columns = channels); a 1-D ``.npy`` array
     is a single channel.
@@ -353,22 +414,23 @@ def load_series(path: str | os.PathLike) -> torch.Tensor:
             raise AudioError(f"cannot read .npy (corrupt, truncated or pickled): {err}", str(path)) from None
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
             raise AudioError(f"series must be real numbers, got dtype {arr.dtype}", str(path))
+        ndim = arr.ndim
         if arr.ndim == 1:
             arr = arr[:, None]
         if arr.ndim != 2:
             raise AudioError(f"series .npy must be 1-D [T] or 2-D [T, C], got shape {list(arr.shape)}", str(path))
+        columns = index = None
     else:
-        try:
-            arr = _read_csv(path)
-        except UnicodeDecodeError:
-            raise AudioError("cannot read CSV (not text)", str(path)) from None
+        (arr, columns, index), ndim = _read_csv(path), 2
     x = torch.from_numpy(np.ascontiguousarray(arr.T, dtype=np.float64))
-    return _check_values(x, path)
+    return SeriesTable(_check_values(x, path), columns, index, ndim)
 
 
-def save_series(path: str | os.PathLike, x: torch.Tensor) -> None:
+def save_series(path: str | os.PathLike, x: torch.Tensor, columns: list[str] | None = None, ndim: int = 2) -> None:
     """Write ``x`` (``[C, T]``, or ``[T]``) as ``.npy`` or ``.csv`` (a ``T x C`` table), atomically: float64 stays
-    float64 (a decoded series at its original offset), any other dtype is written as float32."""
+    float64 (a decoded series at its original offset), any other dtype is written as float32. A CSV's header row
+    holds ``columns`` (C names, e.g. the input's) or ``ch0, ch1, ...``; ``ndim=1`` writes one channel to a ``.npy``
+    as a vector ``[T]`` (as it was read)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SERIES_SUFFIXES:
@@ -387,10 +449,15 @@ def save_series(path: str | os.PathLike, x: torch.Tensor) -> None:
         with atomic_path(path) as tmp:
             if suffix == ".npy":
                 with open(tmp, "wb") as f:
-                    np.save(f, table, allow_pickle=False)
+                    np.save(f, table[:, 0] if ndim == 1 and table.shape[1] == 1 else table, allow_pickle=False)
             else:
-                header = ",".join(f"ch{i}" for i in range(table.shape[1]))
+                names = columns if columns is not None and len(columns) == table.shape[1] else [
+                    f"ch{i}" for i in range(table.shape[1])]
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow(names)  # quotes a name holding a comma
+                header = buf.getvalue()
                 digits = 15 if table.dtype == np.float64 else 9  # each dtype's round-trip precision, about
-                np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=",", header=header, comments="")
+                np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=",", header=header, comments="",
+                           encoding="utf-8")
     except OSError as err:  # mkstemp / os.replace / the write: e.g. the destination is a folder, disk full
         raise AudioError(f"cannot write series: {err.strerror or err}", str(path)) from None

@@ -81,6 +81,9 @@ class Codes:
     stats: dict[str, list[float]] | None = None
     source: str | None = None
     decimate: Fraction | int = 1
+    columns: list[str] | None = None
+    index: str | None = None
+    ndim: int | None = None
 
     @property
     def n_q(self) -> int:
@@ -131,7 +134,8 @@ class Codes:
             "stats": self.stats,
         } | ({"group": packing(self.codebook_size)[0]} if self.version == 2 else {}) | (
             {"decimate": [Fraction(self.decimate).numerator, Fraction(self.decimate).denominator]}
-            if self.decimate != 1 else {})
+            if self.decimate != 1 else {}) | ({"columns": self.columns} if self.columns is not None else {}) | (
+            {"index": self.index} if self.index is not None else {}) | ({"ndim": self.ndim} if self.ndim is not None else {})
 
 
 MAX_STEP_NUMERATOR, MAX_STEP_DENOMINATOR = 256, 16  # bounds on a series' coded step p/q (resampler size)
@@ -390,6 +394,14 @@ def _validate(c: Codes, fail) -> None:
             ok = ok and all(_is_float32(x) for x in v)
         if not ok:
             fail(f"stats must be {{'mean': [{c.channels} numbers], 'std': [{c.channels} numbers]}} on series files")
+    if c.columns is not None and not (c.kind == "series" and isinstance(c.columns, list) and len(c.columns) == c.channels
+                                      and all(isinstance(n, str) for n in c.columns)):
+        fail(f"columns must be [{c.channels} names] on series files")
+    if c.index is not None and not (c.kind == "series" and isinstance(c.index, str)):
+        fail("index must be a column name on series files")
+    if c.ndim is not None and not (c.kind == "series" and c.ndim in (1, 2) and not isinstance(c.ndim, bool)
+                                   and (c.ndim == 2 or c.channels == 1)):
+        fail("ndim must be 1 (one channel) or 2 on series files")
     if c.codes.numel():
         lo, hi = int(c.codes.min()), int(c.codes.max())
         if lo < 0 or hi >= c.codebook_size:
@@ -470,7 +482,8 @@ def from_bytes(data: bytes, name: str) -> Codes:
         model = h["model"]
         meta = {k: h[k] for k in ("kind", "sample_rate", "orig_sample_rate", "length", "channels", "hop")}
         meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"],
-                    decimate=step_from_json(h.get("decimate", 1)))
+                    decimate=step_from_json(h.get("decimate", 1)), columns=h.get("columns"), index=h.get("index"),
+                    ndim=h.get("ndim"))
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
         group = h["group"] if version == 2 else 1
         model_name, sha = model["name"], model["sha256"]

@@ -45,7 +45,8 @@ _MAX_HEADER = 1 << 20
 _MAX_PACKET = 65535
 _HEADER_KEYS = ("kind", "model", "sample_rate", "orig_sample_rate", "channels", "items", "hop", "n_q", "codebook_size",
                 "bits", "chunking", "stats")
-_OPTIONAL_KEYS = ("group", "decimate")  # version-2 packing; a series coded at every d-th step
+# version-2 packing; a series coded at every d-th step; a series CSV's column names and index column; a 1-D series
+_OPTIONAL_KEYS = ("group", "decimate", "columns", "index", "ndim")
 
 
 def is_stream(head: bytes) -> bool:
@@ -168,7 +169,8 @@ class StreamReader:
         c = Codes(codes, kind=h["kind"], model=h["model"]["name"], model_sha256=h["model"]["sha256"],
                   sample_rate=h["sample_rate"], orig_sample_rate=h["orig_sample_rate"], length=length,
                   channels=h["channels"], hop=h["hop"], codebook_size=h["codebook_size"], chunking=h["chunking"],
-                  stats=h["stats"], source=self.name, decimate=step_from_json(h.get("decimate", 1)))
+                  stats=h["stats"], source=self.name, decimate=step_from_json(h.get("decimate", 1)),
+                  columns=h.get("columns"), index=h.get("index"), ndim=h.get("ndim"))
         return c
 
     def like(self) -> Codes:
