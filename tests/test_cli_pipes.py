@@ -101,3 +101,26 @@ def test_binary_output_to_a_terminal_is_refused(talk, ckpt, monkeypatch, capsys)
     monkeypatch.setattr(sys, "stdout", Terminal(io.BytesIO()))
     assert main(["encode", str(talk), "-o", "-", "--model", str(ckpt)]) == 2
     assert "stdout is a terminal" in capsys.readouterr().err
+
+
+def test_a_device_or_fifo_output_is_written_in_place(talk, ckpt, tmp_path, capsys):
+    """``-o /dev/null`` (timing a decode) and ``-o FIFO`` are written like stdout: nothing is renamed over the
+    device, no ``--force`` is needed, and a FIFO's reader gets the bytes a file would hold."""
+    m = ["--model", str(ckpt)]
+    null = Path(os.devnull)
+    assert main(["encode", str(talk), "-o", str(tmp_path / "talk.vqa"), *m]) == 0
+    assert main(["encode", str(talk), "--stream", "-o", str(tmp_path / "talk.vqs"), *m]) == 0
+    for argv in (["encode", str(talk)], ["decode", str(tmp_path / "talk.vqa")], ["convert", str(tmp_path / "talk.vqa")],
+                 ["encode", "--stream", str(talk)], ["decode", "--stream", str(tmp_path / "talk.vqs")]):
+        assert main([*argv, "-o", str(null), *([] if argv[0] == "convert" else m)]) == 0, capsys.readouterr().err
+        assert null.is_char_device() and not list(null.parent.glob(".null.*"))
+    assert main(["decode", str(tmp_path / "talk.vqa"), str(tmp_path / "talk.vqs"), "-o", str(null), *m]) == 2
+    assert "takes one input file" in capsys.readouterr().err
+    assert main(["decode", str(tmp_path / "talk.vqa"), "-o", str(tmp_path / "file.wav"), *m]) == 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    p = shell(f"{VQ} decode talk.vqa -o fifo --model {shlex.quote(str(ckpt))}", tmp_path)
+    assert p.returncode == 0, p.stderr.decode()
+    assert reader.communicate(timeout=60)[0] == (tmp_path / "file.wav").read_bytes()
+    assert fifo.is_fifo()

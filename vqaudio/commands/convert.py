@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vqaudio.io import atomic_path
-    from vqaudio.pipes import STDIO, checked_ends, read_stdin, write_stdout
+    from vqaudio.pipes import STDIO, checked_ends, is_device, read_stdin, write_stdout
 
-    stdin, stdout = args.input == STDIO, args.output == STDIO
+    stdin, stdout = args.input == STDIO, args.output == STDIO or is_device(args.output)
     src, dst = checked_ends([args.input], args.output, stdin, stdout, args.force)
     to = args.to
     if dst is not None:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot read ({err.strerror or err})", str(src)) from None
     out = convert_bytes(data, name, to)
     if stdout:
-        write_stdout(out)
+        write_stdout(out, args.output)
     else:
         with atomic_path(dst) as tmp:
             tmp.write_bytes(out)

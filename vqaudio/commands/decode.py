@@ -130,17 +130,16 @@ def _decode_pipe(args: argparse.Namespace, codecs: _Codecs, decode: _Decode, std
         raise ConfigError(f"--type {fmt} does not fit {'an audio' if codec.kind == 'audio' else 'a series'} model (use {' or '.join(SERIES_TYPES if codec.kind == 'series' else AUDIO_TYPES)})")
     buf = io.BytesIO()
     decode.decode(codec, codes, buf, suffix="." + fmt)
-    write_stdout(buf.getvalue())
+    write_stdout(buf.getvalue(), args.output)
     return 0
 
 
 def _decode_live(args: argparse.Namespace, codecs: _Codecs, stdin: bool, stdout: bool) -> int:
     """``--stream``: a .vqs token stream to WAV as it arrives (:mod:`vqaudio.streampipe`)."""
     import contextlib
-    import sys
 
     from vqaudio.io import atomic_path
-    from vqaudio.pipes import checked_ends
+    from vqaudio.pipes import checked_ends, open_stdout
     from vqaudio.streampipe import decode_pipe, stdin_raw
 
     src, dst = checked_ends(args.inputs, args.output or "-", stdin, stdout or args.output is None, args.force)
@@ -149,7 +148,7 @@ def _decode_live(args: argparse.Namespace, codecs: _Codecs, stdin: bool, stdout:
     with contextlib.ExitStack() as stack:
         f_in = stdin_raw() if stdin else stack.enter_context(open(src, "rb", buffering=0))
         # a file is written under a temporary name and renamed at the end: a failed stream leaves no partial file
-        f_out = sys.stdout.buffer if dst is None else stack.enter_context(open(stack.enter_context(atomic_path(dst)), "wb"))
+        f_out = stack.enter_context(open_stdout(args.output) if dst is None else open(stack.enter_context(atomic_path(dst)), "wb"))
         decode_pipe(codecs, f_in, f_out, "stdin" if stdin else str(src))
     return 0
 

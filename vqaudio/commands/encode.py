@@ -169,7 +169,7 @@ def _encode_pipe(args: argparse.Namespace, codec, encode: _Encode, stdin: bool, 
     src, dst = checked_ends(args.inputs, args.output, stdin, stdout, args.force)
     codes = encode.encode(codec, read_stdin() if stdin else src)
     if stdout:
-        write_stdout(to_bytes(codes, "stdout"))
+        write_stdout(to_bytes(codes, "stdout"), args.output)
     else:
         encode.write(codec, codes, dst)
     return 0
@@ -180,7 +180,7 @@ def _encode_live(args: argparse.Namespace, codec, stdin: bool, stdout: bool) -> 
     import contextlib
 
     from vqaudio.io import atomic_path
-    from vqaudio.pipes import checked_ends
+    from vqaudio.pipes import checked_ends, open_stdout
     from vqaudio.streampipe import encode_pipe, stdin_raw
 
     if not args.stream:
@@ -192,10 +192,8 @@ def _encode_live(args: argparse.Namespace, codec, stdin: bool, stdout: bool) -> 
         raise ConfigError(f"--stream writes a .vqs token stream: name the output OUT.vqs or -, not {dst.suffix!r}", str(dst))
     with contextlib.ExitStack() as stack:
         f_in = stdin_raw() if stdin else stack.enter_context(open(src, "rb", buffering=0))
-        if dst is None:
-            import sys
-
-            f_out = sys.stdout.buffer
+        if dst is None:  # stdout, or a device such as /dev/null
+            f_out = stack.enter_context(open_stdout(args.output))
         else:
             f_out = stack.enter_context(open(stack.enter_context(atomic_path(dst)), "wb"))
         encode_pipe(codec, f_in, f_out, args.n_q, "stdin" if stdin else str(src), args.rate, args.channels)
