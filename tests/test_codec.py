@@ -102,7 +102,8 @@ def test_stream_resampler_refuses_rates_with_a_small_gcd():
         with pytest.raises(ConfigError, match=f"cannot resample {orig} Hz to {new} Hz") as info:
             StreamResampler(orig, new)
         assert "\n" not in str(info.value)
-    for a, b in ((44100, 8000), (48000, 44100), (22050, 16000), (11025, 8000), (96000, 44100), (32000, 44100)):
+    for a, b in ((44100, 8000), (48000, 44100), (22050, 16000), (11025, 8000), (96000, 44100), (32000, 44100),
+                 (44056, 8000)):
         StreamResampler(a, b), StreamResampler(b, a)  # common pairs keep working
 
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from torchaudio.functional.functional import _get_sinc_resample_kernel
 
 from vqaudio.errors import AudioError
 from vqaudio.io import (
+    MAX_RESAMPLE_KERNEL,
     is_audio_path,
     is_series_path,
     load_audio,
     load_series,
     read_series,
     resample,
+    resample_kernel_size,
+    resample_problem,
     save_audio,
     save_series,
 )
@@ -206,8 +212,8 @@ def test_write_onto_a_folder_is_one_line_error(tmp_path, name, save):
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left behind
 
 
-def test_resample_refuses_rates_with_a_small_gcd(tmp_path):
-    """8000 -> 8001 Hz needs a [8001, 1, ~8000] filter (GBs for longer input): a one-line AudioError instead."""
+def test_resample_refuses_rates_whose_filter_is_too_large(tmp_path):
+    """8000 -> 8001 Hz needs a [8001, 1, ~8000] filter (244 MiB): a one-line AudioError instead."""
     path = tmp_path / "a.wav"
     save_audio(path, torch.zeros(1, 800), 8000)
     with pytest.raises(AudioError, match="cannot resample 8000 Hz to 8001 Hz") as info:
@@ -216,6 +222,13 @@ def test_resample_refuses_rates_with_a_small_gcd(tmp_path):
     with pytest.raises(AudioError, match="cannot resample 44101 Hz to 8000 Hz"):
         resample(torch.zeros(1, 100), 44101, 8000)
     assert resample(torch.zeros(1, 441), 44100, 8000).shape == (1, 80)  # common pairs keep working
+    # a lopsided reduced ratio with a small kernel is fine: 44056 Hz (NTSC audio) is 5507:1000 against 8000
+    assert resample_problem(44056, 8000) is None and resample_problem(8000, 44056) is None
+    assert resample(torch.zeros(1, 44056), 44056, 8000).shape == (1, 8000)
+    for a, b in ((44100, 8000), (44056, 8000), (8000, 44056), (48000, 44100), (22050, 16000)):
+        kernel, _ = _get_sinc_resample_kernel(a, b, math.gcd(a, b), dtype=torch.float32)  # what the limit is about
+        assert resample_kernel_size(a, b) == kernel.numel() <= MAX_RESAMPLE_KERNEL
+    assert min(resample_kernel_size(8000, 8001), resample_kernel_size(44101, 8000)) > MAX_RESAMPLE_KERNEL
 
 
 def test_header_frames(tmp_path, speech_file):

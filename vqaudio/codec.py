@@ -131,8 +131,8 @@ class StreamResampler:
     :meth:`push` and :meth:`finish` equals resampling the whole signal at once (``[..., T]`` to
     ``[..., ceil(T * new / orig)]``), up to float rounding.
 
-    Rate pairs with a small common divisor are refused with :class:`ConfigError` (see
-    :func:`vqaudio.io.resample_problem`): their filter would need gigabytes."""
+    Rate pairs whose filter would be too large (8000 -> 8001 Hz: 244 MiB) are refused with :class:`ConfigError`
+    (see :func:`vqaudio.io.resample_problem`)."""
 
     def __init__(self, orig_sr: int, new_sr: int, chunk_seconds: float = 10.0, eager: bool = False) -> None:
         self.identity, self.eager = orig_sr == new_sr, eager

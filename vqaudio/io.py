@@ -47,6 +47,7 @@ __all__ = [
     "read_series",
     "SeriesTable",
     "resample",
+    "resample_kernel_size",
     "resample_problem",
     "save_audio",
     "save_series",
@@ -199,22 +200,33 @@ def check_series_codable(x: torch.Tensor, min_length: int, name: str | None = No
         raise AudioError(f"{which} constant ({float(x[c, 0]):g} throughout): nothing to code", name)
 
 
-# torchaudio's windowed-sinc kernel is [new/g, 1, ~orig/g] for g = gcd(orig, new): rates with a small gcd
-# (8000 -> 8001, 44101 -> 8000) need gigabytes and minutes. Common rate pairs reduce to at most 441:320.
-MAX_RESAMPLE_RATIO = 4096
+# torchaudio's windowed-sinc kernel has ``new/g`` phases of ``orig/g + 2 * ceil(6 * orig / (0.99 * min(orig, new)))``
+# taps for g = gcd(orig, new) (both divided by g): rates with a small gcd (8000 -> 8001, 44101 -> 8000) would need
+# gigabytes and minutes. Refused above this many kernel elements (64 MiB of float32, a few times that while it is
+# built); common rate pairs need at most 36,000 (441:80), and lopsided ones such as 44056 -> 8000 Hz (5507:1000)
+# 5.6 million.
+MAX_RESAMPLE_KERNEL = 1 << 24
+
+
+def resample_kernel_size(orig_sr: int, sample_rate: int) -> int:
+    """Elements of the kernel :func:`torchaudio.functional.resample` builds for ``orig_sr`` -> ``sample_rate`` Hz
+    (its default 6 zero crossings and roll-off 0.99)."""
+    g = math.gcd(orig_sr, sample_rate)
+    o, n = orig_sr // g, sample_rate // g
+    width = math.ceil(6 * o / (min(o, n) * 0.99))
+    return n * (o + 2 * width)
 
 
 def resample_problem(orig_sr: int, sample_rate: int) -> str | None:
     """Why resampling ``orig_sr`` to ``sample_rate`` Hz is refused (one line), or ``None`` when it is fine:
-    refused when the reduced ratio ``max(orig_sr, sample_rate) // gcd`` exceeds :data:`MAX_RESAMPLE_RATIO`."""
-    if orig_sr == sample_rate:
+    refused when the resampling kernel (:func:`resample_kernel_size`) exceeds :data:`MAX_RESAMPLE_KERNEL`."""
+    if orig_sr == sample_rate or resample_kernel_size(orig_sr, sample_rate) <= MAX_RESAMPLE_KERNEL:
         return None
     g = math.gcd(orig_sr, sample_rate)
-    if max(orig_sr, sample_rate) // g <= MAX_RESAMPLE_RATIO:
-        return None
     return (f"cannot resample {orig_sr} Hz to {sample_rate} Hz: the reduced ratio {orig_sr // g}:{sample_rate // g} "
-            f"exceeds {MAX_RESAMPLE_RATIO} (the filter would need too much memory); use a common rate such as "
-            f"8000, 16000, 22050, 44100 or 48000 Hz")
+            f"would need a {resample_kernel_size(orig_sr, sample_rate) * 4 >> 20} MiB filter (at most "
+            f"{MAX_RESAMPLE_KERNEL * 4 >> 20}); use a common rate such as 8000, 16000, 22050, 44100 or 48000 Hz (sox and "
+            f"ffmpeg convert any rate)")
 
 
 def resample(wav: torch.Tensor, orig_sr: int, sample_rate: int) -> torch.Tensor:
