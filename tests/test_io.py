@@ -154,6 +154,9 @@ def test_csv_names_and_index_columns(tmp_path):
     assert table("load,x\n0,5\n1,6\n2,4\n") == ([[0, 1, 2], [5, 6, 4]], ["load", "x"], None)  # not an index name
     assert table("time,x\n3,5\n1,6\n2,4\n") == ([[3, 1, 2], [5, 6, 4]], ["time", "x"], None)  # not rising
     assert table("a,b\n1,2\n3,4\n") == ([[1, 3], [2, 4]], ["a", "b"], None)
+    for name in ("Time (s)", "t [ms]", "time_step", "Elapsed-Time", "Sample", "year"):  # names with units, spelled freely
+        assert table(f"{name},x\n1990,5\n1991,6\n1992,4\n") == ([[5, 6, 4]], ["x"], name)
+    assert table("value (V),x\n0,5\n1,6\n2,4\n")[2] is None
     (tmp_path / "label.csv").write_text("a,label\n1,x\n2,y\n")  # text after the first column is an error
     with pytest.raises(AudioError, match=r"row 1, column 2 \('label'\) is not a number: 'x'") as err:
         load_series(tmp_path / "label.csv")
@@ -164,6 +167,17 @@ def test_decoded_csv_keeps_the_names(tmp_path):
     save_series(tmp_path / "o.csv", torch.zeros(2, 3), columns=["temp, °C", "rh"])
     assert (tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()[0] == '"temp, °C",rh'
     assert read_series(tmp_path / "o.csv").columns == ["temp, °C", "rh"]
+
+
+def test_tsv_files(tmp_path):
+    """``.tsv`` reads and writes tab-separated tables (a comma or semicolon in a name is just a character)."""
+    (tmp_path / "in.tsv").write_text("t\tflow, l/s\tp; kPa\n0\t1.5\t3\n1\t2.5\t4\n2\t0.5\t5\n")
+    t = read_series(tmp_path / "in.tsv")
+    assert (t.values.tolist(), t.columns, t.index) == ([[1.5, 2.5, 0.5], [3, 4, 5]], ["flow, l/s", "p; kPa"], "t")
+    save_series(tmp_path / "out.tsv", t.values, t.columns)
+    lines = (tmp_path / "out.tsv").read_text().splitlines()
+    assert lines[0] == "flow, l/s\tp; kPa" and lines[1] == "1.5\t3"
+    assert torch.equal(load_series(tmp_path / "out.tsv"), t.values) and is_series_path("X.TSV")
 
 
 def test_bad_series_files(tmp_path):

@@ -246,3 +246,6 @@ def test_a_dated_csv_codes_its_values_and_keeps_their_names(models, tmp_path, ca
     assert lines[0] == "temp,rh" and len(lines) == 49
     y = np.loadtxt(tmp_path / "w.csv", delimiter=",", skiprows=1)
     assert y.shape == x.shape and float(((y - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()) < 0.05
+    run("decode", tmp_path / "w.vqa", "-o", tmp_path / "w.tsv")  # tab-separated, the same table
+    assert (tmp_path / "w.tsv").read_text().splitlines()[0] == "temp\trh"
+    assert np.array_equal(np.loadtxt(tmp_path / "w.tsv", delimiter="\t", skiprows=1), y)

@@ -562,7 +562,7 @@ class Codec:
     def encode_file(self, path: str | os.PathLike | BinaryIO, n_q: int | None = None, name: str | None = None,
                     progress: Callable[[float, float], None] | None = None,
                     bits_per_sample: float | None = None) -> Codes:
-        """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv`` series.
+        """Codes of an audio file (streamed from disk) or, for series models, a ``.npy``/``.csv``/``.tsv`` series.
 
         ``path`` may also be a seekable binary stream (e.g. stdin read into :class:`io.BytesIO`): audio in any
         format soundfile detects from its content (WAV, FLAC, OGG, ...), series as ``.npy`` or CSV text.
@@ -581,7 +581,7 @@ class Codec:
                              "vqaudio.ts_files.encode_ts", name)
         if self.kind == "series":
             if not is_series_path(path):
-                raise AudioError(f"model {self.name!r} codes series: expected a .npy or .csv file", name)
+                raise AudioError(f"model {self.name!r} codes series: expected a .npy, .csv or .tsv file", name)
             return self._encode_table(read_series(path), n_q, name, bits_per_sample)
         if not is_audio_path(path):
             what = "a series file" if is_series_path(path) else f"not an audio file ({path.suffix or 'no suffix'})"
@@ -734,7 +734,7 @@ class Codec:
     def decode_to_file(self, codes: Codes, path: str | os.PathLike | BinaryIO, sample_rate: str | int = "original",
                        suffix: str | None = None, progress: Callable[[float, float], None] | None = None) -> None:
         """Decode into an audio file (streamed, atomic; integer formats clip to [-1, 1]) or, for
-        series, a ``.npy``/``.csv`` file. ``path`` may be a seekable binary stream (e.g. :class:`io.BytesIO`
+        series, a ``.npy``/``.csv``/``.tsv`` file. ``path`` may be a seekable binary stream (e.g. :class:`io.BytesIO`
         for stdout); then ``suffix`` (``".wav"``, ``".flac"``, ``".npy"``, ...) names the format. Audio only:
         ``progress(seconds, total_seconds)`` as blocks are written."""
         stream = hasattr(path, "write")
@@ -742,7 +742,7 @@ class Codec:
         suffix = (suffix or ("" if stream else Path(path).suffix)).lower()
         if self.kind == "series":
             if not is_series_path(f"x{suffix}"):
-                raise AudioError("series decode needs a .npy or .csv output", name)
+                raise AudioError("series decode needs a .npy, .csv or .tsv output", name)
             x = self.decode(codes)[0]
             if stream:
                 with tempfile.TemporaryDirectory() as tmp:  # save_series takes paths; series are small

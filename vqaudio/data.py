@@ -3,7 +3,7 @@
 Sources (:func:`build_datasets`, the ``--data`` of ``vqaudio train``):
 
 - a folder, searched recursively (hidden files and folders skipped), of audio files (any suffix
-  soundfile reads) or of series files (``.npy`` / ``.csv``, rows = time, columns = channels: see
+  soundfile reads) or of series files (``.npy`` / ``.csv`` / ``.tsv``, rows = time, columns = channels: see
   :mod:`vqaudio.io`);
 - a manifest (``.txt``, ``.lst``, ``.list`` or ``.scp``): one path per line (relative paths are
   relative to the manifest; blank lines and lines starting with ``#`` are skipped);
@@ -300,7 +300,7 @@ def build_datasets(
     else:
         files, root = input_files(spec)
         if not files:
-            raise AudioError("no audio (.wav, .flac, ...) or series (.npy, .csv) files found", spec)
+            raise AudioError("no audio (.wav, .flac, ...) or series (.npy, .csv, .tsv) files found", spec)
         audio = [f for f in files if is_audio_path(f)]
         found = "audio" if audio else "series"
         if audio and len(audio) != len(files):

@@ -1,7 +1,7 @@
 """Reading and writing audio and time series as ``[C, T]`` float32 tensors.
 
 Audio goes through soundfile (WAV, FLAC, OGG/Vorbis/Opus, MP3, AIFF, AU, CAF, W64, RF64, ...) and
-is resampled with :func:`torchaudio.functional.resample`. Series are ``.npy`` or ``.csv`` files in
+is resampled with :func:`torchaudio.functional.resample`. Series are ``.npy``, ``.csv`` or ``.tsv`` files in
 the same layout: **rows are time steps, columns are channels** (a ``T x C`` table; a 1-D ``.npy``
 is one channel). A ``.csv`` may start with a header row of names (kept: decoding writes them back) and may have an
 index column, not coded: a first column of dates, times or labels, or a rising numeric one named like
@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ _AUDIO_FORMATS = {
 }  # fmt: skip
 _DEFAULT_SUBTYPE = {".opus": "OPUS"}
 AUDIO_SUFFIXES = frozenset(s for s, fmt in _AUDIO_FORMATS.items() if fmt in sf.available_formats())
-SERIES_SUFFIXES = frozenset({".npy", ".csv"})
+SERIES_SUFFIXES = frozenset({".npy", ".csv", ".tsv"})
 
 
 def is_audio_path(path: str | os.PathLike) -> bool:
@@ -70,7 +71,7 @@ def is_audio_path(path: str | os.PathLike) -> bool:
 
 
 def is_series_path(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a ``.npy`` or ``.csv`` series file (case-insensitive)."""
+    """Whether ``path`` is a ``.npy``, ``.csv`` or ``.tsv`` series file (case-insensitive)."""
     return Path(path).suffix.lower() in SERIES_SUFFIXES
 
 
@@ -327,8 +328,18 @@ def _csv_delimiter(f) -> str:
 
 
 # Header names of a numeric first column that is the row index when its values rise strictly (pandas writes its
-# index with an empty name): the index is not coded, like a column of dates or labels.
-INDEX_NAMES = frozenset({"", "index", "idx", "t", "time", "timestamp", "date", "datetime", "unnamed: 0"})
+# index with an empty name): the index is not coded, like a column of dates or labels. Compared in lower case, without
+# a unit in brackets ("Time (s)", "t [ms]") and with "_", "-" and spaces alike.
+INDEX_NAMES = frozenset({"", "index", "idx", "i", "n", "no", "#", "id", "t", "time", "times", "timestamp", "time stamp",
+                         "date", "datetime", "date time", "unnamed: 0", "step", "steps", "time step", "timestep",
+                         "sample", "samples", "frame", "epoch", "seconds", "sec", "s", "ms", "year", "elapsed",
+                         "elapsed time", "time s", "time ms"})
+
+
+def _index_name(name: str) -> str:
+    """A header name as :data:`INDEX_NAMES` holds it: ``"Time (s)"`` -> ``"time"``, ``"time_step"`` -> ``"time step"``."""
+    name = re.sub(r"\s*[(\[][^()\[\]]*[)\]]\s*$", "", name.strip().lower())
+    return " ".join(name.replace("_", " ").replace("-", " ").split())
 
 
 def _is_number(cell: str) -> bool:
@@ -354,7 +365,7 @@ class SeriesTable:
 
 def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None]:
     """``(T x C table, column names or None, index column name or None)`` of a comma-, semicolon- or tab-separated
-    file with an optional header row and an optional index column (see :class:`SeriesTable`)."""
+    file (``.tsv``: tabs) with an optional header row and an optional index column (see :class:`SeriesTable`)."""
     data = path.read_bytes()
     if b"\0" in data:
         raise AudioError("cannot read CSV (not text)", str(path))
@@ -363,7 +374,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None]:
     except UnicodeDecodeError:
         text = data.decode("latin-1")  # legacy spreadsheet exports (Windows-1252 and Latin-1 letters in names)
     f = io.StringIO(text, newline="")
-    delimiter = _csv_delimiter(f)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else _csv_delimiter(f)
     rows = [[c.strip() for c in r] for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
     if not rows:
         return np.zeros((0, 0)), None, None
@@ -398,7 +409,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None]:
                 hint = " (write decimals with '.', not ',')" if delimiter != "," and "," in r[j] else ""
                 raise AudioError(f"row {i + 1}, column {j + 1}{name} is not a number: {r[j][:40]!r}{hint}",
                                  str(path)) from None
-    if (not text_index and header is not None and width >= 2 and header[0].lower() in INDEX_NAMES
+    if (not text_index and header is not None and width >= 2 and _index_name(header[0]) in INDEX_NAMES
             and len(rows) >= 2 and bool(np.all(np.diff(table[:, 0]) > 0))):
         index, table = header[0], table[:, 1:]
     columns = None if header is None else header[1:] if index is not None else header
@@ -406,12 +417,12 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None]:
 
 
 def load_series(path: str | os.PathLike) -> torch.Tensor:
-    """Read a ``.npy`` or ``.csv`` time series as float64 ``[C, T]``: :func:`read_series`'s values."""
+    """Read a ``.npy``, ``.csv`` or ``.tsv`` time series as float64 ``[C, T]``: :func:`read_series`'s values."""
     return read_series(path).values
 
 
 def read_series(path: str | os.PathLike) -> SeriesTable:
-    """Read a ``.npy`` or ``.csv`` time series: its values as float64 ``[C, T]`` (as exact as the file: a series far
+    """Read a ``.npy``, ``.csv`` or ``.tsv`` time series: its values as float64 ``[C, T]`` (as exact as the file: a series far
     from zero keeps its steps until the codec subtracts its mean) and, for a CSV, its column names and index column.
 
     Both formats hold a ``T x C`` table (rows = time, columns = channels); a 1-D ``.npy`` array
@@ -439,14 +450,14 @@ def read_series(path: str | os.PathLike) -> SeriesTable:
 
 
 def save_series(path: str | os.PathLike, x: torch.Tensor, columns: list[str] | None = None, ndim: int = 2) -> None:
-    """Write ``x`` (``[C, T]``, or ``[T]``) as ``.npy`` or ``.csv`` (a ``T x C`` table), atomically: float64 stays
+    """Write ``x`` (``[C, T]``, or ``[T]``) as ``.npy``, ``.csv`` or ``.tsv`` (a ``T x C`` table), atomically: float64 stays
     float64 (a decoded series at its original offset), any other dtype is written as float32. A CSV's header row
     holds ``columns`` (C names, e.g. the input's) or ``ch0, ch1, ...``; ``ndim=1`` writes one channel to a ``.npy``
     as a vector ``[T]`` (as it was read)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SERIES_SUFFIXES:
-        raise AudioError(f"unsupported series file suffix {path.suffix!r} (expected .csv or .npy)", str(path))
+        raise AudioError(f"unsupported series file suffix {path.suffix!r} (expected .npy, .csv or .tsv)", str(path))
     x = torch.as_tensor(x).detach()
     x = x.to("cpu", torch.float64 if x.dtype == torch.float64 else torch.float32)
     if x.dim() == 1:
@@ -466,10 +477,11 @@ def save_series(path: str | os.PathLike, x: torch.Tensor, columns: list[str] | N
                 names = columns if columns is not None and len(columns) == table.shape[1] else [
                     f"ch{i}" for i in range(table.shape[1])]
                 buf = io.StringIO()
-                csv.writer(buf, lineterminator="").writerow(names)  # quotes a name holding a comma
+                delimiter = "\t" if suffix == ".tsv" else ","
+                csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(names)  # quotes a name holding one
                 header = buf.getvalue()
                 digits = 15 if table.dtype == np.float64 else 9  # each dtype's round-trip precision, about
-                np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=",", header=header, comments="",
+                np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=delimiter, header=header, comments="",
                            encoding="utf-8")
     except OSError as err:  # mkstemp / os.replace / the write: e.g. the destination is a folder, disk full
         raise AudioError(f"cannot write series: {err.strerror or err}", str(path)) from None

@@ -8,7 +8,7 @@
   the user model folder, where its recipe's export stage puts it (:attr:`ShippedModel.recipe`); missing
   there too, the error says which recipe makes it.
 - The default model depends on the input (:func:`default_model`): ``series`` for series files (``.npy``,
-  ``.csv``, ``.ts``), ``speech-8k`` for audio.
+  ``.csv``, ``.tsv``, ``.ts``), ``speech-8k`` for audio.
 - A *user* model is a checkpoint folder in the user model folder, :func:`user_model_dir`
   (``$VQAUDIO_MODELS``, default ``~/.cache/vqaudio/models``, under ``$XDG_CACHE_HOME`` when set),
   named by its sub-folder.

@@ -14,7 +14,7 @@ from vqaudio.pipes import pipe_ends
 from vqaudio.progress import progress_wanted
 
 HELP = "decode .vqa token files back to audio (or series)"
-AUDIO_TYPES, SERIES_TYPES = ("wav", "flac", "ogg"), ("npy", "csv")  # --type: what -o - writes
+AUDIO_TYPES, SERIES_TYPES = ("wav", "flac", "ogg"), ("npy", "csv", "tsv")  # --type: what -o - writes
 DECODED = ".decoded"  # IN.vqa -> IN.decoded.wav: never the name of the file that was encoded
 DESCRIPTION = (HELP + f". Outputs are named IN{DECODED}.wav (series: IN{DECODED}.npy) unless -o names the file, so a "
                "decode never lands on the recording it was made from. One input file gives one output (an existing "
@@ -74,7 +74,7 @@ def register(subparsers) -> None:
                    help=f"output file (one input) or folder (mirrors input folders); default: IN{DECODED}.wav next to IN "
                         f"(series: IN{DECODED}.npy); - writes to stdout (see --type)")
     p.add_argument("--type", "-t", choices=AUDIO_TYPES + SERIES_TYPES, default=None,
-                   help="format written to stdout (-o -): wav (default), flac or ogg; npy (default) or csv for series")
+                   help="format written to stdout (-o -): wav (default), flac or ogg; npy (default), csv or tsv for series")
     p.add_argument("--sample-rate", default="original", metavar="original|model|HZ",
                    help="rate of the decoded audio: the input file's (default), the model's, or a number in Hz")
     p.add_argument("--stream", action="store_true",

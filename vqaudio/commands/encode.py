@@ -19,7 +19,7 @@ HELP = "encode audio/series files or folders to .vqa token files"
 DESCRIPTION = (HELP + ". One input file gives one output (default: IN with .vqa; an existing one needs --force); "
                "folders and manifests are mirrored under -o, skipping outputs that exist. Outputs never replace inputs. "
                "An aeon .ts file gives a folder (default: IN without .ts; -o DIR) of one .vqa per case, in a "
-               "sub-folder per class label. Without --model, series files (.npy, .csv, .ts) use the series model, "
+               "sub-folder per class label. Without --model, series files (.npy, .csv, .tsv, .ts) use the series model, "
                "everything else speech-8k.")
 
 
@@ -70,7 +70,7 @@ class _Encode:
 def register(subparsers) -> None:
     p = subparsers.add_parser("encode", help=HELP, description=DESCRIPTION)
     p.add_argument("inputs", nargs="+", metavar="IN",
-                   help="audio file, series file (.npy/.csv, or an aeon .ts of many cases), folder (recursive), manifest (.txt/.lst/.list/.scp: a path "
+                   help="audio file, series file (.npy/.csv/.tsv, or an aeon .ts of many cases), folder (recursive), manifest (.txt/.lst/.list/.scp: a path "
                         "per line), or - for stdin (wav, flac, ogg, ...; read whole; the output then goes to stdout "
                         "unless -o names a file)")
     p.add_argument("-o", "--output", metavar="OUT",
@@ -88,7 +88,7 @@ def register(subparsers) -> None:
     p.add_argument("--rate", type=int, default=None, metavar="HZ", help="--stream: raw signed 16-bit PCM input at HZ")
     p.add_argument("--channels", type=int, default=None, metavar="C", help="--stream: channels of raw PCM (default 1)")
     add_batch_flags(p, "shipped or user model name (see `vqaudio models`), or a checkpoint/experiment folder "
-                       "(default: series for .npy/.csv/.ts files, else speech-8k; ./NAME for a local folder named "
+                       "(default: series for .npy/.csv/.tsv/.ts files, else speech-8k; ./NAME for a local folder named "
                        "like a model)")
     p.set_defaults(func=run)
 
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def default_model(inputs: list[str]) -> str:
-    """The model for ``inputs`` without ``--model``: ``series`` when they are series files (``.npy``, ``.csv``,
+    """The model for ``inputs`` without ``--model``: ``series`` when they are series files (``.npy``, ``.csv``, ``.tsv``,
     ``.ts``), else ``speech-8k`` (audio files, folders, manifests, stdin); a mix of both is an error."""
     from vqaudio.io import is_series_path
     from vqaudio.registry import default_model as for_kind

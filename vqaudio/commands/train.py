@@ -108,7 +108,7 @@ def ints_arg(text: str, flag: str = "--strides", example: str = "2,4,4") -> list
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help=HELP, description=HELP + ". " + " ".join(__doc__.splitlines()[2:]))
     p.add_argument("--data", required=True, metavar="DIR|MANIFEST|aeon:NAME",
-                   help="folder (recursive) or manifest (.txt/.lst/.list/.scp, a path per line) of audio or .npy/.csv series, or aeon:NAME")
+                   help="folder (recursive) or manifest (.txt/.lst/.list/.scp, a path per line) of audio or .npy/.csv/.tsv series, or aeon:NAME")
     p.add_argument("--exp", required=True, metavar="DIR", help="experiment folder (checkpoints, log.jsonl, plots)")
     p.add_argument("--config", metavar="JSON",
                    help='model config JSON (VQVAEConfig fields), or {"model": {...}, "train": {...}, "adversarial": {...}, "augment": {...}}')
