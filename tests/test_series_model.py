@@ -234,18 +234,29 @@ def test_a_dated_csv_codes_its_values_and_keeps_their_names(models, tmp_path, ca
     src = tmp_path / "weather.csv"
     src.write_text("date,temp,rh\n" + "\n".join(rows) + "\n")
     run("encode", src, "-o", tmp_path / "w.vqa")
-    assert "the first column 'date' is the row index" in capsys.readouterr().err
+    assert "row index" not in capsys.readouterr().err  # hourly: rebuilt on decoding, nothing to warn about
     codes = load_codes(tmp_path / "w.vqa")
     assert (codes.channels, codes.length, codes.columns, codes.index) == (2, 48, ["temp", "rh"], "date")
+    assert codes.index_values == {"start": "2024-03-01 00:00", "step": 3600e6, "format": "%Y-%m-%d %H:%M"}
     run("info", tmp_path / "w.vqa", "--json")
     info = json.loads(capsys.readouterr().out)
     assert (info["columns"], info["index"]) == (["temp", "rh"], "date")
     run("convert", tmp_path / "w.vqa", "-o", tmp_path / "w.vqs")
     run("decode", tmp_path / "w.vqs", "-o", tmp_path / "w.csv")
     lines = (tmp_path / "w.csv").read_text().splitlines()
-    assert lines[0] == "temp,rh" and len(lines) == 49
-    y = np.loadtxt(tmp_path / "w.csv", delimiter=",", skiprows=1)
+    assert lines[0] == "date,temp,rh" and len(lines) == 49
+    assert [line.split(",")[0] for line in lines[1:]] == [r.split(",")[0] for r in rows]  # the dates, cell for cell
+    y = np.loadtxt(tmp_path / "w.csv", delimiter=",", skiprows=1, usecols=(1, 2))
     assert y.shape == x.shape and float(((y - x) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()) < 0.05
     run("decode", tmp_path / "w.vqa", "-o", tmp_path / "w.tsv")  # tab-separated, the same table
-    assert (tmp_path / "w.tsv").read_text().splitlines()[0] == "temp\trh"
-    assert np.array_equal(np.loadtxt(tmp_path / "w.tsv", delimiter="\t", skiprows=1), y)
+    assert (tmp_path / "w.tsv").read_text().splitlines()[0] == "date\ttemp\trh"
+    assert np.array_equal(np.loadtxt(tmp_path / "w.tsv", delimiter="\t", skiprows=1, usecols=(1, 2)), y)
+    run("decode", tmp_path / "w.vqa", "-o", tmp_path / "w.npy")  # a .npy has the values only
+    assert np.load(tmp_path / "w.npy").shape == x.shape
+    rows[5] = "2024-03-01 05:30" + rows[5][16:]  # an irregular index: dropped, and said so
+    src.write_text("date,temp,rh\n" + "\n".join(rows) + "\n")
+    run("encode", src, "-o", tmp_path / "irregular.vqa")
+    assert "the first column 'date' is the row index" in capsys.readouterr().err
+    assert load_codes(tmp_path / "irregular.vqa").index_values is None
+    run("decode", tmp_path / "irregular.vqa", "-o", tmp_path / "irregular.csv")
+    assert (tmp_path / "irregular.csv").read_text().splitlines()[0] == "temp,rh"

@@ -385,10 +385,13 @@ def test_stats_too_large_for_a_float(tmp_path, value):
     assert "invalid token file (stats must be" in read_error(bad)
 
 
-@pytest.mark.parametrize("key, value", [("columns", ["a"]), ("columns", [1, 2, 3]), ("columns", "abc"), ("index", 3), ("ndim", 1), ("ndim", 3), ("ndim", True)])
+@pytest.mark.parametrize("key, value", [("columns", ["a"]), ("columns", [1, 2, 3]), ("columns", "abc"), ("index", 3), ("ndim", 1), ("ndim", 3), ("ndim", True),
+    ("index_values", {"start": "0", "step": 0, "format": "%.0f"}),
+    ("index_values", {"start": "Monday", "step": 1e6, "format": "%Y-%m-%d"}),
+    ("index_values", {"start": "0", "step": 1, "format": "%.0f", "extra": 1}), ("index_values", "0,1,2")])
 def test_bad_series_names(tmp_path, key, value):
-    """A series file's column names must be one string per channel, its index column a string, and ndim 1 (a vector:
-    one channel) or 2."""
+    """A series file's column names must be one string per channel, its index column a string, ndim 1 (a vector:
+    one channel) or 2, and a regular index a start its format reads with a positive step."""
     c = make_codes(items=1, kind="series")
     c.columns, c.index = ["temp", "rh", "wind"], "date"
     good = tmp_path / "good.vqa"
@@ -396,4 +399,7 @@ def test_bad_series_names(tmp_path, key, value):
     assert (tf.read(good).columns, tf.read(good).index) == (c.columns, "date")
     bad = tmp_path / "bad.vqa"
     bad.write_bytes(craft(c.header() | {key: value}, c.codes.numpy()))
-    assert f"invalid token file ({key} must be" in read_error(bad)
+    assert f"invalid token file ({key}" in read_error(bad)
+    c.index_values = {"start": "2024-03-01", "step": 86400e6, "format": "%Y-%m-%d"}
+    tf.write(good, c)
+    assert tf.read(good).index_values == c.index_values

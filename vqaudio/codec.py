@@ -58,6 +58,7 @@ from vqaudio.io import (
 )
 from vqaudio.models.vqvae import VQVAE, SeriesStats, VQVAEConfig
 from vqaudio.postfilter import Postfilter
+from vqaudio.series_index import RegularIndex
 from vqaudio.series_resample import center_series, coded_steps, interpolate
 from vqaudio.series_resample import decimate as decimate_series
 from vqaudio.streaming import Latency, StreamDecoder, StreamEncoder, latency_of
@@ -615,8 +616,9 @@ class Codec:
         codes = self.encode_any_series(table.values, n_q, name, bits_per_sample)
         codes.columns, codes.index = table.columns, table.index
         codes.ndim = 1 if table.ndim == 1 else None
+        codes.index_values = None if table.index_values is None else table.index_values.to_json()
         if table.index is not None:
-            warn_index(name, table.index)
+            warn_index(name, table.index, table.index_values is not None)
         return codes
 
     # -- decoding ------------------------------------------------------------------------------
@@ -744,12 +746,13 @@ class Codec:
             if not is_series_path(f"x{suffix}"):
                 raise AudioError("series decode needs a .npy, .csv or .tsv output", name)
             x = self.decode(codes)[0]
+            index = None if codes.index_values is None else RegularIndex.from_json(codes.index_values)
             if stream:
                 with tempfile.TemporaryDirectory() as tmp:  # save_series takes paths; series are small
-                    save_series(Path(tmp) / f"out{suffix}", x, codes.columns, codes.ndim or 2)
+                    save_series(Path(tmp) / f"out{suffix}", x, codes.columns, codes.ndim or 2, codes.index, index)
                     path.write((Path(tmp) / f"out{suffix}").read_bytes())
             else:
-                save_series(path, x, codes.columns, codes.ndim or 2)
+                save_series(path, x, codes.columns, codes.ndim or 2, codes.index, index)
             return
         if not is_audio_path(f"x{suffix}"):
             raise AudioError(f"unsupported audio output suffix {suffix!r}", name)

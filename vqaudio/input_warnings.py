@@ -28,12 +28,16 @@ def warn_rate(source: str | None, sample_rate: int, model_rate: int) -> None:
                       f"{model_rate / 2000:g} kHz is dropped", VQAudioWarning, stacklevel=3)
 
 
-def warn_index(source: str | None, name: str) -> None:
+def warn_index(source: str | None, name: str, regular: bool = False) -> None:
     """Say that a series file's first column ``name`` is its row index (dates, times, labels or a rising count) and
-    is not coded: the decoded file has the value columns only."""
+    is not coded: ``regular`` (a constant step) is written back into a decoded CSV, else the decoded file has the
+    value columns only."""
+    if regular:
+        return  # nothing is lost: a regular index is rebuilt, cell for cell
     label = f"first column {name!r}" if name else "first column"
-    warnings.warn(f"{source or 'input'}: the {label} is the row index (dates, times, labels or a rising count): "
-                  f"not coded, the decoded series has the other columns", VQAudioWarning, stacklevel=3)
+    warnings.warn(f"{source or 'input'}: the {label} is the row index (dates, times, labels or a rising count) "
+                  f"without a constant step: not coded, the decoded series has the other columns", VQAudioWarning,
+                  stacklevel=3)
 
 
 class ClipCounter:

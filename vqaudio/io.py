@@ -32,6 +32,7 @@ import torch
 import torchaudio.functional as AF
 
 from vqaudio.errors import AudioError
+from vqaudio.series_index import RegularIndex, regular_index
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -361,10 +362,11 @@ class SeriesTable:
     columns: list[str] | None = None
     index: str | None = None
     ndim: int = 2  # 1 for a 1-D ``.npy`` array ``[T]`` (one channel): decoding writes one back
+    index_values: RegularIndex | None = None  # the index column when it is regular: decoding writes it back
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None]:
-    """``(T x C table, column names or None, index column name or None)`` of a comma-, semicolon- or tab-separated
+def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None, RegularIndex | None]:
+    """``(T x C table, column names or None, index column name or None, the index if regular)`` of a comma-, semicolon- or tab-separated
     file (``.tsv``: tabs) with an optional header row and an optional index column (see :class:`SeriesTable`)."""
     data = path.read_bytes()
     if b"\0" in data:
@@ -413,7 +415,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None]:
             and len(rows) >= 2 and bool(np.all(np.diff(table[:, 0]) > 0))):
         index, table = header[0], table[:, 1:]
     columns = None if header is None else header[1:] if index is not None else header
-    return table, columns, index
+    return table, columns, index, None if index is None else regular_index([r[0] for r in rows])
 
 
 def load_series(path: str | os.PathLike) -> torch.Tensor:
@@ -442,18 +444,20 @@ def read_series(path: str | os.PathLike) -> SeriesTable:
             arr = arr[:, None]
         if arr.ndim != 2:
             raise AudioError(f"series .npy must be 1-D [T] or 2-D [T, C], got shape {list(arr.shape)}", str(path))
-        columns = index = None
+        columns = index = index_values = None
     else:
-        (arr, columns, index), ndim = _read_csv(path), 2
+        (arr, columns, index, index_values), ndim = _read_csv(path), 2
     x = torch.from_numpy(np.ascontiguousarray(arr.T, dtype=np.float64))
-    return SeriesTable(_check_values(x, path), columns, index, ndim)
+    return SeriesTable(_check_values(x, path), columns, index, ndim, index_values)
 
 
-def save_series(path: str | os.PathLike, x: torch.Tensor, columns: list[str] | None = None, ndim: int = 2) -> None:
+def save_series(path: str | os.PathLike, x: torch.Tensor, columns: list[str] | None = None, ndim: int = 2,
+                index: str | None = None, index_values: RegularIndex | None = None) -> None:
     """Write ``x`` (``[C, T]``, or ``[T]``) as ``.npy``, ``.csv`` or ``.tsv`` (a ``T x C`` table), atomically: float64 stays
     float64 (a decoded series at its original offset), any other dtype is written as float32. A CSV's header row
-    holds ``columns`` (C names, e.g. the input's) or ``ch0, ch1, ...``; ``ndim=1`` writes one channel to a ``.npy``
-    as a vector ``[T]`` (as it was read)."""
+    holds ``columns`` (C names, e.g. the input's) or ``ch0, ch1, ...``; with ``index_values`` (a CSV or TSV) the
+    first column is that index, headed ``index``. ``ndim=1`` writes one channel to a ``.npy`` as a vector ``[T]``
+    (as it was read)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SERIES_SUFFIXES:
@@ -478,10 +482,17 @@ def save_series(path: str | os.PathLike, x: torch.Tensor, columns: list[str] | N
                     f"ch{i}" for i in range(table.shape[1])]
                 buf = io.StringIO()
                 delimiter = "\t" if suffix == ".tsv" else ","
-                csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(names)  # quotes a name holding one
-                header = buf.getvalue()
                 digits = 15 if table.dtype == np.float64 else 9  # each dtype's round-trip precision, about
-                np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=delimiter, header=header, comments="",
-                           encoding="utf-8")
+                if index_values is None:
+                    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(names)  # quotes a name holding one
+                    np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=delimiter, header=buf.getvalue(),
+                               comments="", encoding="utf-8")
+                else:
+                    writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
+                    writer.writerow([index or "", *names])
+                    fmt = f"%.{digits}g"
+                    cells = index_values.cells(len(table))
+                    writer.writerows([cell, *(fmt % v for v in row)] for cell, row in zip(cells, table, strict=True))
+                    Path(tmp).write_text(buf.getvalue(), encoding="utf-8")
     except OSError as err:  # mkstemp / os.replace / the write: e.g. the destination is a folder, disk full
         raise AudioError(f"cannot write series: {err.strerror or err}", str(path)) from None

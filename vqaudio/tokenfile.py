@@ -37,6 +37,7 @@ import torch
 
 from vqaudio.errors import TokenFileError
 from vqaudio.io import atomic_path
+from vqaudio.series_index import RegularIndex
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "SUFFIX", "Codes", "write", "read", "to_bytes", "from_bytes", "pack_bits",
            "unpack_bits", "code_bits", "packing", "pack_codes", "unpack_codes"]
@@ -84,6 +85,7 @@ class Codes:
     columns: list[str] | None = None
     index: str | None = None
     ndim: int | None = None
+    index_values: dict | None = None  # a regular index column (vqaudio.series_index.RegularIndex.to_json)
 
     @property
     def n_q(self) -> int:
@@ -135,7 +137,8 @@ class Codes:
         } | ({"group": packing(self.codebook_size)[0]} if self.version == 2 else {}) | (
             {"decimate": [Fraction(self.decimate).numerator, Fraction(self.decimate).denominator]}
             if self.decimate != 1 else {}) | ({"columns": self.columns} if self.columns is not None else {}) | (
-            {"index": self.index} if self.index is not None else {}) | ({"ndim": self.ndim} if self.ndim is not None else {})
+            {"index": self.index} if self.index is not None else {}) | ({"ndim": self.ndim} if self.ndim is not None else {}) | (
+            {"index_values": self.index_values} if self.index_values is not None else {})
 
 
 MAX_STEP_NUMERATOR, MAX_STEP_DENOMINATOR = 256, 16  # bounds on a series' coded step p/q (resampler size)
@@ -402,6 +405,13 @@ def _validate(c: Codes, fail) -> None:
     if c.ndim is not None and not (c.kind == "series" and c.ndim in (1, 2) and not isinstance(c.ndim, bool)
                                    and (c.ndim == 2 or c.channels == 1)):
         fail("ndim must be 1 (one channel) or 2 on series files")
+    if c.index_values is not None:
+        if c.index is None:
+            fail("index_values needs an index (its column name)")
+        try:
+            RegularIndex.from_json(c.index_values)
+        except ValueError as err:
+            fail(str(err))
     if c.codes.numel():
         lo, hi = int(c.codes.min()), int(c.codes.max())
         if lo < 0 or hi >= c.codebook_size:
@@ -483,7 +493,7 @@ def from_bytes(data: bytes, name: str) -> Codes:
         meta = {k: h[k] for k in ("kind", "sample_rate", "orig_sample_rate", "length", "channels", "hop")}
         meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"],
                     decimate=step_from_json(h.get("decimate", 1)), columns=h.get("columns"), index=h.get("index"),
-                    ndim=h.get("ndim"))
+                    ndim=h.get("ndim"), index_values=h.get("index_values"))
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
         group = h["group"] if version == 2 else 1
         model_name, sha = model["name"], model["sha256"]

@@ -45,8 +45,9 @@ _MAX_HEADER = 1 << 20
 _MAX_PACKET = 65535
 _HEADER_KEYS = ("kind", "model", "sample_rate", "orig_sample_rate", "channels", "items", "hop", "n_q", "codebook_size",
                 "bits", "chunking", "stats")
-# version-2 packing; a series coded at every d-th step; a series CSV's column names and index column; a 1-D series
-_OPTIONAL_KEYS = ("group", "decimate", "columns", "index", "ndim")
+# version-2 packing; a series coded at every d-th step; a series CSV's column names and index column (and its
+# values when regular); a 1-D series
+_OPTIONAL_KEYS = ("group", "decimate", "columns", "index", "ndim", "index_values")
 
 
 def is_stream(head: bytes) -> bool:
@@ -170,7 +171,8 @@ class StreamReader:
                   sample_rate=h["sample_rate"], orig_sample_rate=h["orig_sample_rate"], length=length,
                   channels=h["channels"], hop=h["hop"], codebook_size=h["codebook_size"], chunking=h["chunking"],
                   stats=h["stats"], source=self.name, decimate=step_from_json(h.get("decimate", 1)),
-                  columns=h.get("columns"), index=h.get("index"), ndim=h.get("ndim"))
+                  columns=h.get("columns"), index=h.get("index"), ndim=h.get("ndim"),
+                  index_values=h.get("index_values"))
         return c
 
     def like(self) -> Codes:
