@@ -80,12 +80,15 @@ def test_stdin_to_a_named_file_and_the_rule_for_existing_outputs(talk, ckpt, tmp
     (["decode", "-", "-o", "OUT"], "-o must name a file, not a folder"),
     (["encode", "-"], "stdin: is empty (0 bytes)"),
     (["decode", "-", "-o", "x.wav"], "stdin: truncated token file (0 bytes)"),
+    (["encode", "-", "-o", "x.vqa", "STDIN=t,x\n0,1\n1,3\n"], "text or a .npy array, not audio: for a series pass --model"),
 ])
 def test_pipe_errors_are_one_line(tmp_path, ckpt, monkeypatch, capsys, argv, message):
     (tmp_path / "IN").mkdir()
     (tmp_path / "OUT").mkdir()
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    data = b"".join(a[6:].encode() for a in argv if a.startswith("STDIN="))
+    argv = [a for a in argv if not a.startswith("STDIN=")]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO()))
     assert main([*argv, "--model", str(ckpt)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

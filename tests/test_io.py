@@ -169,6 +169,19 @@ def test_decoded_csv_keeps_the_names(tmp_path):
     assert read_series(tmp_path / "o.csv").columns == ["temp, °C", "rh"]
 
 
+def test_decoded_csv_is_exact_and_well_formed(tmp_path):
+    """float64 cells read back as the same numbers (a series at 1e12 keeps its 1e-3 steps); a name holding a newline
+    is quoted; numpy.savetxt's '# ' header and UTF-16 text (Excel's "Unicode text") are read."""
+    x = torch.tensor([[1e12 + 0.001, 1e12 + 0.002, 0.1]], dtype=torch.float64)
+    save_series(tmp_path / "x.csv", x, columns=["a\nb"])
+    t = read_series(tmp_path / "x.csv")
+    assert torch.equal(t.values, x) and t.columns == ["a\nb"]
+    np.savetxt(tmp_path / "np.csv", np.ones((3, 2)), delimiter=",", header="a,b")
+    assert read_series(tmp_path / "np.csv").columns == ["a", "b"]
+    (tmp_path / "u16.csv").write_bytes("temp °C,rh\n1,2\n3,4\n".encode("utf-16"))
+    assert read_series(tmp_path / "u16.csv").columns == ["temp °C", "rh"]
+
+
 def test_tsv_files(tmp_path):
     """``.tsv`` reads and writes tab-separated tables (a comma or semicolon in a name is just a character)."""
     (tmp_path / "in.tsv").write_text("t\tflow, l/s\tp; kPa\n0\t1.5\t3\n1\t2.5\t4\n2\t0.5\t5\n")
@@ -176,7 +189,7 @@ def test_tsv_files(tmp_path):
     assert (t.values.tolist(), t.columns, t.index) == ([[1.5, 2.5, 0.5], [3, 4, 5]], ["flow, l/s", "p; kPa"], "t")
     save_series(tmp_path / "out.tsv", t.values, t.columns)
     lines = (tmp_path / "out.tsv").read_text().splitlines()
-    assert lines[0] == "flow, l/s\tp; kPa" and lines[1] == "1.5\t3"
+    assert lines[0] == "flow, l/s\tp; kPa" and lines[1] == "1.5\t3.0"
     assert torch.equal(load_series(tmp_path / "out.tsv"), t.values) and is_series_path("X.TSV")
 
 
@@ -192,8 +205,13 @@ def test_bad_series_files(tmp_path):
     (tmp_path / "mixed_index.csv").write_text("d,v\n2020-01-01,1\n5,2\n")
     (tmp_path / "header_only.csv").write_text("a,b\n")
     (tmp_path / "missing_value.csv").write_text("1,2\n,4\n")
+    (tmp_path / "blank_lines.csv").write_text("\n \n\n")
+    np.savez(tmp_path / "archive.npz", a=np.ones((9, 2)))
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
+    (tmp_path / "text.npy").write_text("not an npy")
     for name in ["nan.npy", "cube.npy", "nochan.npy", "obj.npy", "trunc.npy", "ragged.csv", "words.csv",
-                 "only_dates.csv", "mixed_index.csv", "header_only.csv", "missing_value.csv", "absent.csv", "x.wav"]:
+                 "only_dates.csv", "mixed_index.csv", "header_only.csv", "missing_value.csv", "absent.csv", "x.wav",
+                 "blank_lines.csv", "archive.npy", "text.npy"]:
         with pytest.raises(AudioError) as err:
             load_series(tmp_path / name)
         _one_line(err, tmp_path / name)

@@ -114,6 +114,9 @@ def test_missing_series_model_is_one_line_naming_the_recipe(tmp_path, monkeypatc
     ("1,2\n3,\n5,6\n7,8\n", "row 2, column 2 is empty"),
     ("a,b,c\n", "a header row but no data rows"),
     ("a;b\n1,5;2\n3;4\n5;6\n7;8\n", "write decimals with '.'"),
+    ("1e39\n-1e39\n1e39\n0\n", "outside the 1e-30 to 1e30 the model codes"),  # beyond float32
+    ("1e-300\n-1e-300\n1e-300\n0\n", "outside the 1e-30 to 1e30 the model codes"),
+    ("\n\n", "zero channels"),
 ])
 def test_bad_series_are_one_line_exit_2(models, tmp_path, capsys, bad, problem):
     src = tmp_path / "bad.csv"

@@ -212,7 +212,15 @@ def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int,
     try:
         f = sf.SoundFile(str(src) if isinstance(src, Path) else src)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
-        raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", name) from None
+        if isinstance(src, Path):
+            raise AudioError(f"cannot read audio (corrupt or unsupported): {err}", name) from None
+        src.seek(0)
+        head = src.read(4096)
+        series = head.startswith(b"\x93NUMPY") or (b"\0" not in head and bool(head.strip())
+                                                   and all(32 <= c < 127 or c in b"\t\r\n" for c in head[:512]))
+        why = "text or a .npy array, not audio: for a series pass --model series" if series else "corrupt or unsupported"
+        raise AudioError(f"cannot read audio ({why}): {getattr(err, 'error_string', None) or 'format not recognised'}",
+                         name) from None
     if f.frames == 0 or f.channels == 0:
         f.close()
         raise AudioError("is empty (0 samples)", name)
@@ -546,6 +554,11 @@ class Codec:
         """Codes of a series ``x`` float32 ``[C, T]`` within ``bits_per_sample`` of real payload: each way of
         :meth:`rate_options` is coded and decoded, and the one with the least squared error is kept (the encoder's
         choice, recorded in the codes: the decoder needs nothing else)."""
+        if not isinstance(x, Tensor) or x.dim() not in (1, 2):
+            what = f"shape {list(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+            raise AudioError(f"encode_at_rate codes one series, a float tensor [T] or [C, T], got {what} (for a batch, "
+                             f"call it per series)", source)
+        x = x if x.dim() == 2 else x[None]
         options = self.rate_options(x.shape[-1], bits_per_sample, x.shape[0])
         if not options:
             raise AudioError(f"series of {x.shape[-1]} step(s) cannot be coded within {bits_per_sample:g} bits/sample "

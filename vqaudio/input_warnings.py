@@ -35,9 +35,9 @@ def warn_index(source: str | None, name: str, regular: bool = False) -> None:
     if regular:
         return  # nothing is lost: a regular index is rebuilt, cell for cell
     label = f"first column {name!r}" if name else "first column"
-    warnings.warn(f"{source or 'input'}: the {label} is the row index (dates, times, labels or a rising count) "
-                  f"without a constant step: not coded, the decoded series has the other columns", VQAudioWarning,
-                  stacklevel=3)
+    warnings.warn(f"{source or 'input'}: the {label} is the row index (dates, times, labels or a rising count): not "
+                  f"coded, and not written back (its cells are not one constant step in one spelling); the decoded "
+                  f"series has the other columns", VQAudioWarning, stacklevel=3)
 
 
 class ClipCounter:

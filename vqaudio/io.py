@@ -200,6 +200,10 @@ def check_series_codable(x: torch.Tensor, min_length: int, name: str | None = No
         c = int(flat.nonzero()[0, 0])
         which = "the series is" if x.shape[0] == 1 else f"channel {c} (of {x.shape[0]}) is"
         raise AudioError(f"{which} constant ({float(x[c, 0]):g} throughout): nothing to code", name)
+    spread = (high.double() - low.double()).max()
+    if not 1e-30 < float(spread) < 1e30:  # the model works in float32 (about 1e-38 to 3e38), std and all
+        raise AudioError(f"values spread over {float(spread):g}: outside the 1e-30 to 1e30 the model codes (rescale "
+                         f"the series first)", name)
 
 
 # torchaudio's windowed-sinc kernel has ``new/g`` phases of ``orig/g + 2 * ceil(6 * orig / (0.99 * min(orig, new)))``
@@ -369,6 +373,11 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None, Reg
     """``(T x C table, column names or None, index column name or None, the index if regular)`` of a comma-, semicolon- or tab-separated
     file (``.tsv``: tabs) with an optional header row and an optional index column (see :class:`SeriesTable`)."""
     data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark (Excel's "Unicode text")
+        try:
+            data = data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError:
+            raise AudioError("cannot read CSV (not valid UTF-16 text)", str(path)) from None
     if b"\0" in data:
         raise AudioError("cannot read CSV (not text)", str(path))
     try:
@@ -379,7 +388,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None, Reg
     delimiter = "\t" if path.suffix.lower() == ".tsv" else _csv_delimiter(f)
     rows = [[c.strip() for c in r] for r in csv.reader(f, delimiter=delimiter) if r and any(c.strip() for c in r)]
     if not rows:
-        return np.zeros((0, 0)), None, None
+        return np.zeros((0, 0)), None, None, None
     # A first column of text (dates, times, labels) beside numbers is the row index; the first row is the header
     # when any of its other cells is text.
     text_index = (len(rows[0]) >= 2 and all(len(r) >= 2 and r[0] and not _is_number(r[0]) for r in rows[1:])
@@ -388,6 +397,8 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, str | None, Reg
     header = rows[0] if not all(_is_number(c) for c in first) else None
     if header is not None:
         rows = rows[1:]
+        if header[0].startswith("#"):  # numpy.savetxt's header line: "# a,b"
+            header = [header[0].lstrip("#").strip(), *header[1:]]
     if not rows:
         raise AudioError("has a header row but no data rows", str(path))
     width = len(header) if header is not None else len(rows[0])
@@ -433,6 +444,11 @@ def read_series(path: str | os.PathLike) -> SeriesTable:
     path = Path(path)
     _check_readable(path, SERIES_SUFFIXES, "series")
     if path.suffix.lower() == ".npy":
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != b"\x93NUMPY":
+            what = "a .npz archive (np.savez): save one array with np.save" if magic[:2] == b"PK" else "no NumPy header"
+            raise AudioError(f"not a .npy array ({what})", str(path))
         try:
             arr = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
@@ -482,17 +498,14 @@ def save_series(path: str | os.PathLike, x: torch.Tensor, columns: list[str] | N
                     f"ch{i}" for i in range(table.shape[1])]
                 buf = io.StringIO()
                 delimiter = "\t" if suffix == ".tsv" else ","
-                digits = 15 if table.dtype == np.float64 else 9  # each dtype's round-trip precision, about
-                if index_values is None:
-                    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(names)  # quotes a name holding one
-                    np.savetxt(tmp, table, fmt=f"%.{digits}g", delimiter=delimiter, header=buf.getvalue(),
-                               comments="", encoding="utf-8")
-                else:
-                    writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
-                    writer.writerow([index or "", *names])
-                    fmt = f"%.{digits}g"
-                    cells = index_values.cells(len(table))
-                    writer.writerows([cell, *(fmt % v for v in row)] for cell, row in zip(cells, table, strict=True))
-                    Path(tmp).write_text(buf.getvalue(), encoding="utf-8")
+                writer = csv.writer(buf, delimiter=delimiter, lineterminator="\n")  # quotes names holding one, or "\n"
+                writer.writerow(names if index_values is None else [index or "", *names])
+                # the shortest text that reads back as the same float64 (repr), or float32's 9 digits
+                cell = repr if table.dtype == np.float64 else (lambda v: f"{v:.9g}")
+                rows = (map(cell, row.tolist()) for row in table)
+                if index_values is not None:
+                    rows = ([i, *r] for i, r in zip(index_values.cells(len(table)), rows, strict=True))
+                writer.writerows(rows)
+                Path(tmp).write_text(buf.getvalue(), encoding="utf-8")
     except OSError as err:  # mkstemp / os.replace / the write: e.g. the destination is a folder, disk full
         raise AudioError(f"cannot write series: {err.strerror or err}", str(path)) from None
