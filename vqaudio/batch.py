@@ -196,7 +196,7 @@ def encode_many(codec, items: list[Tensor], sample_rate: int | None, n_q: int | 
         raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", "input")
     problem = resample_problem(sample_rate, codec.sample_rate)
     if problem:
-        raise AudioError(f"{problem} (the model's rate)", "input")
+        raise AudioError(problem, "input")
     fits, resample = _resampler(sample_rate, codec.sample_rate, codec.chunk_seconds)
     short = [i for i, x in enumerate(items)
              if x.shape[-1] < fits and resampled_length(x.shape[-1], codec.sample_rate, sample_rate) < limit]

@@ -236,8 +236,7 @@ def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int,
             try:
                 for block in f.blocks(blocksize, dtype="float32", always_2d=True):
                     x = torch.from_numpy(np.ascontiguousarray(block.T))
-                    if not bool(torch.isfinite(x).all()):
-                        raise AudioError("contains NaN or Inf samples", name)
+                    check_samples(x, name)
                     n += x.shape[-1]
                     yield x
             except (sf.LibsndfileError, RuntimeError, ValueError) as err:
@@ -253,6 +252,19 @@ def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int,
 SHAPES = "a float tensor [T], [C, T] or [B, C, T], or a list of [C, T] tensors"
 
 
+MAX_PEAK = 1000.0  # 60 dB above full scale: float samples beyond this are not audio at any usable level
+
+
+def check_samples(x: Tensor, what: str | None) -> None:
+    """One-line :class:`AudioError` for a block ``[C, n]`` with NaN/Inf samples or a peak beyond :data:`MAX_PEAK`
+    (float files scaled wrongly; the model would overflow)."""
+    if not bool(torch.isfinite(x).all()):
+        raise AudioError("contains NaN or Inf samples", what)
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    if peak > MAX_PEAK:
+        raise AudioError(f"samples far beyond full scale (peak {peak:.3g}; audio is within +-1): rescale it", what)
+
+
 def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32) -> Tensor:
     """``x`` as ``dtype`` ``[C, T]`` on the CPU (``[T]``: one channel); one-line :class:`AudioError` otherwise."""
     try:
@@ -265,8 +277,7 @@ def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32) -> Tens
         raise AudioError(f"expected {SHAPES}, got {x.dtype} {list(x.shape)}", what)
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AudioError(f"is empty (shape {list(x.shape)})", what)
-    if not bool(torch.isfinite(x).all()):
-        raise AudioError("contains NaN or Inf samples", what)
+    check_samples(x, what)
     return x.detach().to("cpu", dtype)
 
 
@@ -427,7 +438,7 @@ class Codec:
             raise AudioError(f"sample rate must be a positive integer, got {sample_rate!r}", source)
         problem = resample_problem(sample_rate, self.sample_rate)
         if problem:  # the input's rate: an odd-rate file
-            raise AudioError(f"{problem} (the model's rate)", source)
+            raise AudioError(problem, source)
         resampler = StreamResampler(sample_rate, self.sample_rate, self.chunk_seconds)
         encoder = self._encoder(n_q, None)
         clips = ClipCounter()
@@ -438,6 +449,7 @@ class Codec:
                 channels = channels or block.shape[0]
                 if block.shape[0] != channels:
                     raise AudioError(f"channel count changed from {channels} to {block.shape[0]}", source)
+                check_samples(block, source)
                 length += block.shape[-1]
                 clips.push(block)
                 if progress is not None:

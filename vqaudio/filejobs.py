@@ -101,6 +101,8 @@ def collect(inputs: list[str], out: str | None, accept: Callable[[Path], bool], 
             if out is None and len(roots) > 1 and r == roots[-1] and output_hint(r):
                 raise ConfigError(f"no such file or folder (to name the output, use -o {r})", str(r))
             raise ConfigError("no such file or folder", str(r))
+        if not (r.is_file() or r.is_dir()):
+            raise ConfigError("not a regular file (a pipe or device: read it as stdin, with - < FILE)", str(r))
     batch = len(roots) > 1 or not roots[0].is_file() or (not accept(roots[0]) and is_manifest_path(roots[0]))
     out_dir = Path(out) if out is not None else None
     jobs: list[Job] = []

@@ -117,7 +117,7 @@ def _head(src: str | os.PathLike | BinaryIO, n: int) -> tuple[bytes, int]:
 def header_frames(path: str | os.PathLike | BinaryIO) -> int | None:
     """Sample frames per channel that a WAV or AIFF header declares when its sample data chunk runs past
     the end of the file (a truncated file); ``None`` when the chunk is complete, or unknown (other
-    formats, compressed WAV, a streaming header with size 0 or 0xFFFFFFFF, an unparsable header).
+    formats, compressed WAV, a streaming header with size 0, 0xFFFFFFFF or sox's 0x7FFFF000, an unparsable header).
 
     libsndfile silently shortens a truncated WAV/AIFF to the bytes present (``frames`` then agrees
     with what it reads), so detecting truncation needs the header's own count. The WAV count uses
@@ -140,7 +140,7 @@ def header_frames(path: str | os.PathLike | BinaryIO) -> int | None:
                 bits = int.from_bytes(head[pos + 22 : pos + 24], order)
                 block = channels * ((bits + 7) // 8) or int.from_bytes(head[pos + 20 : pos + 22], order)
             elif cid == b"data":
-                if tag not in _WAV_SAMPLE_TAGS or block == 0 or size in (0, 0xFFFFFFFF) or pos + 8 + size <= file_size:
+                if tag not in _WAV_SAMPLE_TAGS or block == 0 or size in (0, 0x7FFFF000, 0xFFFFFFFF) or pos + 8 + size <= file_size:
                     return None
                 return size // block
             pos += 8 + size + (size & 1)
@@ -231,8 +231,8 @@ def resample_problem(orig_sr: int, sample_rate: int) -> str | None:
     g = math.gcd(orig_sr, sample_rate)
     return (f"cannot resample {orig_sr} Hz to {sample_rate} Hz: the reduced ratio {orig_sr // g}:{sample_rate // g} "
             f"would need a {resample_kernel_size(orig_sr, sample_rate) * 4 >> 20} MiB filter (at most "
-            f"{MAX_RESAMPLE_KERNEL * 4 >> 20}); use a common rate such as 8000, 16000, 22050, 44100 or 48000 Hz (sox and "
-            f"ffmpeg convert any rate)")
+            f"{MAX_RESAMPLE_KERNEL * 4 >> 20} MiB); convert it to a common rate such as 8000, 16000, 22050, 44100 or 48000 "
+            f"Hz first (sox and ffmpeg convert any rate)")
 
 
 def resample(wav: torch.Tensor, orig_sr: int, sample_rate: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ __all__ = ["wav_blocks", "raw_blocks", "WavWriter", "encode_pipe", "decode_pipe"
 
 READ_SIZE = 4096  # bytes per read: a read returns what has arrived, up to this
 _UNKNOWN = 0xFFFFFFFF
+_SOX_UNKNOWN = 0x7FFFF000  # the data size sox writes when it cannot seek back (a pipe)
 _FORMATS = {(1, 16): "<i2", (1, 24): None, (1, 32): "<i4", (3, 32): "<f4", (1, 8): "u1"}
 
 
@@ -89,7 +90,7 @@ def wav_blocks(f: BinaryIO, name: str = "stdin") -> tuple[int, int, Iterator[tor
     if dtype is None or channels < 1 or rate < 1:
         raise AudioError(f"unsupported WAV stream (format {tag}, {bits} bits, {channels} channels); "
                          "send 16-bit PCM or float32", name)
-    limit = None if size in (0, _UNKNOWN) else size
+    limit = None if size in (0, _UNKNOWN, _SOX_UNKNOWN) else size
     return rate, channels, _pcm_blocks(f, channels, dtype, limit, name)
 
 
@@ -122,6 +123,7 @@ def encode_pipe(codec, src: BinaryIO, dst: BinaryIO, n_q: int | None, name: str,
                 channels: int | None = None) -> None:
     """Encode audio from ``src`` (WAV, or raw PCM when ``rate`` is given) to a ``.vqs`` stream on ``dst`` as it
     arrives."""
+    from vqaudio.codec import check_samples
     from vqaudio.tokenstream import StreamWriter, stream_header
 
     if codec.kind != "audio":
@@ -137,6 +139,7 @@ def encode_pipe(codec, src: BinaryIO, dst: BinaryIO, n_q: int | None, name: str,
     writer = StreamWriter(dst, stream_header(like))
     length = 0
     for x in blocks:
+        check_samples(x, name)  # before its packet is written: a bad block never reaches the output
         length += x.shape[-1]
         writer.write(enc.push(x))
     if not length:  # before flushing: an encoder that was never pushed has no channel count to flush with
