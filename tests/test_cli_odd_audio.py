@@ -9,8 +9,13 @@ import struct
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
+import torch
 from cli_helpers import ckpt, one_line, run  # noqa: F401  (ckpt: the fixture)
+
+from vqaudio.codec import load_codec
+from vqaudio.errors import AudioError
 
 
 def _tone(seconds: float = 1.0) -> np.ndarray:
@@ -31,6 +36,9 @@ def test_far_beyond_full_scale_and_nan_are_one_line(ckpt, tmp_path, capsys, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.wav", "nan.wav"]
     sf.write(tmp_path / "loud.wav", (2 * _tone()).astype(np.float32), 8000, subtype="FLOAT")  # above 1: still audio
     run("encode", tmp_path / "loud.wav", "--model", ckpt)
+    codec = load_codec(str(ckpt))
+    with pytest.raises(AudioError, match=r"input\[1\]: samples far beyond full scale"):  # the list API too
+        codec.encode([torch.zeros(1, 800), torch.full((1, 800), 5e3)], 8000)
 
 
 def test_sox_pipe_header_reads_to_the_end(ckpt, tmp_path, capsys, monkeypatch):  # noqa: F811

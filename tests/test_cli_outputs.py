@@ -128,8 +128,10 @@ def test_a_killed_decode_leaves_no_partial_output(tmp_path, sig, status, word):
     x = 0.1 * torch.randn(1, 8000 * 60, generator=torch.Generator().manual_seed(0))  # a minute: seconds to decode
     save_codes(tmp_path / "long.vqa", codec.encode(x, 8000))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # as from a terminal: a job started in the background by a script (nohup CMD &) inherits SIGINT ignored
     p = subprocess.Popen([sys.executable, "-m", "vqaudio", "decode", str(tmp_path / "long.vqa"), "-o",
-                          str(tmp_path / "long.wav")], env=env, stderr=subprocess.PIPE)
+                          str(tmp_path / "long.wav")], env=env, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not any(f.name.startswith(".long.wav.") for f in tmp_path.iterdir()):  # the temporary output exists
         assert p.poll() is None and time.monotonic() < deadline, "decode ended before it could be signalled"

@@ -277,7 +277,8 @@ def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32) -> Tens
         raise AudioError(f"expected {SHAPES}, got {x.dtype} {list(x.shape)}", what)
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AudioError(f"is empty (shape {list(x.shape)})", what)
-    check_samples(x, what)
+    if not bool(torch.isfinite(x).all()):
+        raise AudioError("contains NaN or Inf samples", what)
     return x.detach().to("cpu", dtype)
 
 
@@ -479,8 +480,10 @@ class Codec:
         if isinstance(wav, list | tuple) or (isinstance(wav, Tensor) and wav.dim() == 3):
             from vqaudio.batch import encode_many
 
-            return encode_many(self, [_check_wav(x, f"input[{i}]", self._input_dtype) for i, x in enumerate(wav)],
-                               sample_rate, n_q)
+            items = [_check_wav(x, f"input[{i}]", self._input_dtype) for i, x in enumerate(wav)]
+            for i, x in enumerate(items if self.kind == "audio" else ()):
+                check_samples(x, f"input[{i}]")
+            return encode_many(self, items, sample_rate, n_q)
         wav = _check_wav(wav, "input", self._input_dtype)
         if self.kind == "series":
             return self.encode_series(wav, n_q, None)
