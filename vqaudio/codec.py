@@ -235,8 +235,7 @@ def _audio_blocks(src: Path | BinaryIO, blocksize: int, name: str) -> tuple[int,
         with f:
             try:
                 for block in f.blocks(blocksize, dtype="float32", always_2d=True):
-                    x = torch.from_numpy(np.ascontiguousarray(block.T))
-                    check_samples(x, name)
+                    x = torch.from_numpy(np.ascontiguousarray(block.T))  # values: Codec.encode_stream checks
                     n += x.shape[-1]
                     yield x
             except (sf.LibsndfileError, RuntimeError, ValueError) as err:
@@ -265,8 +264,9 @@ def check_samples(x: Tensor, what: str | None) -> None:
         raise AudioError(f"samples far beyond full scale (peak {peak:.3g}; audio is within +-1): rescale it", what)
 
 
-def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32) -> Tensor:
-    """``x`` as ``dtype`` ``[C, T]`` on the CPU (``[T]``: one channel); one-line :class:`AudioError` otherwise."""
+def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32, audio: bool = False) -> Tensor:
+    """``x`` as ``dtype`` ``[C, T]`` on the CPU (``[T]``: one channel); one-line :class:`AudioError` otherwise
+    (``audio``: its samples pass :func:`check_samples`, else they need only be finite)."""
     try:
         x = torch.as_tensor(x)
     except (TypeError, ValueError, RuntimeError):
@@ -277,7 +277,9 @@ def _check_wav(x: Tensor, what: str, dtype: torch.dtype = torch.float32) -> Tens
         raise AudioError(f"expected {SHAPES}, got {x.dtype} {list(x.shape)}", what)
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AudioError(f"is empty (shape {list(x.shape)})", what)
-    if not bool(torch.isfinite(x).all()):
+    if audio:
+        check_samples(x, what)
+    elif not bool(torch.isfinite(x).all()):
         raise AudioError("contains NaN or Inf samples", what)
     return x.detach().to("cpu", dtype)
 
@@ -480,9 +482,7 @@ class Codec:
         if isinstance(wav, list | tuple) or (isinstance(wav, Tensor) and wav.dim() == 3):
             from vqaudio.batch import encode_many
 
-            items = [_check_wav(x, f"input[{i}]", self._input_dtype) for i, x in enumerate(wav)]
-            for i, x in enumerate(items if self.kind == "audio" else ()):
-                check_samples(x, f"input[{i}]")
+            items = [_check_wav(x, f"input[{i}]", self._input_dtype, self.kind == "audio") for i, x in enumerate(wav)]
             return encode_many(self, items, sample_rate, n_q)
         wav = _check_wav(wav, "input", self._input_dtype)
         if self.kind == "series":
@@ -645,8 +645,8 @@ class Codec:
         codes.columns, codes.index = table.columns, table.index
         codes.ndim = 1 if table.ndim == 1 else None
         codes.index_values = None if table.index_values is None else table.index_values.to_json()
-        if table.index is not None:
-            warn_index(name, table.index, table.index_values is not None)
+        if table.index is not None and table.index_values is None:  # a regular index is rebuilt: nothing is lost
+            warn_index(name, table.index)
         return codes
 
     # -- decoding ------------------------------------------------------------------------------

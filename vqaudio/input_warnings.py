@@ -28,12 +28,10 @@ def warn_rate(source: str | None, sample_rate: int, model_rate: int) -> None:
                       f"{model_rate / 2000:g} kHz is dropped", VQAudioWarning, stacklevel=3)
 
 
-def warn_index(source: str | None, name: str, regular: bool = False) -> None:
+def warn_index(source: str | None, name: str) -> None:
     """Say that a series file's first column ``name`` is its row index (dates, times, labels or a rising count) and
-    is not coded: ``regular`` (a constant step) is written back into a decoded CSV, else the decoded file has the
-    value columns only."""
-    if regular:
-        return  # nothing is lost: a regular index is rebuilt, cell for cell
+    is neither coded nor written back (not a constant step in one spelling): the decoded file has the value columns
+    only."""
     label = f"first column {name!r}" if name else "first column"
     warnings.warn(f"{source or 'input'}: the {label} is the row index (dates, times, labels or a rising count): not "
                   f"coded, and not written back (its cells are not one constant step in one spelling); the decoded "

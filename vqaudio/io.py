@@ -98,6 +98,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+# Data-chunk sizes a WAV writer puts in a header it cannot seek back to (a pipe): unknown length, read to the end.
+# 0 and 0xFFFFFFFF (ffmpeg), 0x7FFFF000 (sox).
+WAV_UNKNOWN_SIZES = frozenset({0, 0x7FFFF000, 0xFFFFFFFF})
 _WAV_SAMPLE_TAGS = {1, 3, 6, 7, 0xFFFE}  # PCM, float, A-law, mu-law, extensible: block_align bytes per frame
 
 
@@ -140,7 +143,7 @@ def header_frames(path: str | os.PathLike | BinaryIO) -> int | None:
                 bits = int.from_bytes(head[pos + 22 : pos + 24], order)
                 block = channels * ((bits + 7) // 8) or int.from_bytes(head[pos + 20 : pos + 22], order)
             elif cid == b"data":
-                if tag not in _WAV_SAMPLE_TAGS or block == 0 or size in (0, 0x7FFFF000, 0xFFFFFFFF) or pos + 8 + size <= file_size:
+                if tag not in _WAV_SAMPLE_TAGS or block == 0 or size in WAV_UNKNOWN_SIZES or pos + 8 + size <= file_size:
                     return None
                 return size // block
             pos += 8 + size + (size & 1)

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from vqaudio.errors import AudioError, TokenFileError
+from vqaudio.io import WAV_UNKNOWN_SIZES
 
 __all__ = ["wav_blocks", "raw_blocks", "WavWriter", "encode_pipe", "decode_pipe", "READ_SIZE"]
 
 READ_SIZE = 4096  # bytes per read: a read returns what has arrived, up to this
 _UNKNOWN = 0xFFFFFFFF
-_SOX_UNKNOWN = 0x7FFFF000  # the data size sox writes when it cannot seek back (a pipe)
 _FORMATS = {(1, 16): "<i2", (1, 24): None, (1, 32): "<i4", (3, 32): "<f4", (1, 8): "u1"}
 
 
@@ -90,7 +90,7 @@ def wav_blocks(f: BinaryIO, name: str = "stdin") -> tuple[int, int, Iterator[tor
     if dtype is None or channels < 1 or rate < 1:
         raise AudioError(f"unsupported WAV stream (format {tag}, {bits} bits, {channels} channels); "
                          "send 16-bit PCM or float32", name)
-    limit = None if size in (0, _UNKNOWN, _SOX_UNKNOWN) else size
+    limit = None if size in WAV_UNKNOWN_SIZES else size
     return rate, channels, _pcm_blocks(f, channels, dtype, limit, name)
 
 

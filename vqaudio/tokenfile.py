@@ -136,11 +136,12 @@ class Codes:
             "stats": self.stats,
         } | ({"group": packing(self.codebook_size)[0]} if self.version == 2 else {}) | (
             {"decimate": [Fraction(self.decimate).numerator, Fraction(self.decimate).denominator]}
-            if self.decimate != 1 else {}) | ({"columns": self.columns} if self.columns is not None else {}) | (
-            {"index": self.index} if self.index is not None else {}) | ({"ndim": self.ndim} if self.ndim is not None else {}) | (
-            {"index_values": self.index_values} if self.index_values is not None else {})
+            if self.decimate != 1 else {}) | {k: getattr(self, k) for k in SERIES_FILE_KEYS if getattr(self, k) is not None}
 
 
+# Optional header keys (and Codes fields) of series read from a file: the CSV's column names, its index column's name
+# and, when regular, its values; the array's dimensions. Written only when set.
+SERIES_FILE_KEYS = ("columns", "index", "ndim", "index_values")
 MAX_STEP_NUMERATOR, MAX_STEP_DENOMINATOR = 256, 16  # bounds on a series' coded step p/q (resampler size)
 
 
@@ -492,8 +493,7 @@ def from_bytes(data: bytes, name: str) -> Codes:
         model = h["model"]
         meta = {k: h[k] for k in ("kind", "sample_rate", "orig_sample_rate", "length", "channels", "hop")}
         meta.update(codebook_size=h["codebook_size"], chunking=h["chunking"], stats=h["stats"],
-                    decimate=step_from_json(h.get("decimate", 1)), columns=h.get("columns"), index=h.get("index"),
-                    ndim=h.get("ndim"), index_values=h.get("index_values"))
+                    decimate=step_from_json(h.get("decimate", 1)), **{k: h.get(k) for k in SERIES_FILE_KEYS})
         items, n_q, frames, bits = (h[k] for k in ("items", "n_q", "frames", "bits"))
         group = h["group"] if version == 2 else 1
         model_name, sha = model["name"], model["sha256"]

@@ -29,7 +29,16 @@ import numpy as np
 import torch
 
 from vqaudio.errors import TokenFileError
-from vqaudio.tokenfile import Codes, _validate, pack_codes, packing, payload_bits, step_from_json, unpack_codes
+from vqaudio.tokenfile import (
+    SERIES_FILE_KEYS,
+    Codes,
+    _validate,
+    pack_codes,
+    packing,
+    payload_bits,
+    step_from_json,
+    unpack_codes,
+)
 
 __all__ = ["MAGIC", "SUFFIX", "StreamWriter", "StreamReader", "write_codes", "to_codes", "is_stream", "stream_header",
            "codes_from_bytes", "load_any"]
@@ -45,9 +54,8 @@ _MAX_HEADER = 1 << 20
 _MAX_PACKET = 65535
 _HEADER_KEYS = ("kind", "model", "sample_rate", "orig_sample_rate", "channels", "items", "hop", "n_q", "codebook_size",
                 "bits", "chunking", "stats")
-# version-2 packing; a series coded at every d-th step; a series CSV's column names and index column (and its
-# values when regular); a 1-D series
-_OPTIONAL_KEYS = ("group", "decimate", "columns", "index", "ndim", "index_values")
+# version-2 packing; a series coded at every d-th step; what a series file's names, index and shape were
+_OPTIONAL_KEYS = ("group", "decimate", *SERIES_FILE_KEYS)
 
 
 def is_stream(head: bytes) -> bool:
@@ -171,8 +179,7 @@ class StreamReader:
                   sample_rate=h["sample_rate"], orig_sample_rate=h["orig_sample_rate"], length=length,
                   channels=h["channels"], hop=h["hop"], codebook_size=h["codebook_size"], chunking=h["chunking"],
                   stats=h["stats"], source=self.name, decimate=step_from_json(h.get("decimate", 1)),
-                  columns=h.get("columns"), index=h.get("index"), ndim=h.get("ndim"),
-                  index_values=h.get("index_values"))
+                  **{k: h.get(k) for k in SERIES_FILE_KEYS})
         return c
 
     def like(self) -> Codes:
